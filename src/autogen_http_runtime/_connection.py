@@ -1,0 +1,296 @@
+"""A worker's WebSocket session with its host: handshake, send/receive loops, calls in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from . import _wire as wire
+from ._address import HostEndpoint
+from ._constants import PROTOCOL_VERSION
+from ._exceptions import (
+    CallTimeoutError,
+    HostConnectionError,
+    MessageTooLargeError,
+    error_from_wire,
+)
+from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+
+RequestHandler = Callable[[wire.Request], None]
+CancelHandler = Callable[[RequestId], None]
+EventHandler = Callable[[wire.Event], None]
+CloseHandler = Callable[[str], None]
+
+
+class HostConnection:
+    """One open WebSocket to the host, after a successful ``hello``.
+
+    Use :meth:`open` to connect. Incoming requests, cancels and events are handed to the
+    callbacks synchronously from the read loop; the callbacks must not block.
+    """
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        *,
+        max_message_size: int,
+        on_request: RequestHandler,
+        on_cancel: CancelHandler,
+        on_event: EventHandler,
+        on_close: CloseHandler,
+        logger: logging.Logger,
+    ) -> None:
+        self._ws = ws
+        self.max_message_size = max_message_size
+        self.worker_id = ""
+        self._on_request = on_request
+        self._on_cancel = on_cancel
+        self._on_event = on_event
+        self._on_close = on_close
+        self._log = logger
+        self._ids = itertools.count(1)
+        self._pending: dict[RequestId, asyncio.Future[Any]] = {}
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._closed_reason: str | None = None
+        self._reader = asyncio.create_task(self._read_loop(), name="autogen-http-worker-reader")
+        self._writer = asyncio.create_task(self._write_loop(), name="autogen-http-worker-writer")
+
+    @classmethod
+    async def open(
+        cls,
+        endpoint: HostEndpoint,
+        *,
+        name: str,
+        max_message_size: int,
+        connect_timeout: float,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        headers: dict[str, str] | None,
+        on_request: RequestHandler,
+        on_cancel: CancelHandler,
+        on_event: EventHandler,
+        on_close: CloseHandler,
+        logger: logging.Logger,
+    ) -> HostConnection:
+        """Connect, say hello, and return the live connection.
+
+        Raises:
+            HostConnectionError: The host cannot be reached, refused the WebSocket, or
+                did not answer ``hello`` within ``connect_timeout`` seconds.
+            RpcError: The host refused ``hello`` (e.g. an unsupported protocol version).
+        """
+        try:
+            ws = await asyncio.wait_for(
+                connect(
+                    endpoint.ws_url,
+                    max_size=max_message_size,
+                    compression=None,
+                    ping_interval=ping_interval,
+                    ping_timeout=ping_timeout,
+                    additional_headers=headers,
+                    open_timeout=connect_timeout,
+                    write_limit=max(64 * 1024, max_message_size // 4),
+                ),
+                timeout=connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            raise HostConnectionError(f"Cannot connect to the host at {endpoint.ws_url}: {exc!r}") from exc
+        conn = cls(
+            ws,
+            max_message_size=max_message_size,
+            on_request=on_request,
+            on_cancel=on_cancel,
+            on_event=on_event,
+            on_close=on_close,
+            logger=logger,
+        )
+        try:
+            hello = await conn.call(
+                Method.HELLO,
+                {"protocol": PROTOCOL_VERSION, "name": name, "max_message_size": max_message_size},
+                timeout=connect_timeout,
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        conn.worker_id = str(hello.get("worker_id", "")) if isinstance(hello, dict) else ""
+        host_limit = hello.get("max_message_size") if isinstance(hello, dict) else None
+        if isinstance(host_limit, int) and host_limit > 0:
+            conn.max_message_size = min(max_message_size, host_limit)
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _send(self, frame: JsonObject, request_id: RequestId | None = None) -> None:
+        if self._closed_reason is not None:
+            raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
+        text = wire.encode(frame)
+        size = wire.encoded_size(text)
+        if size > self.max_message_size:
+            raise MessageTooLargeError(
+                f"The message is {size} bytes on the wire; the limit is {self.max_message_size} bytes "
+                "(max_message_size on the worker and the host).",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+            )
+        self._outbox.put_nowait(text)
+
+    def start_call(self, method: str, params: JsonObject) -> tuple[RequestId, asyncio.Future[Any]]:
+        """Send a request and return its id and the future of its result."""
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._send(wire.request(request_id, method, params))
+        self._pending[request_id] = future
+        return request_id, future
+
+    async def call(self, method: str, params: JsonObject, *, timeout: float | None = None) -> Any:
+        """Send a request and wait for its result.
+
+        Cancelling the caller (or the timeout) sends a ``cancel`` notification for the
+        call, so the host and the serving worker stop working on it.
+
+        Raises:
+            RpcError: The peer answered with an error (the subclass says which).
+            CallTimeoutError: No answer within ``timeout`` seconds.
+            HostConnectionError: The connection closed before the answer came.
+        """
+        request_id, future = self.start_call(method, params)
+        return await self.wait(method, request_id, future, timeout=timeout)
+
+    async def wait(
+        self, method: str, request_id: RequestId, future: asyncio.Future[Any], *, timeout: float | None
+    ) -> Any:
+        """Wait for the answer to a call made with :meth:`start_call`; see :meth:`call`."""
+        try:
+            if timeout is None:
+                return await future
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            self.abandon(request_id)
+            raise CallTimeoutError(
+                f"'{method}' got no answer within {timeout} seconds.",
+                code=ErrorCode.DEADLINE_EXCEEDED,
+            ) from None
+        except asyncio.CancelledError:
+            self.abandon(request_id)
+            raise
+
+    def abandon(self, request_id: RequestId) -> None:
+        """Forget a call and tell the host to cancel it."""
+        future = self._pending.pop(request_id, None)
+        if future is not None:
+            future.cancel()
+            if self._closed_reason is None:
+                self._outbox.put_nowait(wire.encode(wire.notification(Method.CANCEL, {"id": request_id})))
+
+    def send_result(self, request_id: RequestId, value: Any) -> None:
+        self._send(wire.result(request_id, value))
+
+    def send_error(self, request_id: RequestId, code: int, message: str, data: Any = None) -> None:
+        self._send(wire.error(request_id, code, message, data))
+
+    def send_event(self, event: JsonObject) -> None:
+        self._send(event)
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                text = await self._outbox.get()
+                if text is None:
+                    break
+                await self._ws.send(text)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        except Exception:
+            self._log.exception("Writing to the host failed")
+            await self._ws.close(1011, "worker write error")
+
+    async def _read_loop(self) -> None:
+        reason = "connection closed"
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    self._log.warning("Ignored a binary frame from the host")
+                    continue
+                self._dispatch(message)
+        except websockets.exceptions.ConnectionClosed as exc:
+            reason = _describe_close(exc)
+        except Exception as exc:
+            self._log.exception("Reading from the host failed")
+            reason = f"read error: {exc!r}"
+        else:
+            reason = _describe_close(None, self._ws)
+        self._shut(reason)
+
+    def _dispatch(self, text: str) -> None:
+        try:
+            frame = wire.decode(text)
+        except FrameError as exc:
+            self._log.warning("Bad frame from the host: %s", exc.message)
+            return
+        if isinstance(frame, wire.Response):
+            future = self._pending.pop(frame.id, None)
+            if future is not None and not future.done():
+                future.set_result(frame.result)
+        elif isinstance(frame, wire.ErrorResponse):
+            future = self._pending.pop(frame.id, None) if frame.id is not None else None
+            if future is not None and not future.done():
+                future.set_exception(error_from_wire(frame.code, frame.message, frame.data))
+            elif future is None:
+                self._log.warning("The host reported error %d: %s", frame.code, frame.message)
+        elif isinstance(frame, wire.Request):
+            self._on_request(frame)
+        elif isinstance(frame, wire.Notification):
+            request_id = frame.params.get("id")
+            if frame.method == Method.CANCEL and isinstance(request_id, (int, str)):
+                self._on_cancel(request_id)
+        else:
+            self._on_event(frame)
+
+    def _shut(self, reason: str) -> None:
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        self._outbox.put_nowait(None)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(HostConnectionError(f"The connection to the host was lost: {reason}."))
+        self._on_close(reason)
+
+    async def close(self, code: int = 1000, reason: str = "worker stopping") -> None:
+        """Fail pending calls, close the WebSocket with ``code`` and wait for both loops. Idempotent."""
+        self._shut(f"closed by this worker ({reason})")
+        try:
+            await asyncio.wait_for(self._writer, timeout=2.0)
+        except (asyncio.TimeoutError, Exception):
+            self._writer.cancel()
+        await self._ws.close(code, reason)
+        try:
+            await asyncio.wait_for(self._reader, timeout=2.0)
+        except (asyncio.TimeoutError, Exception):
+            self._reader.cancel()
+
+
+def _describe_close(
+    exc: websockets.exceptions.ConnectionClosed | None, ws: ClientConnection | None = None
+) -> str:
+    if exc is not None:
+        frame = exc.rcvd
+        code, reason = (frame.code, frame.reason) if frame is not None else (None, "")
+    else:
+        code, reason = (ws.close_code, ws.close_reason or "") if ws is not None else (None, "")
+    if code is None:
+        return "the connection dropped without a close frame"
+    return f"the host closed the connection (code {code}{': ' + reason if reason else ''})"

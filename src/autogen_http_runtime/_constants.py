@@ -1,0 +1,38 @@
+"""Defaults shared by the host and the workers.
+
+Every timeout has a finite default. Sizes are in bytes.
+"""
+
+from __future__ import annotations
+
+#: Version of the wire protocol spoken over the worker WebSocket; exchanged in ``hello``.
+PROTOCOL_VERSION = "autogen-http/1"
+
+#: Port the host listens on when none is given.
+DEFAULT_PORT = 9000
+DEFAULT_HOST = "127.0.0.1"
+
+#: Path of the worker WebSocket, relative to where the service's router is mounted.
+WORKER_WS_PATH = "/v1/worker"
+#: Path of the agent-type listing, relative to where the service's router is mounted.
+AGENTS_PATH = "/v1/agents"
+
+#: Largest WebSocket message either side reads or sends by default: 32 MiB, so that a
+#: 16 MiB payload fits even once base64-encoded (protobuf) or escaped (JSON strings).
+DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+
+#: WebSocket keepalive: a ping every ``interval`` seconds; no pong within ``timeout``
+#: seconds closes the connection, which fails every call pending on it.
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
+
+#: Seconds a worker waits for the TCP/WebSocket handshake and the protocol ``hello``.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds a worker waits for the host to answer a control call (register, subscribe).
+DEFAULT_CONTROL_TIMEOUT = 30.0
+#: Seconds the host lets in-flight calls finish when it stops.
+DEFAULT_GRACE = 5.0
+
+HOST_LOGGER = "autogen_http_runtime.host"
+WORKER_LOGGER = "autogen_http_runtime.worker"
+SERVER_LOGGER = "autogen_http_runtime.server"

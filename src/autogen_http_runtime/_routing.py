@@ -1,0 +1,449 @@
+"""The host's routing core: agent types -> workers, subscriptions, and calls in flight.
+
+Plain asyncio and no web framework: :class:`HttpAgentService` feeds it the text frames
+a worker's WebSocket delivers and pumps each :class:`WorkerSession`'s outbox back into
+that WebSocket. Frame handling is synchronous and never awaits, so frames from one
+worker are routed in the order they arrived and no lock is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
+
+from . import _wire as wire
+from ._constants import DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, PROTOCOL_VERSION
+from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+
+_T = TypeVar("_T")
+
+#: WebSocket close codes the host uses.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One connected worker, as the routing core sees it.
+
+    The transport reads frames for the core to route and writes what the core puts in
+    ``outbox``; a ``None`` in the outbox means "close the WebSocket with ``close_code``".
+    """
+
+    worker_id: str
+    max_message_size: int
+    connected_at: float = field(default_factory=time.time)
+    name: str = ""
+    greeted: bool = False
+    agent_types: set[str] = field(default_factory=set)
+    subscription_ids: set[str] = field(default_factory=set)
+    #: Calls this worker made that are in flight: its request id -> host request id.
+    calls_made: dict[RequestId, int] = field(default_factory=dict)
+    #: Calls this worker is serving: host request id -> the call.
+    calls_served: dict[int, PendingCall] = field(default_factory=dict)
+    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    close_code: int = CLOSE_NORMAL
+    close_reason: str = ""
+    closed: bool = False
+
+    def send(self, frame: JsonObject) -> None:
+        if not self.closed:
+            self.outbox.put_nowait(wire.encode(frame))
+
+    def send_text(self, text: str) -> None:
+        if not self.closed:
+            self.outbox.put_nowait(text)
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the transport to close this worker's WebSocket once its outbox is flushed."""
+        if not self.closed:
+            self.closed = True
+            self.close_code, self.close_reason = code, reason
+            self.outbox.put_nowait(None)
+
+
+@dataclass(eq=False)
+class PendingCall:
+    """A routed call the host forwarded and is waiting to see answered."""
+
+    host_id: int
+    caller: WorkerSession
+    caller_id: RequestId
+    target: WorkerSession
+    method: str
+
+
+class SubscriptionTable:
+    """All subscriptions of a host, with the recipients of each topic cached."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Subscription] = {}
+        self._cache: dict[TopicId, list[AgentId]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, subscription_id: str) -> bool:
+        return subscription_id in self._by_id
+
+    def values(self) -> Iterable[Subscription]:
+        return self._by_id.values()
+
+    def add(self, subscription: Subscription) -> None:
+        """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
+        for existing in self._by_id.values():
+            if existing == subscription:
+                raise ValueError(f"Subscription already exists: id {existing.id!r}.")
+        self._by_id[subscription.id] = subscription
+        self._cache.clear()
+
+    def remove(self, subscription_id: str) -> None:
+        """Raises: KeyError: No subscription has this id."""
+        del self._by_id[subscription_id]
+        self._cache.clear()
+
+    def recipients(self, topic: TopicId) -> list[AgentId]:
+        cached = self._cache.get(topic)
+        if cached is None:
+            seen: dict[AgentId, None] = {}
+            for subscription in self._by_id.values():
+                if subscription.is_match(topic):
+                    seen[subscription.map_to_agent(topic)] = None
+            cached = self._cache[topic] = list(seen)
+        return cached
+
+
+def subscription_from_spec(spec: wire.SubscriptionSpec) -> Subscription:
+    if spec.kind == "type":
+        return TypeSubscription(topic_type=spec.topic, agent_type=spec.agent_type, id=spec.id)
+    return TypePrefixSubscription(topic_type_prefix=spec.topic, agent_type=spec.agent_type, id=spec.id)
+
+
+class MessageRouter:
+    """Routes frames between the workers connected to one host.
+
+    Args:
+        max_message_size: The largest frame, in bytes, the host reads and forwards.
+        logger: Where to log; defaults to ``autogen_http_runtime.host``.
+    """
+
+    def __init__(
+        self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.sessions: dict[str, WorkerSession] = {}
+        self.agent_types: dict[str, WorkerSession] = {}
+        self.subscriptions = SubscriptionTable()
+        self._subscription_owner: dict[str, WorkerSession] = {}
+        self._pending: dict[int, PendingCall] = {}
+        self._ids = itertools.count(1)
+        self._draining = False
+        self._drained: asyncio.Event | None = None
+        self._log = logger or logging.getLogger(HOST_LOGGER)
+
+    # -- sessions ---------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return not self._draining
+
+    @property
+    def pending_calls(self) -> int:
+        return len(self._pending)
+
+    def open_session(self) -> WorkerSession:
+        session = WorkerSession(worker_id=uuid.uuid4().hex, max_message_size=self.max_message_size)
+        self.sessions[session.worker_id] = session
+        self._log.info("Worker %s connected", session.worker_id)
+        return session
+
+    def close_session(self, session: WorkerSession, reason: str = "disconnected") -> None:
+        """Forget a worker: free its agent types and subscriptions, fail the calls it served."""
+        if self.sessions.pop(session.worker_id, None) is None:
+            return
+        session.closed = True
+        for agent_type in session.agent_types:
+            if self.agent_types.get(agent_type) is session:
+                del self.agent_types[agent_type]
+        for subscription_id in session.subscription_ids:
+            if self._subscription_owner.get(subscription_id) is session:
+                del self._subscription_owner[subscription_id]
+                self.subscriptions.remove(subscription_id)
+        for call in list(session.calls_served.values()):
+            self._finish(call)
+            call.caller.send(
+                wire.error(
+                    call.caller_id,
+                    ErrorCode.WORKER_DISCONNECTED,
+                    f"The worker serving the recipient disconnected before answering "
+                    f"'{call.method}' ({reason}).",
+                )
+            )
+        for host_id in list(session.calls_made.values()):
+            made = self._pending.get(host_id)
+            if made is not None:
+                self._finish(made)
+                made.target.send(wire.notification(Method.CANCEL, {"id": made.host_id}))
+        self._log.info(
+            "Worker %s disconnected (%s); freed %d agent type(s) and %d subscription(s)",
+            session.worker_id,
+            reason,
+            len(session.agent_types),
+            len(session.subscription_ids),
+        )
+
+    # -- frames -----------------------------------------------------------------------
+
+    def handle_text(self, session: WorkerSession, text: str) -> None:
+        """Route one text frame received from ``session``. Never raises for bad input."""
+        try:
+            frame = wire.decode(text)
+        except FrameError as exc:
+            self._reject(session, exc)
+            return
+        try:
+            if isinstance(frame, wire.Request):
+                self._on_request(session, frame)
+            elif isinstance(frame, (wire.Response, wire.ErrorResponse)):
+                self._on_response(session, frame)
+            elif isinstance(frame, wire.Notification):
+                self._on_notification(session, frame)
+            else:
+                self._on_event(session, frame)
+        except FrameError as exc:
+            self._reject(session, exc)
+
+    def handle_binary(self, session: WorkerSession) -> None:
+        self._reject(
+            session, FrameError(ErrorCode.INVALID_REQUEST, "Binary frames are not supported; send text.")
+        )
+
+    def _reject(self, session: WorkerSession, exc: FrameError) -> None:
+        if exc.code <= ErrorCode.INVALID_REQUEST or exc.code in (
+            ErrorCode.METHOD_NOT_FOUND,
+            ErrorCode.INVALID_PARAMS,
+        ):
+            self._log.warning("Bad frame from worker %s: %s", session.worker_id, exc.message)
+        elif self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("Call from worker %s failed: %s", session.worker_id, exc.message)
+        session.send(wire.error(exc.request_id, exc.code, exc.message))
+
+    def _on_request(self, session: WorkerSession, req: wire.Request) -> None:
+        if req.method == Method.HELLO:
+            self._hello(session, req)
+            return
+        if not session.greeted:
+            raise FrameError(ErrorCode.INVALID_REQUEST, "Send 'hello' before any other request.", req.id)
+        if req.method in wire.ROUTED_METHODS:
+            self._forward(session, req)
+        elif req.method == Method.REGISTER_AGENT_TYPE:
+            self._register_agent_type(session, req)
+        elif req.method == Method.ADD_SUBSCRIPTION:
+            self._add_subscription(session, req)
+        elif req.method == Method.REMOVE_SUBSCRIPTION:
+            self._remove_subscription(session, req)
+        else:
+            raise FrameError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.", req.id)
+
+    def _hello(self, session: WorkerSession, req: wire.Request) -> None:
+        try:
+            protocol = wire.required_str(req.params, "protocol")
+            limit = wire.optional_number(req.params, "max_message_size")
+        except FrameError as exc:
+            exc.request_id = req.id
+            raise
+        if protocol != PROTOCOL_VERSION:
+            raise FrameError(
+                ErrorCode.INVALID_REQUEST,
+                f"Unsupported protocol {protocol!r}; this host speaks {PROTOCOL_VERSION!r}.",
+                req.id,
+            )
+        if limit is not None:
+            session.max_message_size = min(self.max_message_size, int(limit))
+        name = req.params.get("name")
+        session.name = name if isinstance(name, str) else ""
+        session.greeted = True
+        session.send(
+            wire.result(
+                req.id,
+                {
+                    "protocol": PROTOCOL_VERSION,
+                    "worker_id": session.worker_id,
+                    "max_message_size": session.max_message_size,
+                },
+            )
+        )
+
+    def _register_agent_type(self, session: WorkerSession, req: wire.Request) -> None:
+        agent_type = _params(req, lambda p: wire.required_str(p, "type"))
+        owner = self.agent_types.get(agent_type)
+        if owner is not None and owner is not session:
+            raise FrameError(
+                ErrorCode.AGENT_TYPE_CONFLICT,
+                f"Agent type '{agent_type}' is already registered by worker {owner.worker_id}.",
+                req.id,
+            )
+        if self._draining:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "The host is shutting down.", req.id)
+        self.agent_types[agent_type] = session
+        session.agent_types.add(agent_type)
+        session.send(wire.result(req.id, {}))
+
+    def _add_subscription(self, session: WorkerSession, req: wire.Request) -> None:
+        spec = _params(req, lambda p: wire.subscription_from_wire(p.get("subscription")))
+        try:
+            self.subscriptions.add(subscription_from_spec(spec))
+        except ValueError as exc:
+            raise FrameError(ErrorCode.SUBSCRIPTION_EXISTS, str(exc), req.id) from None
+        self._subscription_owner[spec.id] = session
+        session.subscription_ids.add(spec.id)
+        session.send(wire.result(req.id, {}))
+
+    def _remove_subscription(self, session: WorkerSession, req: wire.Request) -> None:
+        subscription_id = _params(req, lambda p: wire.required_str(p, "id"))
+        if subscription_id not in self.subscriptions:
+            raise FrameError(
+                ErrorCode.SUBSCRIPTION_NOT_FOUND,
+                f"Subscription does not exist: id {subscription_id!r}.",
+                req.id,
+            )
+        self.subscriptions.remove(subscription_id)
+        owner = self._subscription_owner.pop(subscription_id)
+        owner.subscription_ids.discard(subscription_id)
+        session.send(wire.result(req.id, {}))
+
+    def _forward(self, caller: WorkerSession, req: wire.Request) -> None:
+        recipient = _params(req, lambda p: wire.required_agent_id(p, "recipient"))
+        if self._draining:
+            raise FrameError(
+                ErrorCode.SHUTTING_DOWN, "The host is shutting down and takes no new calls.", req.id
+            )
+        target = self.agent_types.get(recipient.type)
+        if target is None:
+            raise FrameError(
+                ErrorCode.AGENT_NOT_FOUND,
+                f"Agent type '{recipient.type}' is not registered: no connected worker serves it.",
+                req.id,
+            )
+        if req.id in caller.calls_made:
+            raise FrameError(
+                ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in flight.", req.id
+            )
+        host_id = next(self._ids)
+        text = wire.encode(wire.request(host_id, req.method, req.params))
+        size = wire.encoded_size(text)
+        if size > target.max_message_size:
+            raise FrameError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"The message is {size} bytes; the recipient's worker accepts at most "
+                f"{target.max_message_size}.",
+                req.id,
+            )
+        call = PendingCall(host_id, caller, req.id, target, req.method)
+        self._pending[host_id] = call
+        caller.calls_made[req.id] = host_id
+        target.calls_served[host_id] = call
+        target.send_text(text)
+
+    def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
+        call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
+        if call is None or call.target is not session:
+            if isinstance(frame, wire.ErrorResponse):
+                self._log.warning(
+                    "Worker %s reported error %d: %s", session.worker_id, frame.code, frame.message
+                )
+            else:
+                # A late answer to a call that was cancelled or timed out: expected, not an error.
+                self._log.debug(
+                    "Dropped a response to unknown id %r from worker %s", frame.id, session.worker_id
+                )
+            return
+        self._finish(call)
+        if isinstance(frame, wire.Response):
+            call.caller.send(wire.result(call.caller_id, frame.result))
+        else:
+            call.caller.send(wire.error(call.caller_id, frame.code, frame.message, frame.data))
+
+    def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
+        if note.method != Method.CANCEL:
+            self._log.warning("Unknown notification %r from worker %s", note.method, session.worker_id)
+            return
+        caller_id = note.params.get("id")
+        host_id = session.calls_made.get(caller_id) if isinstance(caller_id, (int, str)) else None
+        call = self._pending.get(host_id) if host_id is not None else None
+        if call is not None:
+            self._finish(call)
+            call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
+
+    def _on_event(self, session: WorkerSession, event: wire.Event) -> None:
+        if not session.greeted:
+            raise FrameError(ErrorCode.INVALID_REQUEST, "Send 'hello' before publishing.")
+        attributes = event.attributes
+        attributes.pop(wire.EXT_RECIPIENT, None)
+        sender = wire.event_agent(attributes, wire.EXT_SENDER)
+        topic = TopicId(event.topic_type, event.topic_source)
+        for recipient in self.subscriptions.recipients(topic):
+            if recipient == sender:
+                continue
+            target = self.agent_types.get(recipient.type)
+            if target is None:
+                self._log.debug(
+                    "No worker serves %s, subscribed to %s; event %s skipped", recipient, topic, event
+                )
+                continue
+            target.send(wire.event_for_recipient(attributes, recipient))
+
+    def _finish(self, call: PendingCall) -> None:
+        self._pending.pop(call.host_id, None)
+        call.caller.calls_made.pop(call.caller_id, None)
+        call.target.calls_served.pop(call.host_id, None)
+        if self._drained is not None and not self._pending:
+            self._drained.set()
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls, let those in flight finish for up to ``grace`` seconds, then fail the rest.
+
+        Every worker's WebSocket is then closed with code 1001 (going away).
+        """
+        self._draining = True
+        if self._pending:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout=grace)
+            except asyncio.TimeoutError:
+                self._log.warning(
+                    "%d call(s) still in flight after %.1fs; failing them", len(self._pending), grace
+                )
+        for call in list(self._pending.values()):
+            self._finish(call)
+            call.caller.send(
+                wire.error(
+                    call.caller_id, ErrorCode.SHUTTING_DOWN, "The host shut down before the call completed."
+                )
+            )
+        for session in list(self.sessions.values()):
+            session.close(CLOSE_GOING_AWAY, "host shutting down")
+
+    def describe_agent_types(self) -> dict[str, str]:
+        return {agent_type: session.worker_id for agent_type, session in sorted(self.agent_types.items())}
+
+
+def _params(req: wire.Request, read: Callable[[JsonObject], _T]) -> _T:
+    """Run a params reader, tagging any FrameError with the request's id."""
+    try:
+        return read(req.params)
+    except FrameError as exc:
+        exc.request_id = req.id
+        raise

@@ -1,0 +1,249 @@
+"""HttpAgentServer: one HttpAgentService served by an embedded uvicorn on a socket we bind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+import socket
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from ._address import format_host_port, split_host_port
+from ._constants import (
+    DEFAULT_GRACE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    SERVER_LOGGER,
+)
+from ._service import HttpAgentService
+from ._signals import signals_received
+
+__all__ = ["HttpAgentServer"]
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn that leaves the process's signal handlers alone: the embedding program owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class StartHandle:
+    """What :meth:`HttpAgentServer.start` returns: await it to wait until the host serves.
+
+    Called without ``await``, ``start()`` still starts serving in a background task, as
+    the gRPC host's ``start()`` does; the port is already bound when it returns.
+    """
+
+    def __init__(self, server: HttpAgentServer) -> None:
+        self._server = server
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._server._wait_started().__await__()
+
+
+class HttpAgentServer:
+    """The host process: an :class:`HttpAgentService` served over HTTP and WebSockets on one port.
+
+    Accepts the gRPC host's address style and a separate port::
+
+        HttpAgentServer("localhost:50051")
+        HttpAgentServer(address="127.0.0.1", port=9000)
+        HttpAgentServer(port=0)  # an ephemeral port; read it back from .address
+
+    Args:
+        address: ``"host:port"``, ``"host"`` or ``"[v6]:port"``. Defaults to ``127.0.0.1:9000``.
+        port: Overrides the port in ``address``. ``0`` binds an ephemeral port.
+        max_message_size: Largest WebSocket message in bytes (32 MiB by default).
+        ping_interval: Seconds between keepalive pings to each worker; ``None`` disables them.
+        ping_timeout: Seconds to wait for a pong before dropping the worker.
+        service: An existing service to serve; a new one by default.
+        log_level: Level for uvicorn's own loggers; ``None`` leaves logging configuration alone.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:9000",
+        port: int | None = None,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
+        service: HttpAgentService | None = None,
+        log_level: str | None = None,
+    ) -> None:
+        self._host, self._port = split_host_port(address, port)
+        self._max_message_size = max_message_size
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._log_level = log_level
+        self.service = service or HttpAgentService(max_message_size=max_message_size)
+        self.app = FastAPI(title="autogen-http-runtime host", docs_url="/docs", redoc_url=None)
+        self.app.include_router(self.service.router)
+        self._state = _State.NEW
+        self._socket: socket.socket | None = None
+        self._uvicorn: _EmbeddedUvicorn | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Event | None = None
+        self._log = logging.getLogger(SERVER_LOGGER)
+
+    # -- addresses --------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The ``host:port`` the server listens on; after start, with the real port."""
+        return format_host_port(self._host, self._port)
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL workers connect to, e.g. ``http://127.0.0.1:9000``."""
+        host, port = split_host_port(self.address)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{format_host_port(host, port)}"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> StartHandle:
+        """Bind the port and start serving in a background task.
+
+        Returns at once with the port bound (so a worker that connects a moment later
+        succeeds). Await the result to wait until the server accepts connections.
+
+        Raises:
+            RuntimeError: The server was already started.
+            OSError: The address cannot be bound, e.g. the port is taken.
+        """
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"HttpAgentServer cannot start: it is {self._state.value}.")
+        loop = asyncio.get_running_loop()
+        self._socket = _bind(self._host, self._port)
+        self._port = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            ws="websockets-sansio",
+            ws_max_size=self._max_message_size,
+            ws_ping_interval=self._ping_interval,
+            ws_ping_timeout=self._ping_timeout,
+            ws_per_message_deflate=False,
+            log_config=None,
+            log_level=self._log_level,
+            access_log=False,
+            timeout_graceful_shutdown=int(DEFAULT_GRACE),
+        )
+        self._uvicorn = _EmbeddedUvicorn(config)
+        self._started = loop.create_future()
+        self._stopped = asyncio.Event()
+        self._state = _State.STARTING
+        self._serve_task = loop.create_task(self._serve(), name=f"autogen-http-host {self.address}")
+        return StartHandle(self)
+
+    async def _serve(self) -> None:
+        assert self._uvicorn is not None and self._socket is not None and self._started is not None
+        try:
+            config = self._uvicorn.config
+            if not config.loaded:
+                config.load()
+            self._uvicorn.lifespan = config.lifespan_class(config)
+            await self._uvicorn.startup(sockets=[self._socket])
+            self._state = _State.SERVING
+            self._log.info("Host serving on %s", self.url)
+            if not self._started.done():
+                self._started.set_result(None)
+            await self._uvicorn.main_loop()
+            await self._uvicorn.shutdown(sockets=[self._socket])
+        except BaseException as exc:
+            if not self._started.done():
+                self._started.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            raise
+        finally:
+            self._state = _State.STOPPED
+            assert self._stopped is not None
+            self._stopped.set()
+
+    async def _wait_started(self) -> None:
+        if self._started is None:
+            raise RuntimeError("HttpAgentServer was not started.")
+        await asyncio.shield(self._started)
+
+    async def stop(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop serving: drain the service for up to ``grace`` seconds, close workers, close the port.
+
+        Calls still in flight after ``grace`` seconds fail at their callers with
+        ``HostShuttingDownError``. A second call, or a call before :meth:`start`, does
+        nothing. If cancelled, the shutdown still runs to completion in the background.
+        """
+        if self._state in (_State.NEW, _State.STOPPED):
+            return
+        if self._state is _State.STOPPING:
+            assert self._stopped is not None
+            await self._stopped.wait()
+            return
+        self._state = _State.STOPPING
+        await asyncio.shield(self._shutdown(grace))
+
+    async def _shutdown(self, grace: float) -> None:
+        assert self._uvicorn is not None and self._serve_task is not None
+        with contextlib.suppress(Exception):
+            await self._wait_started()
+        await self.service.close(grace)
+        self._uvicorn.should_exit = True
+        try:
+            await self._serve_task
+        except Exception:
+            self._log.exception("Host stopped with an error")
+        self._log.info("Host on %s stopped", self.address)
+
+    async def stop_when_signal(
+        self,
+        grace: float = DEFAULT_GRACE,
+        signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+    ) -> None:
+        """Serve until one of ``signals`` arrives, then :meth:`stop`. The handlers are removed on return."""
+        if self._state is _State.NEW:
+            await self.start()
+        with signals_received(signals) as received:
+            await received.wait()
+        self._log.info("Signal received; stopping the host")
+        await self.stop(grace)
+
+    async def __aenter__(self) -> HttpAgentServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind and listen ourselves, so a taken port is an OSError here rather than uvicorn's sys.exit."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"Cannot listen on {format_host_port(host, port)}: {exc.strerror}") from exc
+    return sock

@@ -1,0 +1,117 @@
+"""HttpAgentService: the host's routing core behind a FastAPI router."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from ._constants import AGENTS_PATH, DEFAULT_GRACE, DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, WORKER_WS_PATH
+from ._routing import CLOSE_TRY_AGAIN_LATER, MessageRouter, WorkerSession
+
+__all__ = ["HttpAgentService"]
+
+
+class HttpAgentService:
+    """The host side of the runtime, mountable in any FastAPI app.
+
+    ``service.router`` carries the worker WebSocket (``/v1/worker``) and the agent-type
+    listing (``GET /v1/agents``). Mount it where you like::
+
+        app = FastAPI()
+        service = HttpAgentService()
+        app.include_router(service.router, prefix="/agents")
+        # workers: HttpWorkerAgentRuntime("http://host:port/agents")
+
+    The service needs no start-up hook: its state is created with it and bound to the
+    event loop on the first connection. To shut it down gracefully, await
+    :meth:`close` from your app's lifespan (``HttpAgentServer`` does this for you).
+
+    Args:
+        max_message_size: Largest frame in bytes the host reads or forwards; advertised to
+            workers in ``hello``. When you serve the app yourself, give uvicorn a
+            ``ws_max_size`` at least this large.
+        logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
+    """
+
+    def __init__(
+        self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
+    ) -> None:
+        self._log = logger or logging.getLogger(HOST_LOGGER)
+        self.core = MessageRouter(max_message_size=max_message_size, logger=self._log)
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.router = APIRouter()
+        self.router.add_api_websocket_route(WORKER_WS_PATH, self._serve_worker, name="worker")
+        self.router.add_api_route(
+            AGENTS_PATH,
+            self._list_agents,
+            methods=["GET"],
+            name="list_agents",
+            summary="Agent types registered with this host, and the worker serving each",
+        )
+
+    async def _list_agents(self) -> dict[str, Any]:
+        return {"agent_types": self.core.describe_agent_types(), "workers": len(self.core.sessions)}
+
+    async def _serve_worker(self, websocket: WebSocket) -> None:
+        if not self.core.accepting:
+            await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="host shutting down")
+            return
+        await websocket.accept()
+        session = self.core.open_session()
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        writer = asyncio.create_task(self._write(websocket, session))
+        reason = "connection closed"
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    reason = f"closed with code {message.get('code', 1000)}"
+                    break
+                text = message.get("text")
+                if text is not None:
+                    self.core.handle_text(session, text)
+                else:
+                    self.core.handle_binary(session)
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            reason = f"connection lost: {exc!r}"
+        finally:
+            self.core.close_session(session, reason)
+            session.outbox.put_nowait(None)
+            _, still_writing = await asyncio.wait({writer}, timeout=1.0)
+            for stuck in still_writing:
+                stuck.cancel()
+            self._connections.discard(task)
+
+    async def _write(self, websocket: WebSocket, session: WorkerSession) -> None:
+        try:
+            while True:
+                text = await session.outbox.get()
+                if text is None:
+                    break
+                await websocket.send_text(text)
+            if websocket.client_state is WebSocketState.CONNECTED:
+                await websocket.close(code=session.close_code, reason=session.close_reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The peer is gone; the reader notices and cleans up.
+            pass
+
+    async def close(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop taking calls, give in-flight calls ``grace`` seconds, then close every worker's WebSocket.
+
+        Calls still in flight after the grace period fail at their callers with
+        ``HostShuttingDownError``; workers see close code 1001. Safe to call twice.
+        Cancelling it stops the wait early; the sessions are still closed.
+        """
+        try:
+            await self.core.drain(grace)
+        finally:
+            for session in list(self.core.sessions.values()):
+                session.close(1001, "host shutting down")
+            if self._connections:
+                await asyncio.wait(list(self._connections), timeout=max(grace, 1.0))
