@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
+from autogen_core._agent_id import is_valid_agent_type
 
 from . import _wire as wire
 from ._constants import DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, PROTOCOL_VERSION
@@ -286,6 +287,12 @@ class MessageRouter:
 
     def _register_agent_type(self, session: WorkerSession, req: wire.Request) -> None:
         agent_type = _params(req, lambda p: wire.required_str(p, "type"))
+        if not is_valid_agent_type(agent_type):
+            raise FrameError(
+                ErrorCode.INVALID_PARAMS,
+                f"Invalid agent type {agent_type!r}: use letters, digits, _ - .",
+                req.id,
+            )
         owner = self.agent_types.get(agent_type)
         if owner is not None and owner is not session:
             raise FrameError(

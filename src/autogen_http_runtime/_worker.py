@@ -130,6 +130,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._instance_types: dict[str, type[Agent]] = {}
         self._agents: dict[AgentId, Agent] = {}
         self._subscriptions: dict[str, Subscription] = {}
+        #: Ids of the subscriptions sent to the host on the current connection.
+        self._subscriptions_sent: set[str] = set()
         self._state = _State.NEW
         self._connection: HostConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -166,12 +168,16 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 on_close=self._on_connection_closed,
                 logger=self._log,
             )
-            for agent_type in self._factories:
+            # Snapshots: registrations made while we await are sent by their own calls,
+            # since the connection is open by now (the host accepts a type twice from one worker).
+            for agent_type in list(self._factories):
                 await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
-            for subscription in self._subscriptions.values():
-                await self._control(
-                    Method.ADD_SUBSCRIPTION, {"subscription": _subscription_to_wire(subscription)}
-                )
+            for subscription in list(self._subscriptions.values()):
+                if subscription.id not in self._subscriptions_sent:
+                    self._subscriptions_sent.add(subscription.id)
+                    await self._control(
+                        Method.ADD_SUBSCRIPTION, {"subscription": _subscription_to_wire(subscription)}
+                    )
         except BaseException:
             self._state = _State.STOPPED
             if self._connection is not None:
@@ -226,8 +232,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         return await self._connection.call(method, params, timeout=self._control_timeout)
 
     @property
-    def _connected(self) -> bool:
-        return self._state in (_State.STARTING, _State.RUNNING)
+    def _connection_open(self) -> bool:
+        return (
+            self._state in (_State.STARTING, _State.RUNNING)
+            and self._connection is not None
+            and not self._connection.closed
+        )
 
     # -- messages out -----------------------------------------------------------------
 
@@ -511,7 +521,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         return agent_id
 
     async def _register_type_with_host(self, agent_type: str) -> None:
-        if not self._connected or self._state is _State.STARTING:
+        if not self._connection_open:
             return
         try:
             await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
@@ -619,11 +629,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     f"Subscription already exists: id {existing.id!r}.", code=ErrorCode.SUBSCRIPTION_EXISTS
                 )
         self._subscriptions[subscription.id] = subscription
-        if self._state is _State.RUNNING:
+        if self._connection_open:
+            self._subscriptions_sent.add(subscription.id)
             try:
                 await self._control(Method.ADD_SUBSCRIPTION, {"subscription": body})
             except BaseException:
                 self._subscriptions.pop(subscription.id, None)
+                self._subscriptions_sent.discard(subscription.id)
                 raise
 
     async def remove_subscription(self, id: str) -> None:
@@ -632,13 +644,14 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         Raises:
             SubscriptionError: No subscription has this id (a ``ValueError``).
         """
-        if self._state is _State.RUNNING:
+        if self._connection_open:
             await self._control(Method.REMOVE_SUBSCRIPTION, {"id": id})
         elif id not in self._subscriptions:
             raise SubscriptionError(
                 f"Subscription does not exist: id {id!r}.", code=ErrorCode.SUBSCRIPTION_NOT_FOUND
             )
         self._subscriptions.pop(id, None)
+        self._subscriptions_sent.discard(id)
 
     def add_message_serializer(
         self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]
