@@ -84,6 +84,10 @@ def parse_host_address(host_address: str) -> HostEndpoint:
         )
     if not parts.hostname:
         raise ValueError(f"Invalid host address {host_address!r}: no host name.")
+    try:
+        _ = parts.port  # urlsplit checks the port only when it is read
+    except ValueError as exc:
+        raise ValueError(f"Invalid host address {host_address!r}: {exc}.") from None
     if parts.query or parts.fragment:
         raise ValueError(f"Invalid host address {host_address!r}: no query or fragment allowed.")
     prefix = parts.path.rstrip("/")

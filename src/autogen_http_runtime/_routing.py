@@ -102,6 +102,8 @@ class SubscriptionTable:
 
     def add(self, subscription: Subscription) -> None:
         """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
+        if subscription.id in self._by_id:
+            raise ValueError(f"Subscription already exists: id {subscription.id!r}.")
         for existing in self._by_id.values():
             if existing == subscription:
                 raise ValueError(f"Subscription already exists: id {existing.id!r}.")
@@ -207,6 +209,8 @@ class MessageRouter:
 
     def handle_text(self, session: WorkerSession, text: str) -> None:
         """Route one text frame received from ``session``. Never raises for bad input."""
+        if session.worker_id not in self.sessions:
+            return  # the worker said 'bye'; whatever it sends until the socket closes is moot
         try:
             frame = wire.decode(text)
         except FrameError as exc:
@@ -253,6 +257,9 @@ class MessageRouter:
             self._add_subscription(session, req)
         elif req.method == Method.REMOVE_SUBSCRIPTION:
             self._remove_subscription(session, req)
+        elif req.method == Method.BYE:
+            session.send(wire.result(req.id, {}))
+            self.close_session(session, "said bye")
         else:
             raise FrameError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.", req.id)
 
@@ -377,9 +384,20 @@ class MessageRouter:
             return
         self._finish(call)
         if isinstance(frame, wire.Response):
-            call.caller.send(wire.result(call.caller_id, frame.result))
+            reply = wire.result(call.caller_id, frame.result)
         else:
-            call.caller.send(wire.error(call.caller_id, frame.code, frame.message, frame.data))
+            reply = wire.error(call.caller_id, frame.code, frame.message, frame.data)
+        text = wire.encode(reply)
+        size = wire.encoded_size(text)
+        if size > call.caller.max_message_size:
+            # Sending it would make the caller's WebSocket close (1009) and fail all its calls.
+            self._log.warning("Reply of %d bytes too large for worker %s", size, call.caller.worker_id)
+            message = (
+                f"The reply is {size} bytes; the calling worker accepts at most "
+                f"{call.caller.max_message_size}."
+            )
+            text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
+        call.caller.send_text(text)
 
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
         if note.method != Method.CANCEL:
@@ -408,7 +426,18 @@ class MessageRouter:
                     "No worker serves %s, subscribed to %s; event %s skipped", recipient, topic, event
                 )
                 continue
-            target.send(wire.event_for_recipient(attributes, recipient))
+            text = wire.encode(wire.event_for_recipient(attributes, recipient))
+            size = wire.encoded_size(text)
+            if size > target.max_message_size:
+                self._log.warning(
+                    "Event %s of %d bytes too large for worker %s; not delivered to %s",
+                    attributes.get("id"),
+                    size,
+                    target.worker_id,
+                    recipient,
+                )
+                continue
+            target.send_text(text)
 
     def _finish(self, call: PendingCall) -> None:
         self._pending.pop(call.host_id, None)

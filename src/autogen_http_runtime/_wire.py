@@ -56,6 +56,7 @@ class Method:
     REGISTER_AGENT_TYPE: Final = "register_agent_type"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
+    BYE: Final = "bye"
     # worker -> host -> the worker serving params.recipient.type, answered by that worker
     SEND: Final = "send"
     AGENT_METADATA: Final = "agent_metadata"

@@ -44,7 +44,7 @@ from ._constants import (
     DEFAULT_PING_TIMEOUT,
     WORKER_LOGGER,
 )
-from ._exceptions import AgentNotFoundError, HostConnectionError, SubscriptionError
+from ._exceptions import AgentNotFoundError, HostConnectionError, RpcError, SubscriptionError
 from ._serialization import PayloadCodec
 from ._signals import signals_received
 from ._tracing import continued, current_trace_context, trace_context_from
@@ -189,14 +189,22 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def stop(self) -> None:
         """Close the connection to the host and stop serving.
 
-        Calls this worker is waiting on fail with :class:`HostConnectionError`; handlers
-        still running are cancelled. A second call does nothing.
+        The host is told first (``bye``) and frees this worker's agent types and
+        subscriptions before ``stop()`` returns, so another worker may register them at
+        once. Calls this worker is waiting on fail with :class:`HostConnectionError`;
+        handlers still running are cancelled. A second call does nothing.
         """
         if self._state in (_State.NEW, _State.STOPPED):
             self._state = _State.STOPPED
             return
+        was_open = self._connection_open
         self._state = _State.STOPPED
         if self._connection is not None:
+            if was_open:
+                try:
+                    await self._connection.call(Method.BYE, {}, timeout=self._control_timeout)
+                except (HostConnectionError, RpcError):
+                    pass  # the host is gone or too old to know 'bye': closing the socket frees us too
             await self._connection.close(1000, "worker stopping")
         tasks = list(self._tasks)
         for task in tasks:
@@ -623,19 +631,30 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 included) or a ``TypePrefixSubscription``: only those can be sent to the host.
         """
         body = _subscription_to_wire(subscription)
-        for existing in self._subscriptions.values():
-            if existing == subscription:
-                raise SubscriptionError(
-                    f"Subscription already exists: id {existing.id!r}.", code=ErrorCode.SUBSCRIPTION_EXISTS
-                )
+        # Once connected, the host checks for duplicates: the local copy can be stale, since
+        # any worker may remove a subscription.
+        if not self._connection_open:
+            for existing in self._subscriptions.values():
+                if existing.id == subscription.id or existing == subscription:
+                    raise SubscriptionError(
+                        f"Subscription already exists: id {existing.id!r}.",
+                        code=ErrorCode.SUBSCRIPTION_EXISTS,
+                    )
+        previous = self._subscriptions.get(subscription.id)
+        previous_sent = subscription.id in self._subscriptions_sent
         self._subscriptions[subscription.id] = subscription
         if self._connection_open:
             self._subscriptions_sent.add(subscription.id)
             try:
                 await self._control(Method.ADD_SUBSCRIPTION, {"subscription": body})
             except BaseException:
-                self._subscriptions.pop(subscription.id, None)
-                self._subscriptions_sent.discard(subscription.id)
+                # A rejected subscription leaves the local record as it was.
+                if previous is None:
+                    self._subscriptions.pop(subscription.id, None)
+                else:
+                    self._subscriptions[subscription.id] = previous
+                if not previous_sent:
+                    self._subscriptions_sent.discard(subscription.id)
                 raise
 
     async def remove_subscription(self, id: str) -> None:
