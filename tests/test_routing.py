@@ -1,0 +1,156 @@
+"""The host's routing core on its own: in-memory sessions, no sockets, no web framework."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autogen_core import AgentId, TopicId
+
+from autogen_http_runtime._constants import PROTOCOL_VERSION
+from autogen_http_runtime._routing import CLOSE_GOING_AWAY, MessageRouter, WorkerSession
+from autogen_http_runtime._wire import ErrorCode
+
+from .utils import bounded
+
+
+def frames(session: WorkerSession) -> list[Any]:
+    """Everything queued for ``session`` so far, decoded; ``None`` stands for 'close'."""
+    out: list[Any] = []
+    while not session.outbox.empty():
+        text = session.outbox.get_nowait()
+        out.append(None if text is None else json.loads(text))
+    return out
+
+
+def rpc(
+    session_router: MessageRouter, session: WorkerSession, request_id: int, method: str, **params: Any
+) -> None:
+    message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    session_router.handle_text(session, json.dumps(message))
+
+
+def greeted(router: MessageRouter, *agent_types: str) -> WorkerSession:
+    session = router.open_session()
+    rpc(router, session, 0, "hello", protocol=PROTOCOL_VERSION)
+    for n, agent_type in enumerate(agent_types, start=1):
+        rpc(router, session, n, "register_agent_type", type=agent_type)
+    assert [f.get("error") for f in frames(session)] == [None] * (1 + len(agent_types))
+    return session
+
+
+SEND = {"recipient": {"type": "b", "key": "k"}, "payload": {"data_type": "T", "data": {"x": 1}}}
+
+
+def test_forward_rewrites_ids_both_ways() -> None:
+    router = MessageRouter()
+    caller, target = greeted(router), greeted(router, "b")
+    rpc(router, caller, 7, "send", **SEND)
+    [forwarded] = frames(target)
+    assert forwarded["method"] == "send" and forwarded["params"] == SEND
+    host_id = forwarded["id"]
+    assert isinstance(host_id, int) and router.pending_calls == 1
+    router.handle_text(target, json.dumps({"jsonrpc": "2.0", "id": host_id, "result": {"payload": None}}))
+    assert frames(caller) == [{"jsonrpc": "2.0", "id": 7, "result": {"payload": None}}]
+    assert router.pending_calls == 0
+
+
+def test_answer_from_the_wrong_worker_is_dropped() -> None:
+    router = MessageRouter()
+    caller, target, intruder = greeted(router), greeted(router, "b"), greeted(router)
+    rpc(router, caller, 1, "send", **SEND)
+    host_id = frames(target)[0]["id"]
+    router.handle_text(intruder, json.dumps({"jsonrpc": "2.0", "id": host_id, "result": "forged"}))
+    assert frames(caller) == [] and router.pending_calls == 1
+
+
+def test_closing_the_target_fails_its_calls_and_frees_its_types() -> None:
+    router = MessageRouter()
+    caller, target = greeted(router), greeted(router, "b")
+    rpc(
+        router,
+        target,
+        5,
+        "add_subscription",
+        subscription={"id": "s", "kind": "type", "agent_type": "b", "topic": "t"},
+    )
+    rpc(router, caller, 1, "send", **SEND)
+    router.close_session(target, "test")
+    [reply] = frames(caller)
+    assert reply["id"] == 1 and reply["error"]["code"] == ErrorCode.WORKER_DISCONNECTED
+    assert router.agent_types == {} and len(router.subscriptions) == 0 and router.pending_calls == 0
+
+
+def test_closing_the_caller_cancels_at_the_target() -> None:
+    router = MessageRouter()
+    caller, target = greeted(router), greeted(router, "b")
+    rpc(router, caller, 1, "send", **SEND)
+    host_id = frames(target)[0]["id"]
+    router.close_session(caller, "test")
+    assert frames(target) == [{"jsonrpc": "2.0", "method": "cancel", "params": {"id": host_id}}]
+    assert router.pending_calls == 0
+
+
+def test_events_go_once_to_each_subscriber_but_not_the_sender() -> None:
+    router = MessageRouter()
+    a, b = greeted(router, "a"), greeted(router, "b")
+    for n, agent_type in enumerate(("a", "b")):
+        sub = {"id": f"s{n}", "kind": "type_prefix", "agent_type": agent_type, "topic": "news"}
+        rpc(router, a, 10 + n, "add_subscription", subscription=sub)
+    assert router.subscriptions.recipients(TopicId("news.x", "src")) == [
+        AgentId("a", "src"),
+        AgentId("b", "src"),
+    ]
+    event = {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "src",
+        "type": "news.x",
+        "data": 1,
+        "agsender": "a/src",
+    }
+    router.handle_text(a, json.dumps(event))
+    assert [f for f in frames(a) if "specversion" in f] == []
+    [delivered] = frames(b)
+    assert delivered["agrecipient"] == "b/src" and delivered["agsender"] == "a/src"
+
+
+def test_subscription_cache_follows_changes() -> None:
+    router = MessageRouter()
+    a = greeted(router, "a")
+    topic = TopicId("t", "s")
+    assert router.subscriptions.recipients(topic) == []
+    rpc(
+        router,
+        a,
+        1,
+        "add_subscription",
+        subscription={"id": "x", "kind": "type", "agent_type": "a", "topic": "t"},
+    )
+    assert router.subscriptions.recipients(topic) == [AgentId("a", "s")]
+    rpc(router, a, 2, "remove_subscription", id="x")
+    assert router.subscriptions.recipients(topic) == []
+
+
+async def test_drain_fails_what_is_left_and_closes_everyone() -> None:
+    router = MessageRouter()
+    caller, target = greeted(router), greeted(router, "b")
+    rpc(router, caller, 1, "send", **SEND)
+    await bounded(router.drain(grace=0.01))
+    caller_frames = frames(caller)
+    assert caller_frames[0]["error"]["code"] == ErrorCode.SHUTTING_DOWN and caller_frames[-1] is None
+    assert caller.close_code == CLOSE_GOING_AWAY and target.closed
+    assert not router.accepting
+
+
+async def test_drain_waits_for_calls_that_finish_in_time() -> None:
+    router = MessageRouter()
+    caller, target = greeted(router), greeted(router, "b")
+    rpc(router, caller, 1, "send", **SEND)
+    host_id = frames(target)[0]["id"]
+    router.handle_text(target, json.dumps({"jsonrpc": "2.0", "id": host_id, "result": {"payload": None}}))
+    await bounded(router.drain(grace=5))
+    assert frames(caller)[0] == {"jsonrpc": "2.0", "id": 1, "result": {"payload": None}}
+    rpc_after = {"jsonrpc": "2.0", "id": 2, "method": "send", "params": SEND}
+    router.handle_text(caller, json.dumps(rpc_after))
+    assert frames(caller) == []  # closed sessions get nothing more
