@@ -136,9 +136,12 @@ async def test_drain_fails_what_is_left_and_closes_everyone() -> None:
     router = MessageRouter()
     caller, target = greeted(router), greeted(router, "b")
     rpc(router, caller, 1, "send", **SEND)
+    host_id = frames(target)[0]["id"]
     await bounded(router.drain(grace=0.01))
     caller_frames = frames(caller)
     assert caller_frames[0]["error"]["code"] == ErrorCode.SHUTTING_DOWN and caller_frames[-1] is None
+    # The serving worker is told to stop working on the call before its socket closes.
+    assert frames(target) == [{"jsonrpc": "2.0", "method": "cancel", "params": {"id": host_id}}, None]
     assert caller.close_code == CLOSE_GOING_AWAY and target.closed
     assert not router.accepting
 

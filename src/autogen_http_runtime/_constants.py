@@ -20,6 +20,10 @@ AGENTS_PATH = "/v1/agents"
 #: Largest WebSocket message either side reads or sends by default: 32 MiB, so that a
 #: 16 MiB payload fits even once base64-encoded (protobuf) or escaped (JSON strings).
 DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+#: What a mounted HttpAgentService advertises unless told otherwise: uvicorn's own default
+#: ``ws_max_size``, so that a worker gets MessageTooLargeError instead of a 1009 close.
+#: HttpAgentServer raises both to DEFAULT_MAX_MESSAGE_SIZE.
+MOUNTED_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 #: WebSocket keepalive: a ping every ``interval`` seconds; no pong within ``timeout``
 #: seconds closes the connection, which fails every call pending on it.

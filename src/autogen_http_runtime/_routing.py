@@ -277,6 +277,12 @@ class MessageRouter:
                 req.id,
             )
         if limit is not None:
+            if limit < 1024 or limit != int(limit):
+                raise FrameError(
+                    ErrorCode.INVALID_PARAMS,
+                    "'max_message_size' must be a whole number of bytes >= 1024.",
+                    req.id,
+                )
             session.max_message_size = min(self.max_message_size, int(limit))
         name = req.params.get("name")
         session.name = name if isinstance(name, str) else ""
@@ -464,6 +470,7 @@ class MessageRouter:
                 )
         for call in list(self._pending.values()):
             self._finish(call)
+            call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
             call.caller.send(
                 wire.error(
                     call.caller_id, ErrorCode.SHUTTING_DOWN, "The host shut down before the call completed."

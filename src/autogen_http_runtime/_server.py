@@ -171,8 +171,12 @@ class HttpAgentServer:
             await self._uvicorn.main_loop()
             await self._uvicorn.shutdown(sockets=[self._socket])
         except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                # Also seen by nobody when start() was not awaited: say it here.
+                self._log.error("Host on %s failed: %r", self.address, exc)
             if not self._started.done():
                 self._started.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                self._started.exception()  # retrieved: no "never retrieved" warning if nobody awaits
             raise
         finally:
             self._state = _State.STOPPED

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ._constants import AGENTS_PATH, DEFAULT_GRACE, DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, WORKER_WS_PATH
+from ._constants import AGENTS_PATH, DEFAULT_GRACE, HOST_LOGGER, MOUNTED_MAX_MESSAGE_SIZE, WORKER_WS_PATH
 from ._routing import CLOSE_TRY_AGAIN_LATER, MessageRouter, WorkerSession
 
 __all__ = ["HttpAgentService"]
@@ -32,13 +32,14 @@ class HttpAgentService:
 
     Args:
         max_message_size: Largest frame in bytes the host reads or forwards; advertised to
-            workers in ``hello``. When you serve the app yourself, give uvicorn a
-            ``ws_max_size`` at least this large.
+            workers in ``hello``. 16 MiB by default, uvicorn's default ``ws_max_size``; to
+            raise it, give uvicorn a ``ws_max_size`` at least as large (``HttpAgentServer``
+            uses 32 MiB for both).
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
     """
 
     def __init__(
-        self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
+        self, *, max_message_size: int = MOUNTED_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
         self.core = MessageRouter(max_message_size=max_message_size, logger=self._log)

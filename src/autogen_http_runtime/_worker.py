@@ -223,6 +223,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         await self.stop()
 
     def _on_connection_closed(self, reason: str) -> None:
+        # Answers can no longer reach their callers: tell the handlers still running.
+        for token in list(self._serving.values()):
+            token.cancel()
         if self._state in (_State.RUNNING, _State.STARTING):
             self._state = _State.DISCONNECTED
             self._log.warning("Lost the connection to the host: %s", reason)
