@@ -353,6 +353,17 @@ async def test_reply_past_the_callers_limit(server: HttpAgentServer, make_worker
     assert await bounded(caller.send_message(Text(""), AgentId("grow", "k"))) == Text("")
 
 
+async def test_reply_past_the_serving_workers_own_limit(make_worker: WorkerFactory) -> None:
+    serving = await make_worker(max_message_size=SMALL_LIMIT)
+    await Grow.register(serving, "grow", Grow)
+    caller = await make_worker()
+    # The request fits the serving worker's limit, its reply does not: the caller learns
+    # why with the precise error type, not as a handler failure.
+    with pytest.raises(MessageTooLargeError, match="reply is too large"):
+        await bounded(caller.send_message(Text("ab"), AgentId("grow", "k")))
+    assert await bounded(caller.send_message(Text(""), AgentId("grow", "k"))) == Text("")
+
+
 async def test_event_past_a_subscribers_limit_is_not_delivered(
     server: HttpAgentServer, make_worker: WorkerFactory
 ) -> None:

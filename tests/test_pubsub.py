@@ -478,3 +478,9 @@ async def test_stopped_worker_leaves_nothing_in_the_host(
     await staying.publish_message(Text("still here"), TopicId("t", "k"))
     agent_id, message, _ = await bounded(inbox.get())
     assert (agent_id, message) == (AgentId("stays", "k"), Text("still here"))
+
+
+async def test_publish_to_an_empty_topic_source_fails_at_once(make_worker: WorkerFactory) -> None:
+    worker = await make_worker()
+    with pytest.raises(ValueError, match="must not be empty"):
+        await bounded(worker.publish_message(Text("x"), TopicId("news", "")))

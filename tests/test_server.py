@@ -216,6 +216,9 @@ async def test_graceful_stop_lets_calls_finish_within_grace(
     # While draining, the host takes no new calls...
     with pytest.raises(HostShuttingDownError):
         await bounded(calling.send_message(Text("late"), AgentId("finishing", "other")))
+    # ...nor new workers: they are told why (close code 1013, try again later).
+    with pytest.raises(HostConnectionError, match="1013"):
+        await bounded(HttpWorkerAgentRuntime(server.url).start())
     # ...but a call in flight that finishes within the grace period gets its answer,
     release.set()
     assert await bounded(finishing) == Text("done a")

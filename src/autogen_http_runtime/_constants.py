@@ -1,6 +1,8 @@
 """Defaults shared by the host and the workers.
 
-Every timeout has a finite default. Sizes are in bytes.
+Every timeout has a finite default, but one: an agent call waits as long as its handler
+runs unless given a deadline (``call_timeout``), since model calls can take minutes.
+Sizes are in bytes.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ _T = TypeVar("_T")
 #: WebSocket close codes the host uses.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -167,7 +166,6 @@ class MessageRouter:
     def open_session(self) -> WorkerSession:
         session = WorkerSession(worker_id=uuid.uuid4().hex, max_message_size=self.max_message_size)
         self.sessions[session.worker_id] = session
-        self._log.info("Worker %s connected", session.worker_id)
         return session
 
     def close_session(self, session: WorkerSession, reason: str = "disconnected") -> None:
@@ -287,6 +285,9 @@ class MessageRouter:
         name = req.params.get("name")
         session.name = name if isinstance(name, str) else ""
         session.greeted = True
+        self._log.info(
+            "Worker %s connected%s", session.worker_id, f" ({session.name})" if session.name else ""
+        )
         session.send(
             wire.result(
                 req.id,
@@ -378,12 +379,12 @@ class MessageRouter:
     def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
         if call is None or call.target is not session:
-            if isinstance(frame, wire.ErrorResponse):
+            if isinstance(frame, wire.ErrorResponse) and frame.id is None:
                 self._log.warning(
                     "Worker %s reported error %d: %s", session.worker_id, frame.code, frame.message
                 )
             else:
-                # A late answer to a call that was cancelled or timed out: expected, not an error.
+                # Usually a late answer to a call that was cancelled or timed out: expected.
                 self._log.debug(
                     "Dropped a response to unknown id %r from worker %s", frame.id, session.worker_id
                 )

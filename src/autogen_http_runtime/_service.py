@@ -10,7 +10,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ._constants import AGENTS_PATH, DEFAULT_GRACE, HOST_LOGGER, MOUNTED_MAX_MESSAGE_SIZE, WORKER_WS_PATH
-from ._routing import CLOSE_TRY_AGAIN_LATER, MessageRouter, WorkerSession
+from ._routing import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, MessageRouter, WorkerSession
 
 __all__ = ["HttpAgentService"]
 
@@ -58,10 +58,11 @@ class HttpAgentService:
         return {"agent_types": self.core.describe_agent_types(), "workers": len(self.core.sessions)}
 
     async def _serve_worker(self, websocket: WebSocket) -> None:
+        await websocket.accept()
         if not self.core.accepting:
+            # Accept first: a close before accepting reaches the client as a bare HTTP 403.
             await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="host shutting down")
             return
-        await websocket.accept()
         session = self.core.open_session()
         task = asyncio.current_task()
         assert task is not None
@@ -113,6 +114,6 @@ class HttpAgentService:
             await self.core.drain(grace)
         finally:
             for session in list(self.core.sessions.values()):
-                session.close(1001, "host shutting down")
+                session.close(CLOSE_GOING_AWAY, "host shutting down")
             if self._connections:
                 await asyncio.wait(list(self._connections), timeout=max(grace, 1.0))

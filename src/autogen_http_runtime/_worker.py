@@ -44,7 +44,13 @@ from ._constants import (
     DEFAULT_PING_TIMEOUT,
     WORKER_LOGGER,
 )
-from ._exceptions import AgentNotFoundError, HostConnectionError, RpcError, SubscriptionError
+from ._exceptions import (
+    AgentNotFoundError,
+    HostConnectionError,
+    MessageTooLargeError,
+    RpcError,
+    SubscriptionError,
+)
 from ._serialization import PayloadCodec
 from ._signals import signals_received
 from ._tracing import continued, current_trace_context, trace_context_from
@@ -195,14 +201,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         handlers still running are cancelled. A second call does nothing.
         """
         if self._state in (_State.NEW, _State.STOPPED):
-            self._state = _State.STOPPED
             return
         was_open = self._connection_open
         self._state = _State.STOPPED
         if self._connection is not None:
             if was_open:
                 try:
-                    await self._connection.call(Method.BYE, {}, timeout=self._control_timeout)
+                    await self._connection.call(Method.BYE, {}, timeout=min(self._control_timeout, 5.0))
                 except (HostConnectionError, RpcError):
                     pass  # the host is gone or too old to know 'bye': closing the socket frees us too
             await self._connection.close(1000, "worker stopping")
@@ -319,9 +324,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         in-process runtime. The sender itself does not receive its own message.
 
         Raises:
+            ValueError: The topic's type or source is empty (CloudEvents forbid it).
             SerializationError: No serializer is registered for the message's type.
             HostConnectionError: This runtime is not connected to its host.
         """
+        if not topic_id.source or not topic_id.type:
+            # CloudEvents require a non-empty 'type' and 'source'; fail here rather than at the host.
+            raise ValueError(f"Cannot publish to {topic_id!r}: the topic type and source must not be empty.")
         connection = self._live_connection()
         payload = self._codec.encode(message)
         with self._trace_helper.trace_block(
@@ -375,6 +384,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 self._connection_for_reply().send_result(req.id, value)
             except HostConnectionError:
                 pass
+            except MessageTooLargeError as exc:
+                self._reply_error(req.id, ErrorCode.MESSAGE_TOO_LARGE, f"The reply is too large: {exc}")
             except Exception as exc:
                 self._reply_error(
                     req.id, ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc)
