@@ -254,11 +254,15 @@ def test_error_round_trip_with_and_without_data() -> None:
     assert wire.decode(wire.encode(without)) == wire.ErrorResponse(None, -32700, "bad", None)
 
 
-def test_encode_is_compact_and_keeps_unicode() -> None:
-    text = wire.encode({"a": "ü", "b": [1, 2]})
-    assert text == '{"a":"ü","b":[1,2]}'
-    assert wire.encoded_size(text) == len(text.encode("utf-8")) == len(text) + 1
-    assert wire.encoded_size("plain") == 5
+def test_encode_is_compact_ascii_and_round_trips_any_string() -> None:
+    value = {"a": "ü", "b": [1, 2], "lone": "x\ud800y"}
+    text = wire.encode(value)
+    assert text == '{"a":"\\u00fc","b":[1,2],"lone":"x\\ud800y"}'
+    # Pure ASCII: valid UTF-8 whatever the strings held, and its length is its size.
+    assert text.isascii() and wire.encoded_size(text) == len(text)
+    frame = wire.decode(wire.encode(wire.request(1, "m", value)))
+    assert isinstance(frame, wire.Request) and frame.params == value
+    assert wire.encoded_size("ü") == 2
 
 
 def test_json_event_round_trip() -> None:

@@ -272,15 +272,14 @@ class HostConnection:
     async def close(self, code: int = 1000, reason: str = "worker stopping") -> None:
         """Fail pending calls, close the WebSocket with ``code`` and wait for both loops. Idempotent."""
         self._shut(f"closed by this worker ({reason})")
-        try:
-            await asyncio.wait_for(self._writer, timeout=2.0)
-        except (asyncio.TimeoutError, Exception):
-            self._writer.cancel()
+        # asyncio.wait neither raises for the tasks' outcomes nor cancels them on timeout.
+        _, writing = await asyncio.wait({self._writer}, timeout=2.0)
+        for task in writing:
+            task.cancel()
         await self._ws.close(code, reason)
-        try:
-            await asyncio.wait_for(self._reader, timeout=2.0)
-        except (asyncio.TimeoutError, Exception):
-            self._reader.cancel()
+        _, reading = await asyncio.wait({self._reader}, timeout=2.0)
+        for task in reading:
+            task.cancel()
 
 
 def _describe_close(

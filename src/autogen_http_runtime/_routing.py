@@ -25,10 +25,13 @@ from ._constants import DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, PROTOCOL_VERSION
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
 _T = TypeVar("_T")
+_MAX_CACHED_TOPICS = 4096
 
 #: WebSocket close codes the host uses.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -121,6 +124,9 @@ class SubscriptionTable:
             for subscription in self._by_id.values():
                 if subscription.is_match(topic):
                     seen[subscription.map_to_agent(topic)] = None
+            if len(self._cache) >= _MAX_CACHED_TOPICS:
+                # Topics with per-conversation sources are endless: keep the cache bounded.
+                self._cache.clear()
             cached = self._cache[topic] = list(seen)
         return cached
 
@@ -206,7 +212,11 @@ class MessageRouter:
     # -- frames -----------------------------------------------------------------------
 
     def handle_text(self, session: WorkerSession, text: str) -> None:
-        """Route one text frame received from ``session``. Never raises for bad input."""
+        """Route one text frame received from ``session``.
+
+        Never raises: a bad frame is answered with a JSON-RPC error (when it has an id to
+        answer) and logged; an unexpected failure is logged and answered with -32603.
+        """
         if session.worker_id not in self.sessions:
             return  # the worker said 'bye'; whatever it sends until the socket closes is moot
         try:
@@ -225,6 +235,12 @@ class MessageRouter:
                 self._on_event(session, frame)
         except FrameError as exc:
             self._reject(session, exc)
+        except Exception:
+            self._log.exception("Failed to route a frame from worker %s", session.worker_id)
+            request_id = frame.id if isinstance(frame, wire.Request) else None
+            session.send(
+                wire.error(request_id, ErrorCode.INTERNAL_ERROR, "Internal error while routing the frame.")
+            )
 
     def handle_binary(self, session: WorkerSession) -> None:
         self._reject(
@@ -251,6 +267,12 @@ class MessageRouter:
             self._forward(session, req)
         elif req.method == Method.REGISTER_AGENT_TYPE:
             self._register_agent_type(session, req)
+        elif req.method == Method.UNREGISTER_AGENT_TYPE:
+            agent_type = _params(req, lambda p: wire.required_str(p, "type"))
+            if self.agent_types.get(agent_type) is session:
+                del self.agent_types[agent_type]
+                session.agent_types.discard(agent_type)
+            session.send(wire.result(req.id, {}))
         elif req.method == Method.ADD_SUBSCRIPTION:
             self._add_subscription(session, req)
         elif req.method == Method.REMOVE_SUBSCRIPTION:

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ._address import format_host_port, split_host_port
+from ._compat import warn_grpc_config_ignored
 from ._constants import (
     DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -75,6 +76,8 @@ class HttpAgentServer:
         ping_timeout: Seconds to wait for a pong before dropping the worker.
         service: An existing service to serve; a new one by default.
         log_level: Level for uvicorn's own loggers; ``None`` leaves logging configuration alone.
+        extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntimeHost``
+            runs unchanged; it has no meaning here and is ignored with a warning.
     """
 
     def __init__(
@@ -87,7 +90,9 @@ class HttpAgentServer:
         ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
         service: HttpAgentService | None = None,
         log_level: str | None = None,
+        extra_grpc_config: object = None,
     ) -> None:
+        warn_grpc_config_ignored(extra_grpc_config)
         self._host, self._port = split_host_port(address, port)
         self._max_message_size = max_message_size
         self._ping_interval = ping_interval
@@ -171,6 +176,7 @@ class HttpAgentServer:
             await self._uvicorn.main_loop()
             await self._uvicorn.shutdown(sockets=[self._socket])
         except BaseException as exc:
+            self._socket.close()  # uvicorn's shutdown closes it, but it never ran
             if not isinstance(exc, asyncio.CancelledError):
                 # Also seen by nobody when start() was not awaited: say it here.
                 self._log.error("Host on %s failed: %r", self.address, exc)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ._constants import AGENTS_PATH, DEFAULT_GRACE, HOST_LOGGER, MOUNTED_MAX_MESSAGE_SIZE, WORKER_WS_PATH
-from ._routing import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, MessageRouter, WorkerSession
+from ._constants import (
+    AGENTS_PATH,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_GRACE,
+    HOST_LOGGER,
+    MOUNTED_MAX_MESSAGE_SIZE,
+    WORKER_WS_PATH,
+)
+from ._routing import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    MessageRouter,
+    WorkerSession,
+)
 
 __all__ = ["HttpAgentService"]
 
@@ -35,13 +50,20 @@ class HttpAgentService:
             workers in ``hello``. 16 MiB by default, uvicorn's default ``ws_max_size``; to
             raise it, give uvicorn a ``ws_max_size`` at least as large (``HttpAgentServer``
             uses 32 MiB for both).
+        hello_timeout: Seconds a new connection has to send ``hello`` before it is closed
+            (code 1008).
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
     """
 
     def __init__(
-        self, *, max_message_size: int = MOUNTED_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
+        self,
+        *,
+        max_message_size: int = MOUNTED_MAX_MESSAGE_SIZE,
+        hello_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
+        self._hello_timeout = hello_timeout
         self.core = MessageRouter(max_message_size=max_message_size, logger=self._log)
         self._connections: set[asyncio.Task[Any]] = set()
         self.router = APIRouter()
@@ -64,6 +86,8 @@ class HttpAgentService:
             await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="host shutting down")
             return
         session = self.core.open_session()
+        # A peer that never says hello holds nothing and is not kept.
+        hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout, _close_if_silent, session)
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -83,6 +107,7 @@ class HttpAgentService:
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
         finally:
+            hello_timer.cancel()
             self.core.close_session(session, reason)
             session.outbox.put_nowait(None)
             _, still_writing = await asyncio.wait({writer}, timeout=1.0)
@@ -102,6 +127,10 @@ class HttpAgentService:
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The peer is gone; the reader notices and cleans up.
             pass
+        except Exception:
+            self._log.exception("Writing to worker %s failed; closing its connection", session.worker_id)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=CLOSE_INTERNAL_ERROR, reason="host write error")
 
     async def close(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, give in-flight calls ``grace`` seconds, then close every worker's WebSocket.
@@ -117,3 +146,8 @@ class HttpAgentService:
                 session.close(CLOSE_GOING_AWAY, "host shutting down")
             if self._connections:
                 await asyncio.wait(list(self._connections), timeout=max(grace, 1.0))
+
+
+def _close_if_silent(session: WorkerSession) -> None:
+    if not session.greeted:
+        session.close(CLOSE_POLICY_VIOLATION, "no hello received in time")

@@ -1,4 +1,10 @@
-"""Signal handling that gives the handlers back."""
+"""Signal handling for ``stop_when_signal()``: shared within a process, and given back afterwards.
+
+A host and a worker may wait for the same signal in one process. Each signal gets one
+event-loop handler while anybody waits for it; the handler wakes every waiter. When the
+last waiter leaves, whatever was installed before comes back: a plain ``signal.signal``
+handler, or a handler the application had added to the event loop itself.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,46 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+_waiters: dict[signal.Signals, list[asyncio.Event]] = {}
+#: The previous ``signal.signal`` handler and the previous event-loop handle, per signal.
+_previous: dict[signal.Signals, tuple[Any, asyncio.Handle | None]] = {}
 
 
 @contextlib.contextmanager
 def signals_received(signals: Sequence[signal.Signals]) -> Iterator[asyncio.Event]:
-    """Install handlers that set an event on any of ``signals``; restore the previous ones on exit."""
+    """An event set when any of ``signals`` arrives, for the duration of the block."""
     loop = asyncio.get_running_loop()
+    wanted = list(dict.fromkeys(signals))
     received = asyncio.Event()
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    for sig in signals:
-        loop.add_signal_handler(sig, received.set)
+    for sig in wanted:
+        waiters = _waiters.setdefault(sig, [])
+        if not waiters:
+            # asyncio keeps the handles in a private dict; reading it is the only way to give
+            # an application's own loop handler back.
+            loop_handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
+            _previous[sig] = (signal.getsignal(sig), loop_handlers.get(sig))
+            loop.add_signal_handler(sig, _wake, sig)
+        waiters.append(received)
     try:
         yield received
     finally:
-        for sig, handler in previous.items():
+        for sig in wanted:
+            waiters = _waiters[sig]
+            waiters.remove(received)
+            if waiters:
+                continue
+            del _waiters[sig]
+            handler, loop_handle = _previous.pop(sig)
             loop.remove_signal_handler(sig)
-            if handler is not None:
+            if loop_handle is not None:
+                callback, args = loop_handle._callback, loop_handle._args  # type: ignore[attr-defined]
+                loop.add_signal_handler(sig, callback, *args)
+            elif handler is not None:
                 signal.signal(sig, handler)
+
+
+def _wake(sig: signal.Signals) -> None:
+    for event in _waiters.get(sig, ()):
+        event.set()

@@ -23,6 +23,7 @@ from typing import Any, Final, Union
 
 from autogen_core import JSON_DATA_CONTENT_TYPE, AgentId
 from autogen_core._agent_id import is_valid_agent_type
+from autogen_core._topic import is_valid_topic_type
 
 JsonObject = dict[str, Any]
 RequestId = Union[int, str]
@@ -54,6 +55,7 @@ class Method:
     # worker -> host, answered by the host
     HELLO: Final = "hello"
     REGISTER_AGENT_TYPE: Final = "register_agent_type"
+    UNREGISTER_AGENT_TYPE: Final = "unregister_agent_type"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
     BYE: Final = "bye"
@@ -147,13 +149,17 @@ class Payload:
 
 
 def encode(message: JsonObject) -> str:
-    """Encode a frame dictionary as compact JSON text."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """Encode a frame dictionary as compact JSON text.
+
+    The text is pure ASCII (non-ASCII characters are ``\\u`` escapes), so it is always valid
+    UTF-8, even for strings holding lone surrogates, and its length is its size on the wire.
+    """
+    return json.dumps(message, separators=(",", ":"))
 
 
 def encoded_size(text: str) -> int:
-    """Bytes ``text`` takes on the wire (UTF-8), computed only when it could matter."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    """Bytes ``text`` takes on the wire (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def decode(text: str | bytes) -> Frame:
@@ -231,6 +237,11 @@ def _decode_event(obj: JsonObject) -> Event:
             raise FrameError(
                 ErrorCode.INVALID_REQUEST, f"CloudEvent attribute '{name}' must be a non-empty string."
             )
+    if not is_valid_topic_type(obj["type"]):
+        raise FrameError(
+            ErrorCode.INVALID_REQUEST,
+            "CloudEvent attribute 'type' is the topic type: letters, digits and _ - . : = only.",
+        )
     for name in ("datacontenttype", EXT_MESSAGE_TYPE, EXT_SENDER, EXT_RECIPIENT, "traceparent", "tracestate"):
         if name in obj and not isinstance(obj[name], str):
             raise FrameError(ErrorCode.INVALID_REQUEST, f"CloudEvent attribute '{name}' must be a string.")
@@ -366,7 +377,10 @@ def optional_number(params: JsonObject, name: str) -> float | None:
 def _data_members(payload: Payload) -> JsonObject:
     if payload.data_content_type == JSON_DATA_CONTENT_TYPE:
         # JSON payloads travel as JSON, so any language reads them without a second decode.
-        return {"data": json.loads(payload.data)}
+        try:
+            return {"data": json.loads(payload.data)}
+        except ValueError:
+            pass  # a serializer that says JSON but is not: carry its bytes untouched
     return {"data_base64": base64.b64encode(payload.data).decode("ascii")}
 
 
@@ -412,7 +426,7 @@ def _data_bytes(value: JsonObject, name: str, base64_member: str) -> bytes:
                 ErrorCode.INVALID_PARAMS, f"'{name}.{base64_member}' is not valid base64."
             ) from None
     if "data" in value:
-        return json.dumps(value["data"], separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(value["data"], separators=(",", ":")).encode("ascii")
     raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' needs 'data' or '{base64_member}'.")
 
 

@@ -35,6 +35,7 @@ from opentelemetry.trace import TracerProvider
 
 from . import _wire as wire
 from ._address import parse_host_address
+from ._compat import warn_grpc_config_ignored
 from ._connection import HostConnection
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -100,6 +101,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         headers: Extra HTTP headers for the WebSocket handshake (e.g. ``Authorization``).
         name: A label for this worker in the host's logs.
         logger: Logger for connection events and errors; ``autogen_http_runtime.worker`` by default.
+        extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntime`` runs
+            unchanged; it has no meaning here and is ignored with a warning.
     """
 
     def __init__(
@@ -117,7 +120,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         headers: Mapping[str, str] | None = None,
         name: str = "",
         logger: logging.Logger | None = None,
+        extra_grpc_config: object = None,
     ) -> None:
+        warn_grpc_config_ignored(extra_grpc_config)
         self._endpoint = parse_host_address(host_address)
         self._host_address = host_address
         self._codec = PayloadCodec(payload_serialization_format)
@@ -142,6 +147,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._connection: HostConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._serving: dict[RequestId, CancellationToken] = {}
+        self._stopping: asyncio.Future[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -151,16 +157,18 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         Returns once the host has acknowledged all of them. Cancelling it closes the
         connection and leaves the runtime stopped.
 
+        A failed start leaves the runtime as it was before, so it can be retried.
+
         Raises:
             RuntimeError: The runtime was already started.
-            HostConnectionError: The host cannot be reached.
+            HostConnectionError: The host cannot be reached, or :meth:`stop` was called meanwhile.
             AgentTypeConflictError: Another worker already registered one of the agent types.
         """
         if self._state is not _State.NEW:
             raise RuntimeError(f"The runtime cannot start: it is {self._state.value}.")
         self._state = _State.STARTING
         try:
-            self._connection = await HostConnection.open(
+            connection = await HostConnection.open(
                 self._endpoint,
                 name=self._name,
                 max_message_size=self._max_message_size,
@@ -174,6 +182,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 on_close=self._on_connection_closed,
                 logger=self._log,
             )
+            self._connection = connection
+            if self._state is not _State.STARTING:
+                raise HostConnectionError("The runtime was stopped while it was starting.")
             # Snapshots: registrations made while we await are sent by their own calls,
             # since the connection is open by now (the host accepts a type twice from one worker).
             for agent_type in list(self._factories):
@@ -185,9 +196,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         Method.ADD_SUBSCRIPTION, {"subscription": _subscription_to_wire(subscription)}
                     )
         except BaseException:
-            self._state = _State.STOPPED
             if self._connection is not None:
                 await self._connection.close(1000, "start failed")
+                self._connection = None
+            self._subscriptions_sent.clear()
+            if self._state is _State.STARTING:
+                self._state = _State.NEW  # nothing is left behind: start() may be tried again
             raise
         self._state = _State.RUNNING
         self._log.info("Worker connected to %s as %s", self._endpoint.ws_url, self._connection.worker_id)
@@ -200,8 +214,14 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         once. Calls this worker is waiting on fail with :class:`HostConnectionError`;
         handlers still running are cancelled. A second call does nothing.
         """
-        if self._state in (_State.NEW, _State.STOPPED):
+        if self._state is _State.NEW:
             return
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._shutdown())
+        # Shielded: a cancelled stop() still leaves the runtime fully stopped.
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self) -> None:
         was_open = self._connection_open
         self._state = _State.STOPPED
         if self._connection is not None:
@@ -375,10 +395,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         except asyncio.CancelledError:
             self._reply_error(req.id, ErrorCode.CANCELLED, "The call was cancelled.")
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever the handler raised, its caller must hear of it, or it would wait forever.
             self._reply_error(
                 req.id, ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc)
             )
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
         else:
             try:
                 self._connection_for_reply().send_result(req.id, value)
@@ -538,19 +561,36 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if new_type:
                 self._factories.pop(agent_id.type, None)
                 self._instance_types.pop(agent_id.type, None)
+                self._forget_on_host(agent_id.type)
             raise
         self._agents[agent_id] = agent_instance
         return agent_id
 
     async def _register_type_with_host(self, agent_type: str) -> None:
-        if not self._connection_open:
-            return
         try:
-            await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
+            if self._connection_open:
+                await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
+            else:
+                self._require_not_lost()
         except BaseException:
             self._factories.pop(agent_type, None)
             self._instance_types.pop(agent_type, None)
+            self._forget_on_host(agent_type)
             raise
+
+    def _require_not_lost(self) -> None:
+        """Before start, changes wait for start(); once the connection is gone they cannot reach the host."""
+        if self._state in (_State.DISCONNECTED, _State.STOPPED):
+            raise HostConnectionError(
+                f"The runtime is {self._state.value}: the host cannot be told of this change."
+            )
+
+    def _forget_on_host(self, agent_type: str) -> None:
+        """Undo a registration the host may have accepted (after a cancel or a local failure)."""
+        if self._connection_open:
+            assert self._connection is not None
+            _, answer = self._connection.start_call(Method.UNREGISTER_AGENT_TYPE, {"type": agent_type})
+            answer.add_done_callback(_consume)
 
     async def _get_agent(self, agent_id: AgentId) -> Agent:
         agent = self._agents.get(agent_id)
@@ -587,6 +627,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def get(
         self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True
     ) -> AgentId:
+        """The id of an agent of this worker; with ``lazy=False`` the agent is created now."""
         return await get_impl(id_or_type=id_or_type, key=key, lazy=lazy, instance_getter=self._get_agent)
 
     # -- state ------------------------------------------------------------------------
@@ -656,6 +697,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     )
         previous = self._subscriptions.get(subscription.id)
         previous_sent = subscription.id in self._subscriptions_sent
+        self._require_not_lost()
         self._subscriptions[subscription.id] = subscription
         if self._connection_open:
             self._subscriptions_sent.add(subscription.id)
@@ -677,6 +719,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         Raises:
             SubscriptionError: No subscription has this id (a ``ValueError``).
         """
+        self._require_not_lost()
         if self._connection_open:
             await self._control(Method.REMOVE_SUBSCRIPTION, {"id": id})
         elif id not in self._subscriptions:
@@ -694,6 +737,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
 
 builtin_type = type
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a fire-and-forget call's outcome so asyncio does not warn about it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _error_data(exc: BaseException) -> JsonObject:
