@@ -171,7 +171,7 @@ async def test_failed_instance_registration_leaves_nothing_on_the_host(
 async def test_registration_after_the_host_is_gone_fails(
     make_worker: WorkerFactory, server: HttpAgentServer
 ) -> None:
-    worker = await make_worker()
+    worker = await make_worker(reconnect=None)
     await bounded(server.stop(grace=0))
     with pytest.raises(HostConnectionError):
         await bounded(worker.register_factory("late", Upper))

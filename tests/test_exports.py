@@ -24,6 +24,7 @@ from autogen_http_runtime import (
     RpcError,
     SerializationError,
     SubscriptionError,
+    TooManyCallsError,
     WorkerDisconnectedError,
 )
 from autogen_http_runtime._exceptions import error_from_wire
@@ -43,6 +44,7 @@ EXCEPTIONS = [
     RpcError,
     SerializationError,
     SubscriptionError,
+    TooManyCallsError,
     WorkerDisconnectedError,
 ]
 
@@ -148,6 +150,7 @@ def test_exceptions_also_derive_from_the_builtin_the_in_process_runtime_raises(
         MessageTooLargeError,
         CallCancelledError,
         HostShuttingDownError,
+        TooManyCallsError,
     ],
 )
 def test_rpc_errors_derive_from_rpc_error(cls: type[Exception]) -> None:
@@ -178,6 +181,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32008, MessageTooLargeError),
         (-32009, CallCancelledError),
         (-32010, HostShuttingDownError),
+        (-32011, TooManyCallsError),
         (-32700, ProtocolError),
         (-32600, ProtocolError),
         (-32601, ProtocolError),
@@ -185,7 +189,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32603, ProtocolError),
         (-32768, ProtocolError),
         (-32000, RpcError),
-        (-32011, RpcError),
+        (-32012, RpcError),
         (1, RpcError),
     ],
 )

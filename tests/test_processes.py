@@ -140,8 +140,9 @@ class Hanging(RoutedAgent):
 async def test_host_killed_fails_pending_and_new_calls() -> None:
     async with spawn("host") as host:
         url = (await host.expect("READY ")).split()[1]
-        worker = HttpWorkerAgentRuntime(url)
-        other = HttpWorkerAgentRuntime(url)
+        # The workers try to reconnect; calls made meanwhile wait reconnect_timeout, then fail.
+        worker = HttpWorkerAgentRuntime(url, reconnect_timeout=0.3)
+        other = HttpWorkerAgentRuntime(url, reconnect_timeout=0.3)
         try:
             local_started, local_cancelled = asyncio.Event(), asyncio.Event()
             remote_started, remote_cancelled = asyncio.Event(), asyncio.Event()
@@ -163,11 +164,12 @@ async def test_host_killed_fails_pending_and_new_calls() -> None:
             for result in results:
                 assert isinstance(result, HostConnectionError), repr(result)
 
-            # New calls and publishes fail at once rather than wait for a host that is gone.
-            with pytest.raises(HostConnectionError):
-                await bounded(worker.send_message(Text("c"), AgentId("remote", "default")), 1.0)
-            with pytest.raises(HostConnectionError):
-                await bounded(worker.publish_message(Text("d"), TopicId("t", "s")), 1.0)
+            # New calls and publishes fail after reconnect_timeout rather than wait for a host
+            # that is gone.
+            with pytest.raises(HostConnectionError, match="reconnecting"):
+                await bounded(worker.send_message(Text("c"), AgentId("remote", "default")), 2.0)
+            with pytest.raises(HostConnectionError, match="reconnecting"):
+                await bounded(worker.publish_message(Text("d"), TopicId("t", "s")), 2.0)
 
             await bounded(worker.stop())
             await bounded(other.stop())

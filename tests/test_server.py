@@ -200,8 +200,9 @@ class Gate(RoutedAgent):
 async def test_graceful_stop_lets_calls_finish_within_grace(
     server: HttpAgentServer, make_worker: WorkerFactory
 ) -> None:
-    serving = await make_worker()
-    calling = await make_worker()
+    # reconnect=None: once the host is gone for good, new calls fail at once.
+    serving = await make_worker(reconnect=None)
+    calling = await make_worker(reconnect=None)
     finishing_started, release = asyncio.Event(), asyncio.Event()
     stuck_started, never = asyncio.Event(), asyncio.Event()
     await serving.register_factory("finishing", lambda: Gate(finishing_started, release))

@@ -19,8 +19,10 @@ from ._exceptions import (
     RpcError,
     SerializationError,
     SubscriptionError,
+    TooManyCallsError,
     WorkerDisconnectedError,
 )
+from ._link import ReconnectPolicy
 from ._server import HttpAgentServer
 from ._service import HttpAgentService
 from ._worker import HttpWorkerAgentRuntime
@@ -40,10 +42,12 @@ __all__ = [
     "HttpWorkerAgentRuntime",
     "MessageTooLargeError",
     "ProtocolError",
+    "ReconnectPolicy",
     "RemoteAgentError",
     "RpcError",
     "SerializationError",
     "SubscriptionError",
+    "TooManyCallsError",
     "WorkerDisconnectedError",
     "__version__",
 ]

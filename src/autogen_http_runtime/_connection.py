@@ -1,4 +1,4 @@
-"""A worker's WebSocket session with its host: handshake, send/receive loops, calls in flight."""
+"""One WebSocket between a worker and its host: handshake, send/receive loops, calls in flight."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
@@ -22,61 +23,65 @@ from ._exceptions import (
 )
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
-RequestHandler = Callable[[wire.Request], None]
-CancelHandler = Callable[[RequestId], None]
-EventHandler = Callable[[wire.Event], None]
-CloseHandler = Callable[[str], None]
+
+@dataclass(frozen=True)
+class ConnectionHandlers:
+    """What a connection does with what the host sends; each gets the connection first.
+
+    Called synchronously from the read loop: they must not block.
+    """
+
+    request: Callable[[HostConnection, wire.Request], None]
+    cancel: Callable[[HostConnection, RequestId], None]
+    event: Callable[[HostConnection, wire.Event], None]
+    closed: Callable[[HostConnection, str], None]
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a worker connects; see :class:`HttpWorkerAgentRuntime` for each setting."""
+
+    endpoint: HostEndpoint
+    name: str
+    instance_id: str
+    max_message_size: int
+    connect_timeout: float
+    ping_interval: float | None
+    ping_timeout: float | None
+    headers: dict[str, str]
+    #: Bytes queued for sending above which :meth:`HostConnection.drain` waits.
+    write_buffer_limit: int
 
 
 class HostConnection:
-    """One open WebSocket to the host, after a successful ``hello``.
-
-    Use :meth:`open` to connect. Incoming requests, cancels and events are handed to the
-    callbacks synchronously from the read loop; the callbacks must not block.
-    """
+    """One open WebSocket to the host, after a successful ``hello``. Use :meth:`open`."""
 
     def __init__(
         self,
         ws: ClientConnection,
-        *,
-        max_message_size: int,
-        on_request: RequestHandler,
-        on_cancel: CancelHandler,
-        on_event: EventHandler,
-        on_close: CloseHandler,
+        options: ConnectionOptions,
+        handlers: ConnectionHandlers,
         logger: logging.Logger,
     ) -> None:
         self._ws = ws
-        self.max_message_size = max_message_size
+        self.max_message_size = options.max_message_size
         self.worker_id = ""
-        self._on_request = on_request
-        self._on_cancel = on_cancel
-        self._on_event = on_event
-        self._on_close = on_close
+        self._handlers = handlers
         self._log = logger
         self._ids = itertools.count(1)
         self._pending: dict[RequestId, asyncio.Future[Any]] = {}
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._write_buffer_limit = options.write_buffer_limit
+        self._writable = asyncio.Event()
+        self._writable.set()
         self._closed_reason: str | None = None
         self._reader = asyncio.create_task(self._read_loop(), name="autogen-http-worker-reader")
         self._writer = asyncio.create_task(self._write_loop(), name="autogen-http-worker-writer")
 
     @classmethod
     async def open(
-        cls,
-        endpoint: HostEndpoint,
-        *,
-        name: str,
-        max_message_size: int,
-        connect_timeout: float,
-        ping_interval: float | None,
-        ping_timeout: float | None,
-        headers: dict[str, str] | None,
-        on_request: RequestHandler,
-        on_cancel: CancelHandler,
-        on_event: EventHandler,
-        on_close: CloseHandler,
-        logger: logging.Logger,
+        cls, options: ConnectionOptions, handlers: ConnectionHandlers, logger: logging.Logger
     ) -> HostConnection:
         """Connect, say hello, and return the live connection.
 
@@ -85,36 +90,33 @@ class HostConnection:
                 did not answer ``hello`` within ``connect_timeout`` seconds.
             RpcError: The host refused ``hello`` (e.g. an unsupported protocol version).
         """
+        url = options.endpoint.ws_url
         try:
             ws = await asyncio.wait_for(
                 connect(
-                    endpoint.ws_url,
-                    max_size=max_message_size,
+                    url,
+                    max_size=options.max_message_size,
                     compression=None,
-                    ping_interval=ping_interval,
-                    ping_timeout=ping_timeout,
-                    additional_headers=headers,
-                    open_timeout=connect_timeout,
-                    write_limit=max(64 * 1024, max_message_size // 4),
+                    ping_interval=options.ping_interval,
+                    ping_timeout=options.ping_timeout,
+                    additional_headers=options.headers,
+                    open_timeout=options.connect_timeout,
                 ),
-                timeout=connect_timeout,
+                timeout=options.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            raise HostConnectionError(f"Cannot connect to the host at {endpoint.ws_url}: {exc!r}") from exc
-        conn = cls(
-            ws,
-            max_message_size=max_message_size,
-            on_request=on_request,
-            on_cancel=on_cancel,
-            on_event=on_event,
-            on_close=on_close,
-            logger=logger,
-        )
+            raise HostConnectionError(f"Cannot connect to the host at {url}: {exc!r}") from exc
+        conn = cls(ws, options, handlers, logger)
         try:
             hello = await conn.call(
                 Method.HELLO,
-                {"protocol": PROTOCOL_VERSION, "name": name, "max_message_size": max_message_size},
-                timeout=connect_timeout,
+                {
+                    "protocol": PROTOCOL_VERSION,
+                    "name": options.name,
+                    "instance": options.instance_id,
+                    "max_message_size": options.max_message_size,
+                },
+                timeout=options.connect_timeout,
             )
         except BaseException:
             await conn.close()
@@ -122,7 +124,7 @@ class HostConnection:
         conn.worker_id = str(hello.get("worker_id", "")) if isinstance(hello, dict) else ""
         host_limit = hello.get("max_message_size") if isinstance(hello, dict) else None
         if isinstance(host_limit, int) and host_limit > 0:
-            conn.max_message_size = min(max_message_size, host_limit)
+            conn.max_message_size = min(options.max_message_size, host_limit)
         return conn
 
     @property
@@ -131,18 +133,32 @@ class HostConnection:
 
     # -- sending ----------------------------------------------------------------------
 
-    def _send(self, frame: JsonObject, request_id: RequestId | None = None) -> None:
+    def _send(self, frame: JsonObject) -> None:
         if self._closed_reason is not None:
             raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
         text = wire.encode(frame)
-        size = wire.encoded_size(text)
+        size = len(text)  # encode() writes ASCII: characters are bytes
         if size > self.max_message_size:
             raise MessageTooLargeError(
                 f"The message is {size} bytes on the wire; the limit is {self.max_message_size} bytes "
                 "(max_message_size on the worker and the host).",
                 code=ErrorCode.MESSAGE_TOO_LARGE,
             )
+        self._queued_bytes += size
+        if self._queued_bytes > self._write_buffer_limit:
+            self._writable.clear()
         self._outbox.put_nowait(text)
+
+    async def drain(self) -> None:
+        """Wait while more than ``write_buffer_limit`` bytes are queued: back-pressure for senders.
+
+        Raises:
+            HostConnectionError: The connection closed meanwhile.
+        """
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if self._closed_reason is not None:
+            raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
 
     def start_call(self, method: str, params: JsonObject) -> tuple[RequestId, asyncio.Future[Any]]:
         """Send a request and return its id and the future of its result."""
@@ -177,8 +193,7 @@ class HostConnection:
         except asyncio.TimeoutError:
             self.abandon(request_id)
             raise CallTimeoutError(
-                f"'{method}' got no answer within {timeout} seconds.",
-                code=ErrorCode.DEADLINE_EXCEEDED,
+                f"'{method}' got no answer within {timeout} seconds.", code=ErrorCode.DEADLINE_EXCEEDED
             ) from None
         except asyncio.CancelledError:
             self.abandon(request_id)
@@ -190,7 +205,7 @@ class HostConnection:
         if future is not None:
             future.cancel()
             if self._closed_reason is None:
-                self._outbox.put_nowait(wire.encode(wire.notification(Method.CANCEL, {"id": request_id})))
+                self._send(wire.notification(Method.CANCEL, {"id": request_id}))
 
     def send_result(self, request_id: RequestId, value: Any) -> None:
         self._send(wire.result(request_id, value))
@@ -210,11 +225,16 @@ class HostConnection:
                 if text is None:
                     break
                 await self._ws.send(text)
+                self._queued_bytes -= len(text)
+                if self._queued_bytes <= self._write_buffer_limit // 2:
+                    self._writable.set()
         except websockets.exceptions.ConnectionClosed:
             pass
         except Exception:
             self._log.exception("Writing to the host failed")
             await self._ws.close(1011, "worker write error")
+        finally:
+            self._writable.set()  # wake senders; they see the closed connection
 
     async def _read_loop(self) -> None:
         reason = "connection closed"
@@ -250,24 +270,25 @@ class HostConnection:
             elif future is None:
                 self._log.warning("The host reported error %d: %s", frame.code, frame.message)
         elif isinstance(frame, wire.Request):
-            self._on_request(frame)
+            self._handlers.request(self, frame)
         elif isinstance(frame, wire.Notification):
             request_id = frame.params.get("id")
             if frame.method == Method.CANCEL and isinstance(request_id, (int, str)):
-                self._on_cancel(request_id)
+                self._handlers.cancel(self, request_id)
         else:
-            self._on_event(frame)
+            self._handlers.event(self, frame)
 
     def _shut(self, reason: str) -> None:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason
         self._outbox.put_nowait(None)
+        self._writable.set()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(HostConnectionError(f"The connection to the host was lost: {reason}."))
-        self._on_close(reason)
+        self._handlers.closed(self, reason)
 
     async def close(self, code: int = 1000, reason: str = "worker stopping") -> None:
         """Fail pending calls, close the WebSocket with ``code`` and wait for both loops. Idempotent."""

@@ -36,6 +36,15 @@ DEFAULT_PING_TIMEOUT = 20.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds a worker waits for the host to answer a control call (register, subscribe).
 DEFAULT_CONTROL_TIMEOUT = 30.0
+#: Seconds a call made while the worker reconnects waits for the connection to come back.
+DEFAULT_RECONNECT_TIMEOUT = 10.0
+#: Bytes a worker may have queued for the host before send/publish wait for them to drain.
+DEFAULT_WRITE_BUFFER_LIMIT = 8 * 1024 * 1024
+#: Bytes the host may have queued for one worker; a worker that falls further behind is
+#: disconnected (close code 1008) rather than let the host's memory grow without bound.
+DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Calls one worker may have in flight through the host at once; more get -32011.
+DEFAULT_MAX_CALLS_IN_FLIGHT = 10_000
 #: Seconds the host lets in-flight calls finish when it stops.
 DEFAULT_GRACE = 5.0
 

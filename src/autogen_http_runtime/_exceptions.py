@@ -18,7 +18,8 @@ runtime keeps working::
         ├── CallTimeoutError (TimeoutError)      -32007 the call's deadline passed
         ├── MessageTooLargeError                 -32008 a frame exceeds the size limit
         ├── CallCancelledError                   -32009 the call was cancelled
-        └── HostShuttingDownError                -32010 the host is draining and takes no new calls
+        ├── HostShuttingDownError                -32010 the host is draining and takes no new calls
+        └── TooManyCallsError                    -32011 the worker has too many calls in flight
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "RpcError",
     "SerializationError",
     "SubscriptionError",
+    "TooManyCallsError",
     "WorkerDisconnectedError",
     "error_from_wire",
 ]
@@ -162,6 +164,12 @@ class HostShuttingDownError(RpcError):
     code = -32010
 
 
+class TooManyCallsError(RpcError):
+    """The calling worker already has as many calls in flight as the host allows; retry later."""
+
+    code = -32011
+
+
 _BY_CODE: dict[int, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -174,6 +182,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         MessageTooLargeError,
         CallCancelledError,
         HostShuttingDownError,
+        TooManyCallsError,
     )
 }
 _BY_CODE[-32006] = SubscriptionError

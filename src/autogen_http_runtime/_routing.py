@@ -21,7 +21,13 @@ from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription,
 from autogen_core._agent_id import is_valid_agent_type
 
 from . import _wire as wire
-from ._constants import DEFAULT_MAX_MESSAGE_SIZE, HOST_LOGGER, PROTOCOL_VERSION
+from ._constants import (
+    DEFAULT_MAX_CALLS_IN_FLIGHT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUED_BYTES,
+    HOST_LOGGER,
+    PROTOCOL_VERSION,
+)
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
 _T = TypeVar("_T")
@@ -55,17 +61,47 @@ class WorkerSession:
     #: Calls this worker is serving: host request id -> the call.
     calls_served: dict[int, PendingCall] = field(default_factory=dict)
     outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    #: Bytes in ``outbox``; past ``max_queued_bytes`` the worker is too slow and is dropped.
+    queued_bytes: int = 0
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    #: The worker's own id for itself, the same across its reconnections.
+    instance: str = ""
+    bad_frames: int = 0
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
+    overflowed: bool = False
+    #: Set by the transport: called when the worker is dropped for being too slow.
+    on_overflow: Callable[[WorkerSession], None] | None = None
 
     def send(self, frame: JsonObject) -> None:
-        if not self.closed:
-            self.outbox.put_nowait(wire.encode(frame))
+        self.send_text(wire.encode(frame))
 
     def send_text(self, text: str) -> None:
-        if not self.closed:
-            self.outbox.put_nowait(text)
+        if self.closed:
+            return
+        size = len(text)  # the core only writes ASCII JSON: characters are bytes
+        if self.queued_bytes + size > self.max_queued_bytes:
+            self._overflow()
+            return
+        self.queued_bytes += size
+        self.outbox.put_nowait(text)
+
+    def sent(self, text: str) -> None:
+        """The transport wrote ``text`` to the socket."""
+        self.queued_bytes -= len(text)
+
+    def _overflow(self) -> None:
+        # The worker does not read as fast as frames arrive for it: let go of what it has
+        # not read rather than let the host's memory grow, and disconnect it.
+        reason = f"too slow: more than {self.max_queued_bytes} bytes queued for it"
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.queued_bytes = 0
+        self.overflowed = True
+        self.close(CLOSE_POLICY_VIOLATION, reason)
+        if self.on_overflow is not None:
+            self.on_overflow(self)
 
     def close(self, code: int, reason: str) -> None:
         """Ask the transport to close this worker's WebSocket once its outbox is flushed."""
@@ -142,13 +178,23 @@ class MessageRouter:
 
     Args:
         max_message_size: The largest frame, in bytes, the host reads and forwards.
+        max_queued_bytes: Bytes the host may queue for one worker before dropping it as too slow.
+        max_calls_in_flight: Calls one worker may have in flight through the host.
         logger: Where to log; defaults to ``autogen_http_runtime.host``.
     """
 
     def __init__(
-        self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, logger: logging.Logger | None = None
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.max_message_size = max_message_size
+        # Room for at least two of the largest frames, or no large frame could ever pass.
+        self.max_queued_bytes = max(max_queued_bytes, 2 * max_message_size)
+        self.max_calls_in_flight = max_calls_in_flight
         self.sessions: dict[str, WorkerSession] = {}
         self.agent_types: dict[str, WorkerSession] = {}
         self.subscriptions = SubscriptionTable()
@@ -170,7 +216,11 @@ class MessageRouter:
         return len(self._pending)
 
     def open_session(self) -> WorkerSession:
-        session = WorkerSession(worker_id=uuid.uuid4().hex, max_message_size=self.max_message_size)
+        session = WorkerSession(
+            worker_id=uuid.uuid4().hex,
+            max_message_size=self.max_message_size,
+            max_queued_bytes=self.max_queued_bytes,
+        )
         self.sessions[session.worker_id] = session
         return session
 
@@ -201,6 +251,8 @@ class MessageRouter:
             if made is not None:
                 self._finish(made)
                 made.target.send(wire.notification(Method.CANCEL, {"id": made.host_id}))
+        if session.bad_frames > 1:
+            self._log.info("Worker %s sent %d bad frames in all", session.worker_id, session.bad_frames)
         self._log.info(
             "Worker %s disconnected (%s); freed %d agent type(s) and %d subscription(s)",
             session.worker_id,
@@ -252,7 +304,15 @@ class MessageRouter:
             ErrorCode.METHOD_NOT_FOUND,
             ErrorCode.INVALID_PARAMS,
         ):
-            self._log.warning("Bad frame from worker %s: %s", session.worker_id, exc.message)
+            session.bad_frames += 1
+            if session.bad_frames == 1:  # once per connection: a flood must not flood the log
+                self._log.warning(
+                    "Bad frame from worker %s: %s (more from it are logged at DEBUG)",
+                    session.worker_id,
+                    exc.message,
+                )
+            elif self._log.isEnabledFor(logging.DEBUG):
+                self._log.debug("Bad frame from worker %s: %s", session.worker_id, exc.message)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug("Call from worker %s failed: %s", session.worker_id, exc.message)
         session.send(wire.error(exc.request_id, exc.code, exc.message))
@@ -304,8 +364,17 @@ class MessageRouter:
                     req.id,
                 )
             session.max_message_size = min(self.max_message_size, int(limit))
-        name = req.params.get("name")
+        name, instance = req.params.get("name"), req.params.get("instance")
         session.name = name if isinstance(name, str) else ""
+        session.instance = instance if isinstance(instance, str) else ""
+        if session.instance:
+            # A worker reconnecting before the host noticed its old connection die: the new
+            # connection replaces the old one, which frees its types for re-registration.
+            for old in [
+                s for s in self.sessions.values() if s.instance == session.instance and s is not session
+            ]:
+                old.close(CLOSE_NORMAL, "replaced by a new connection from the same worker")
+                self.close_session(old, "replaced by a new connection from the same worker")
         session.greeted = True
         self._log.info(
             "Worker %s connected%s", session.worker_id, f" ({session.name})" if session.name else ""
@@ -381,6 +450,13 @@ class MessageRouter:
         if req.id in caller.calls_made:
             raise FrameError(
                 ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in flight.", req.id
+            )
+        if len(caller.calls_made) >= self.max_calls_in_flight:
+            raise FrameError(
+                ErrorCode.TOO_MANY_CALLS,
+                f"This worker already has {self.max_calls_in_flight} calls in flight; "
+                "wait for some to finish.",
+                req.id,
             )
         host_id = next(self._ids)
         text = wire.encode(wire.request(host_id, req.method, req.params))

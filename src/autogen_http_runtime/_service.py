@@ -14,6 +14,8 @@ from ._constants import (
     AGENTS_PATH,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
+    DEFAULT_MAX_CALLS_IN_FLIGHT,
+    DEFAULT_MAX_QUEUED_BYTES,
     HOST_LOGGER,
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
@@ -50,6 +52,11 @@ class HttpAgentService:
             workers in ``hello``. 16 MiB by default, uvicorn's default ``ws_max_size``; to
             raise it, give uvicorn a ``ws_max_size`` at least as large (``HttpAgentServer``
             uses 32 MiB for both).
+        max_queued_bytes: Bytes the host may queue for one worker. A worker that reads more
+            slowly than frames arrive for it is disconnected (close code 1008) once this is
+            exceeded, and what was queued for it is dropped: the host's memory stays bounded.
+        max_calls_in_flight: Calls one worker may have in flight through the host; more
+            fail at once with ``TooManyCallsError``.
         hello_timeout: Seconds a new connection has to send ``hello`` before it is closed
             (code 1008).
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
@@ -59,12 +66,19 @@ class HttpAgentService:
         self,
         *,
         max_message_size: int = MOUNTED_MAX_MESSAGE_SIZE,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
         hello_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
         self._hello_timeout = hello_timeout
-        self.core = MessageRouter(max_message_size=max_message_size, logger=self._log)
+        self.core = MessageRouter(
+            max_message_size=max_message_size,
+            max_queued_bytes=max_queued_bytes,
+            max_calls_in_flight=max_calls_in_flight,
+            logger=self._log,
+        )
         self._connections: set[asyncio.Task[Any]] = set()
         self.router = APIRouter()
         self.router.add_api_websocket_route(WORKER_WS_PATH, self._serve_worker, name="worker")
@@ -91,6 +105,12 @@ class HttpAgentService:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+
+        # Dropping a worker that fell behind must not wait for it to read: stop our reader.
+        def drop(_: WorkerSession) -> None:
+            task.cancel()
+
+        session.on_overflow = drop
         writer = asyncio.create_task(self._write(websocket, session))
         reason = "connection closed"
         try:
@@ -106,6 +126,15 @@ class HttpAgentService:
                     self.core.handle_binary(session)
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
+        except asyncio.CancelledError:
+            if not session.overflowed:
+                raise
+            # We cancelled ourselves (see on_overflow); returning lets uvicorn drop the socket.
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            reason = session.close_reason
+            self._log.warning("Worker %s dropped: %s", session.worker_id, reason)
         finally:
             hello_timer.cancel()
             self.core.close_session(session, reason)
@@ -122,6 +151,7 @@ class HttpAgentService:
                 if text is None:
                     break
                 await websocket.send_text(text)
+                session.sent(text)
             if websocket.client_state is WebSocketState.CONNECTED:
                 await websocket.close(code=session.close_code, reason=session.close_reason)
         except (WebSocketDisconnect, RuntimeError, OSError):

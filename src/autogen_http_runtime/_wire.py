@@ -47,6 +47,7 @@ class ErrorCode(IntEnum):
     MESSAGE_TOO_LARGE = -32008
     CANCELLED = -32009
     SHUTTING_DOWN = -32010
+    TOO_MANY_CALLS = -32011
 
 
 class Method:

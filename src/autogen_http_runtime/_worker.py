@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
 import signal
 import traceback
@@ -16,7 +15,6 @@ from autogen_core import (
     JSON_DATA_CONTENT_TYPE,
     Agent,
     AgentId,
-    AgentInstantiationContext,
     AgentMetadata,
     AgentRuntime,
     AgentType,
@@ -35,14 +33,17 @@ from opentelemetry.trace import TracerProvider
 
 from . import _wire as wire
 from ._address import parse_host_address
+from ._agents import LocalAgents, builtin_type
 from ._compat import warn_grpc_config_ignored
-from ._connection import HostConnection
+from ._connection import ConnectionHandlers, ConnectionOptions, HostConnection
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_CONTROL_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    DEFAULT_RECONNECT_TIMEOUT,
+    DEFAULT_WRITE_BUFFER_LIMIT,
     WORKER_LOGGER,
 )
 from ._exceptions import (
@@ -52,6 +53,7 @@ from ._exceptions import (
     RpcError,
     SubscriptionError,
 )
+from ._link import HostLink, ReconnectPolicy
 from ._serialization import PayloadCodec
 from ._signals import signals_received
 from ._tracing import continued, current_trace_context, trace_context_from
@@ -60,14 +62,12 @@ from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 __all__ = ["HttpWorkerAgentRuntime"]
 
 T = TypeVar("T", bound=Agent)
-AgentFactory = Callable[[], Awaitable[Agent]]
 
 
 class _State(enum.Enum):
     NEW = "not started"
     STARTING = "starting"
     RUNNING = "running"
-    DISCONNECTED = "disconnected from its host"
     STOPPED = "stopped"
 
 
@@ -82,6 +82,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ...
         await runtime.stop()
 
+    When the connection to the host is lost, the worker reconnects in the background
+    (see :class:`ReconnectPolicy`) and registers its agent types and subscriptions again.
+    Calls in flight when the connection dropped fail with :class:`HostConnectionError`;
+    calls made while reconnecting wait up to ``reconnect_timeout`` seconds.
+
     Args:
         host_address: ``"host:port"`` (the gRPC runtime's style), ``"http://host:port[/prefix]"``
             or ``"https://..."`` (then the WebSocket uses TLS).
@@ -94,10 +99,15 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         max_message_size: Largest WebSocket message in bytes this worker sends or reads.
         call_timeout: Default deadline in seconds for ``send_message``; ``None`` (the
             default) waits as long as the handler runs, since model calls can be slow.
-        connect_timeout: Seconds ``start()`` waits to connect and shake hands.
+        connect_timeout: Seconds ``start()`` (and each reconnection attempt) waits to
+            connect and shake hands.
         control_timeout: Seconds to wait for the host to answer a registration or subscription.
         ping_interval: Seconds between keepalive pings; ``None`` disables them.
         ping_timeout: Seconds without a pong before the connection is dropped.
+        reconnect: How to reconnect after losing the host; ``None`` does not reconnect.
+        reconnect_timeout: Seconds a call made while reconnecting waits for the connection.
+        write_buffer_limit: Bytes queued for the host above which ``send_message`` and
+            ``publish_message`` wait for the queue to drain.
         headers: Extra HTTP headers for the WebSocket handshake (e.g. ``Authorization``).
         name: A label for this worker in the host's logs.
         logger: Logger for connection events and errors; ``autogen_http_runtime.worker`` by default.
@@ -117,36 +127,50 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         control_timeout: float = DEFAULT_CONTROL_TIMEOUT,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
+        reconnect: ReconnectPolicy | None = ReconnectPolicy(),  # noqa: B008 - frozen, shared safely
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
         headers: Mapping[str, str] | None = None,
         name: str = "",
         logger: logging.Logger | None = None,
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
-        self._endpoint = parse_host_address(host_address)
         self._host_address = host_address
+        self._options = ConnectionOptions(
+            endpoint=parse_host_address(host_address),
+            name=name,
+            instance_id=uuid.uuid4().hex,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            headers=dict(headers or {}),
+            write_buffer_limit=write_buffer_limit,
+        )
+        self._handlers = ConnectionHandlers(
+            request=self._on_request, cancel=self._on_cancel, event=self._on_event, closed=self._on_closed
+        )
         self._codec = PayloadCodec(payload_serialization_format)
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
-        self._max_message_size = max_message_size
         self._call_timeout = call_timeout
-        self._connect_timeout = connect_timeout
         self._control_timeout = control_timeout
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._headers = dict(headers or {})
-        self._name = name
         self._log = logger or logging.getLogger(WORKER_LOGGER)
+        self._link = HostLink(
+            self._connect_and_register,
+            policy=reconnect,
+            reconnect_timeout=reconnect_timeout,
+            logger=self._log,
+        )
 
-        self._factories: dict[str, AgentFactory] = {}
-        self._instance_types: dict[str, type[Agent]] = {}
-        self._agents: dict[AgentId, Agent] = {}
+        self._agents = LocalAgents(self)
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
         self._subscriptions_sent: set[str] = set()
         self._state = _State.NEW
-        self._connection: HostConnection | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._serving: dict[RequestId, CancellationToken] = {}
+        #: Calls this worker is serving, by connection and request id.
+        self._serving: dict[tuple[HostConnection, RequestId], CancellationToken] = {}
         self._stopping: asyncio.Future[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -154,10 +178,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def start(self) -> None:
         """Connect to the host and register every agent type and subscription added so far.
 
-        Returns once the host has acknowledged all of them. Cancelling it closes the
-        connection and leaves the runtime stopped.
-
-        A failed start leaves the runtime as it was before, so it can be retried.
+        Returns once the host has acknowledged all of them. A failed start leaves the
+        runtime as it was, so it can be retried; cancelling it is safe.
 
         Raises:
             RuntimeError: The runtime was already started.
@@ -168,43 +190,43 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise RuntimeError(f"The runtime cannot start: it is {self._state.value}.")
         self._state = _State.STARTING
         try:
-            connection = await HostConnection.open(
-                self._endpoint,
-                name=self._name,
-                max_message_size=self._max_message_size,
-                connect_timeout=self._connect_timeout,
-                ping_interval=self._ping_interval,
-                ping_timeout=self._ping_timeout,
-                headers=self._headers,
-                on_request=self._on_request,
-                on_cancel=self._on_cancel,
-                on_event=self._on_event,
-                on_close=self._on_connection_closed,
-                logger=self._log,
-            )
-            self._connection = connection
-            if self._state is not _State.STARTING:
-                raise HostConnectionError("The runtime was stopped while it was starting.")
-            # Snapshots: registrations made while we await are sent by their own calls,
-            # since the connection is open by now (the host accepts a type twice from one worker).
-            for agent_type in list(self._factories):
-                await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
-            for subscription in list(self._subscriptions.values()):
-                if subscription.id not in self._subscriptions_sent:
-                    self._subscriptions_sent.add(subscription.id)
-                    await self._control(
-                        Method.ADD_SUBSCRIPTION, {"subscription": _subscription_to_wire(subscription)}
-                    )
+            await self._link.open()
         except BaseException:
-            if self._connection is not None:
-                await self._connection.close(1000, "start failed")
-                self._connection = None
-            self._subscriptions_sent.clear()
             if self._state is _State.STARTING:
-                self._state = _State.NEW  # nothing is left behind: start() may be tried again
+                self._state = _State.NEW
             raise
         self._state = _State.RUNNING
-        self._log.info("Worker connected to %s as %s", self._endpoint.ws_url, self._connection.worker_id)
+        connection = self._link.connection
+        assert connection is not None
+        self._log.info("Worker connected to %s as %s", self._options.endpoint.ws_url, connection.worker_id)
+
+    async def _connect_and_register(self) -> HostConnection:
+        """Open a connection and (re-)register every agent type and subscription on it."""
+        connection = await HostConnection.open(self._options, self._handlers, self._log)
+        try:
+            if self._state is _State.STOPPED:
+                raise HostConnectionError("The runtime was stopped while it was connecting.")
+            self._subscriptions_sent = set()
+            registered: set[str] = set()
+            # Loop until nothing new appears: registrations made while we await are sent too.
+            while pending := [t for t in self._agents.types() if t not in registered]:
+                for agent_type in pending:
+                    registered.add(agent_type)
+                    await connection.call(
+                        Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout
+                    )
+            while unsent := [s for s in self._subscriptions.values() if s.id not in self._subscriptions_sent]:
+                for subscription in unsent:
+                    self._subscriptions_sent.add(subscription.id)
+                    await connection.call(
+                        Method.ADD_SUBSCRIPTION,
+                        {"subscription": _subscription_to_wire(subscription)},
+                        timeout=self._control_timeout,
+                    )
+        except BaseException:
+            await connection.close(1000, "registration failed")
+            raise
+        return connection
 
     async def stop(self) -> None:
         """Close the connection to the host and stop serving.
@@ -212,25 +234,24 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         The host is told first (``bye``) and frees this worker's agent types and
         subscriptions before ``stop()`` returns, so another worker may register them at
         once. Calls this worker is waiting on fail with :class:`HostConnectionError`;
-        handlers still running are cancelled. A second call does nothing.
+        handlers still running are cancelled. A second call waits for the first; a
+        cancelled ``stop()`` still stops the runtime completely.
         """
         if self._state is _State.NEW:
             return
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._shutdown())
-        # Shielded: a cancelled stop() still leaves the runtime fully stopped.
         await asyncio.shield(self._stopping)
 
     async def _shutdown(self) -> None:
-        was_open = self._connection_open
         self._state = _State.STOPPED
-        if self._connection is not None:
-            if was_open:
-                try:
-                    await self._connection.call(Method.BYE, {}, timeout=min(self._control_timeout, 5.0))
-                except (HostConnectionError, RpcError):
-                    pass  # the host is gone or too old to know 'bye': closing the socket frees us too
-            await self._connection.close(1000, "worker stopping")
+        connection = self._link.connection
+        if self._link.connected and connection is not None:
+            try:
+                await connection.call(Method.BYE, {}, timeout=min(self._control_timeout, 5.0))
+            except (HostConnectionError, RpcError):
+                pass  # the host is gone or too old to know 'bye': closing the socket frees us too
+        await self._link.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -247,33 +268,44 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._log.info("Signal received; stopping the worker")
         await self.stop()
 
-    def _on_connection_closed(self, reason: str) -> None:
+    def _on_closed(self, connection: HostConnection, reason: str) -> None:
         # Answers can no longer reach their callers: tell the handlers still running.
-        for token in list(self._serving.values()):
-            token.cancel()
-        if self._state in (_State.RUNNING, _State.STARTING):
-            self._state = _State.DISCONNECTED
-            self._log.warning("Lost the connection to the host: %s", reason)
+        for key in [key for key in self._serving if key[0] is connection]:
+            self._serving.pop(key).cancel()
+        if self._state is not _State.STOPPED:
+            self._link.connection_lost(connection, reason)
 
-    def _live_connection(self) -> HostConnection:
-        if self._state is not _State.RUNNING or self._connection is None or self._connection.closed:
+    async def _ready(self) -> HostConnection:
+        """The live connection, waiting while the link reconnects.
+
+        Raises:
+            HostConnectionError: The runtime is not running or the host cannot be reached.
+        """
+        if self._state is not _State.RUNNING:
             raise HostConnectionError(
                 f"The runtime is {self._state.value}; it must be running (connected to "
                 f"{self._host_address}) to send or publish messages."
             )
-        return self._connection
+        return await self._link.ready()
 
     async def _control(self, method: str, params: JsonObject) -> Any:
-        assert self._connection is not None
-        return await self._connection.call(method, params, timeout=self._control_timeout)
+        connection = await self._ready()
+        return await connection.call(method, params, timeout=self._control_timeout)
 
-    @property
-    def _connection_open(self) -> bool:
-        return (
-            self._state in (_State.STARTING, _State.RUNNING)
-            and self._connection is not None
-            and not self._connection.closed
-        )
+    def _host_must_hear(self) -> bool:
+        """Whether a registration made now goes to the host before returning.
+
+        Before start(), it waits for start(); during start() the registration loop sends it.
+
+        Raises:
+            HostConnectionError: The runtime is stopped or has lost its host for good.
+        """
+        if self._state is _State.STOPPED or (self._state is _State.RUNNING and not self._link.usable):
+            raise HostConnectionError(
+                f"The runtime is {'stopped' if self._state is _State.STOPPED else 'disconnected'}: "
+                "the host cannot be told of this change."
+            )
+        return self._state is _State.RUNNING
 
     # -- messages out -----------------------------------------------------------------
 
@@ -304,10 +336,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             HostConnectionError: This runtime is not connected to its host.
             asyncio.CancelledError: The cancellation token was cancelled.
         """
-        connection = self._live_connection()
         if cancellation_token is not None and cancellation_token.is_cancelled():
             raise asyncio.CancelledError("The cancellation token was already cancelled.")
         payload = self._codec.encode(message)
+        connection = await self._ready()
+        await connection.drain()
         with self._trace_helper.trace_block(
             "create", recipient, parent=None, extraAttributes={"message_type": payload.data_type}
         ):
@@ -351,8 +384,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if not topic_id.source or not topic_id.type:
             # CloudEvents require a non-empty 'type' and 'source'; fail here rather than at the host.
             raise ValueError(f"Cannot publish to {topic_id!r}: the topic type and source must not be empty.")
-        connection = self._live_connection()
         payload = self._codec.encode(message)
+        connection = await self._ready()
+        await connection.drain()
         with self._trace_helper.trace_block(
             "publish", topic_id, parent=None, extraAttributes={"message_type": payload.data_type}
         ):
@@ -369,77 +403,71 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     # -- messages in ------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
-    def _on_request(self, req: wire.Request) -> None:
+    def _on_request(self, connection: HostConnection, req: wire.Request) -> None:
         token = CancellationToken()
-        self._serving[req.id] = token
-        self._spawn(self._serve_request(req, token))
+        self._serving[(connection, req.id)] = token
+        self._spawn(self._serve_request(connection, req, token))
 
-    def _on_cancel(self, request_id: RequestId) -> None:
-        token = self._serving.get(request_id)
+    def _on_cancel(self, connection: HostConnection, request_id: RequestId) -> None:
+        token = self._serving.get((connection, request_id))
         if token is not None:
             token.cancel()
 
-    async def _serve_request(self, req: wire.Request, token: CancellationToken) -> None:
+    async def _serve_request(
+        self, connection: HostConnection, req: wire.Request, token: CancellationToken
+    ) -> None:
+        # Answers go back on the connection the call came in on: after a reconnection,
+        # the new host never heard of it, and may even reuse its id for another call.
+        def reply_error(code: int, message: str, data: Any = None) -> None:
+            try:
+                connection.send_error(req.id, code, message, data)
+            except HostConnectionError:
+                self._log.debug("Could not report error for call %r: the connection is closed", req.id)
+
         try:
             value = await self._handle_request(req, token)
         except FrameError as exc:
-            self._reply_error(req.id, exc.code, exc.message)
+            reply_error(exc.code, exc.message)
         except AgentNotFoundError as exc:
-            self._reply_error(req.id, ErrorCode.AGENT_NOT_FOUND, exc.message)
+            reply_error(ErrorCode.AGENT_NOT_FOUND, exc.message)
         except asyncio.CancelledError:
-            self._reply_error(req.id, ErrorCode.CANCELLED, "The call was cancelled.")
+            reply_error(ErrorCode.CANCELLED, "The call was cancelled.")
             raise
         except BaseException as exc:
             # Whatever the handler raised, its caller must hear of it, or it would wait forever.
-            self._reply_error(
-                req.id, ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc)
-            )
+            reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
             try:
-                self._connection_for_reply().send_result(req.id, value)
+                connection.send_result(req.id, value)
             except HostConnectionError:
                 pass
             except MessageTooLargeError as exc:
-                self._reply_error(req.id, ErrorCode.MESSAGE_TOO_LARGE, f"The reply is too large: {exc}")
+                reply_error(ErrorCode.MESSAGE_TOO_LARGE, f"The reply is too large: {exc}")
             except Exception as exc:
-                self._reply_error(
-                    req.id, ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc)
-                )
+                reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
         finally:
-            self._serving.pop(req.id, None)
-
-    def _connection_for_reply(self) -> HostConnection:
-        if self._connection is None:
-            raise HostConnectionError("not connected")
-        return self._connection
-
-    def _reply_error(self, request_id: RequestId, code: int, message: str, data: Any = None) -> None:
-        try:
-            self._connection_for_reply().send_error(request_id, code, message, data)
-        except HostConnectionError:
-            self._log.debug("Could not report error for call %r: the connection is closed", request_id)
+            self._serving.pop((connection, req.id), None)
 
     async def _handle_request(self, req: wire.Request, token: CancellationToken) -> Any:
         recipient = wire.required_agent_id(req.params, "recipient")
         if req.method == Method.SEND:
             return await self._handle_send(req, recipient, token)
         if req.method == Method.AGENT_METADATA:
-            return {"metadata": dict(await self.agent_metadata(recipient))}
+            return {"metadata": dict(await self._agents.metadata(recipient))}
         if req.method == Method.AGENT_SAVE_STATE:
-            return {"state": dict(await self.agent_save_state(recipient))}
+            return {"state": dict(await self._agents.save_agent(recipient))}
         if req.method == Method.AGENT_LOAD_STATE:
             state = req.params.get("state")
             if not isinstance(state, dict):
                 raise FrameError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
-            await self.agent_load_state(recipient, state)
+            await self._agents.load_agent(recipient, state)
             return {}
         raise FrameError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.")
 
@@ -448,7 +476,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         payload = wire.payload_from_wire(req.params.get("payload"))
         message_id = req.params.get("message_id")
         message = self._codec.decode(payload)
-        agent = await self._get_agent(recipient)
+        agent = await self._agents.get(recipient)
         ctx = MessageContext(
             sender=sender,
             topic_id=None,
@@ -466,7 +494,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             return {"payload": None}
         return {"payload": wire.payload_to_wire(self._codec.encode(response))}
 
-    def _on_event(self, event: wire.Event) -> None:
+    def _on_event(self, connection: HostConnection, event: wire.Event) -> None:
         self._spawn(self._deliver_event(event))
 
     async def _deliver_event(self, event: wire.Event) -> None:
@@ -478,7 +506,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             sender = wire.event_agent(attributes, wire.EXT_SENDER)
             payload = wire.event_payload(attributes)
             message = self._codec.decode(payload)
-            agent = await self._get_agent(recipient)
+            agent = await self._agents.get(recipient)
             ctx = MessageContext(
                 sender=sender,
                 topic_id=TopicId(event.topic_type, event.topic_source),
@@ -516,22 +544,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         Raises:
             ValueError: This worker already registered the type.
             AgentTypeConflictError: Another worker of the host serves the type (a ``ValueError``).
+            HostConnectionError: The runtime was stopped or lost its host for good.
         """
         agent_type = AgentType(type) if isinstance(type, str) else type
-        if agent_type.type in self._factories:
-            raise ValueError(f"Agent with type {agent_type} already exists.")
-
-        async def factory_wrapper() -> T:
-            maybe_agent = agent_factory()
-            agent = await maybe_agent if inspect.isawaitable(maybe_agent) else maybe_agent
-            if expected_class is not None and not issubclass(builtin_type(agent), expected_class):
-                raise ValueError(
-                    f"Factory registered using the wrong type: expected {expected_class.__name__}, "
-                    f"got {builtin_type(agent).__name__}"
-                )
-            return agent
-
-        self._factories[agent_type.type] = factory_wrapper
+        self._agents.add_factory(agent_type.type, agent_factory, expected_class)
         await self._register_type_with_host(agent_type.type)
         return agent_type
 
@@ -543,69 +559,34 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 factory or by instances of another class.
             AgentTypeConflictError: Another worker of the host serves the type.
         """
-        if agent_id in self._agents:
-            raise ValueError(f"Agent with id {agent_id} already exists.")
-        new_type = agent_id.type not in self._factories
+        new_type = self._agents.add_instance_type(agent_id, agent_instance)
         if new_type:
-            self._factories[agent_id.type] = _instance_only_factory
-            self._instance_types[agent_id.type] = builtin_type(agent_instance)
             await self._register_type_with_host(agent_id.type)
-        else:
-            if self._factories[agent_id.type] is not _instance_only_factory:
-                raise ValueError("Agent factories and agent instances cannot be registered to the same type.")
-            if self._instance_types[agent_id.type] is not builtin_type(agent_instance):
-                raise ValueError("Agent instances must be the same object type.")
         try:
             await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
         except BaseException:
             if new_type:
-                self._factories.pop(agent_id.type, None)
-                self._instance_types.pop(agent_id.type, None)
+                self._agents.remove_type(agent_id.type)
                 self._forget_on_host(agent_id.type)
             raise
-        self._agents[agent_id] = agent_instance
+        self._agents.add_instance(agent_id, agent_instance)
         return agent_id
 
     async def _register_type_with_host(self, agent_type: str) -> None:
         try:
-            if self._connection_open:
+            if self._host_must_hear():
                 await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
-            else:
-                self._require_not_lost()
         except BaseException:
-            self._factories.pop(agent_type, None)
-            self._instance_types.pop(agent_type, None)
+            self._agents.remove_type(agent_type)
             self._forget_on_host(agent_type)
             raise
 
-    def _require_not_lost(self) -> None:
-        """Before start, changes wait for start(); once the connection is gone they cannot reach the host."""
-        if self._state in (_State.DISCONNECTED, _State.STOPPED):
-            raise HostConnectionError(
-                f"The runtime is {self._state.value}: the host cannot be told of this change."
-            )
-
     def _forget_on_host(self, agent_type: str) -> None:
         """Undo a registration the host may have accepted (after a cancel or a local failure)."""
-        if self._connection_open:
-            assert self._connection is not None
-            _, answer = self._connection.start_call(Method.UNREGISTER_AGENT_TYPE, {"type": agent_type})
+        connection = self._link.connection
+        if self._link.connected and connection is not None:
+            _, answer = connection.start_call(Method.UNREGISTER_AGENT_TYPE, {"type": agent_type})
             answer.add_done_callback(_consume)
-
-    async def _get_agent(self, agent_id: AgentId) -> Agent:
-        agent = self._agents.get(agent_id)
-        if agent is not None:
-            return agent
-        factory = self._factories.get(agent_id.type)
-        if factory is None:
-            raise AgentNotFoundError(
-                f"Agent type '{agent_id.type}' is not registered on this worker.",
-                code=ErrorCode.AGENT_NOT_FOUND,
-            )
-        with AgentInstantiationContext.populate_context((self, agent_id)):
-            agent = await factory()
-        self._agents[agent_id] = agent
-        return agent
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, for an agent served by this worker.
@@ -614,9 +595,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             LookupError: This worker does not serve ``id.type``.
             TypeError: The agent is not an instance of ``type``.
         """
-        if id.type not in self._factories:
+        if id.type not in self._agents:
             raise LookupError(f"Agent with name {id.type} not found on this worker.")
-        agent = await self._get_agent(id)
+        agent = await self._agents.get(id)
         if not isinstance(agent, type):
             raise TypeError(
                 f"Agent with name {id.type} is not of type {type.__name__}. "
@@ -628,47 +609,42 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True
     ) -> AgentId:
         """The id of an agent of this worker; with ``lazy=False`` the agent is created now."""
-        return await get_impl(id_or_type=id_or_type, key=key, lazy=lazy, instance_getter=self._get_agent)
+        return await get_impl(id_or_type=id_or_type, key=key, lazy=lazy, instance_getter=self._agents.get)
 
     # -- state ------------------------------------------------------------------------
 
     async def save_state(self) -> Mapping[str, Any]:
         """The state of every agent instantiated on this worker, keyed by ``str(agent_id)``."""
-        return {
-            str(agent_id): dict(await agent.save_state()) for agent_id, agent in list(self._agents.items())
-        }
+        return await self._agents.save_all()
 
     async def load_state(self, state: Mapping[str, Any]) -> None:
         """Load state saved by :meth:`save_state` into this worker's agents (created as needed)."""
-        for agent_id_str, agent_state in state.items():
-            agent_id = AgentId.from_str(agent_id_str)
-            if agent_id.type in self._factories:
-                await (await self._get_agent(agent_id)).load_state(agent_state)
+        await self._agents.load_all(state)
 
     async def _remote(self, method: str, agent: AgentId, extra: JsonObject | None = None) -> Any:
         params: JsonObject = {"recipient": wire.agent_id_to_wire(agent)}
         params.update(extra or {})
-        connection = self._live_connection()
+        connection = await self._ready()
         return await connection.call(method, params, timeout=self._call_timeout)
 
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._factories:
-            return (await self._get_agent(agent)).metadata
+        if agent.type in self._agents:
+            return await self._agents.metadata(agent)
         reply = await self._remote(Method.AGENT_METADATA, agent)
         return cast(AgentMetadata, reply["metadata"])
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """Saved state of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._factories:
-            return await (await self._get_agent(agent)).save_state()
+        if agent.type in self._agents:
+            return await self._agents.save_agent(agent)
         reply = await self._remote(Method.AGENT_SAVE_STATE, agent)
         return cast(Mapping[str, Any], reply["state"])
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         """Load state into an agent on this worker or, through the host, on any other."""
-        if agent.type in self._factories:
-            await (await self._get_agent(agent)).load_state(state)
+        if agent.type in self._agents:
+            await self._agents.load_agent(agent, state)
             return
         await self._remote(Method.AGENT_LOAD_STATE, agent, {"state": dict(state)})
 
@@ -684,43 +660,41 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 (a ``ValueError`` saying it "already exists").
             TypeError: The subscription is not a ``TypeSubscription`` (``DefaultSubscription``
                 included) or a ``TypePrefixSubscription``: only those can be sent to the host.
+            HostConnectionError: The runtime was stopped or lost its host for good.
         """
         body = _subscription_to_wire(subscription)
-        # Once connected, the host checks for duplicates: the local copy can be stale, since
-        # any worker may remove a subscription.
-        if not self._connection_open:
+        if not self._host_must_hear():
+            # Before start nobody else can have added it: check here, the host checks later.
             for existing in self._subscriptions.values():
                 if existing.id == subscription.id or existing == subscription:
                     raise SubscriptionError(
                         f"Subscription already exists: id {existing.id!r}.",
                         code=ErrorCode.SUBSCRIPTION_EXISTS,
                     )
+            self._subscriptions[subscription.id] = subscription
+            return
+        # Once started the host is the judge: another worker may have added or removed it.
         previous = self._subscriptions.get(subscription.id)
-        previous_sent = subscription.id in self._subscriptions_sent
-        self._require_not_lost()
         self._subscriptions[subscription.id] = subscription
-        if self._connection_open:
-            self._subscriptions_sent.add(subscription.id)
-            try:
-                await self._control(Method.ADD_SUBSCRIPTION, {"subscription": body})
-            except BaseException:
-                # A rejected subscription leaves the local record as it was.
-                if previous is None:
-                    self._subscriptions.pop(subscription.id, None)
-                else:
-                    self._subscriptions[subscription.id] = previous
-                if not previous_sent:
-                    self._subscriptions_sent.discard(subscription.id)
-                raise
+        self._subscriptions_sent.add(subscription.id)
+        try:
+            await self._control(Method.ADD_SUBSCRIPTION, {"subscription": body})
+        except BaseException:
+            self._subscriptions_sent.discard(subscription.id)
+            if previous is None:
+                self._subscriptions.pop(subscription.id, None)
+            else:
+                self._subscriptions[subscription.id] = previous
+            raise
 
     async def remove_subscription(self, id: str) -> None:
         """Remove a subscription by id, whichever worker added it.
 
         Raises:
             SubscriptionError: No subscription has this id (a ``ValueError``).
+            HostConnectionError: The runtime was stopped or lost its host for good.
         """
-        self._require_not_lost()
-        if self._connection_open:
+        if self._host_must_hear():
             await self._control(Method.REMOVE_SUBSCRIPTION, {"id": id})
         elif id not in self._subscriptions:
             raise SubscriptionError(
@@ -736,9 +710,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._codec.add(serializer)
 
 
-builtin_type = type
-
-
 def _consume(future: asyncio.Future[Any]) -> None:
     """Retrieve a fire-and-forget call's outcome so asyncio does not warn about it."""
     if not future.cancelled():
@@ -752,15 +723,6 @@ def _error_data(exc: BaseException) -> JsonObject:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(builtin_type(exc), exc, exc.__traceback__)),
     }
-
-
-async def _instance_only_factory() -> Agent:
-    raise RuntimeError(
-        "Agent factory was invoked for an agent instance that was not registered. This is likely due to "
-        "the agent type being incorrectly subscribed to a topic. If this exception occurs when publishing "
-        "a message to the DefaultTopicId, then it is likely that `skip_class_subscriptions` needs to be "
-        "turned off when registering the agent."
-    )
 
 
 def _subscription_to_wire(subscription: Subscription) -> JsonObject:

@@ -16,10 +16,12 @@ from ... import (
     HttpWorkerAgentRuntime,
     MessageTooLargeError,
     ProtocolError,
+    ReconnectPolicy,
     RemoteAgentError,
     RpcError,
     SerializationError,
     SubscriptionError,
+    TooManyCallsError,
     WorkerDisconnectedError,
 )
 
@@ -36,9 +38,11 @@ __all__ = [
     "HttpWorkerAgentRuntime",
     "MessageTooLargeError",
     "ProtocolError",
+    "ReconnectPolicy",
     "RemoteAgentError",
     "RpcError",
     "SerializationError",
     "SubscriptionError",
+    "TooManyCallsError",
     "WorkerDisconnectedError",
 ]
