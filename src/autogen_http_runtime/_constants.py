@@ -43,6 +43,10 @@ DEFAULT_WRITE_BUFFER_LIMIT = 8 * 1024 * 1024
 #: Bytes the host may have queued for one worker; a worker that falls further behind is
 #: disconnected (close code 1008) rather than let the host's memory grow without bound.
 DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Bytes queued for one worker past which the host stops reading from the workers sending
+#: to it until it catches up (back-pressure), for at most ``slow_consumer_timeout`` seconds.
+DEFAULT_HIGH_WATER = 8 * 1024 * 1024
+DEFAULT_SLOW_CONSUMER_TIMEOUT = 10.0
 #: Calls one worker may have in flight through the host at once; more get -32011.
 DEFAULT_MAX_CALLS_IN_FLIGHT = 10_000
 #: Seconds the host lets in-flight calls finish when it stops.

@@ -22,6 +22,7 @@ from autogen_core._agent_id import is_valid_agent_type
 
 from . import _wire as wire
 from ._constants import (
+    DEFAULT_HIGH_WATER,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
@@ -39,6 +40,12 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 @dataclass(eq=False)
@@ -61,9 +68,13 @@ class WorkerSession:
     #: Calls this worker is serving: host request id -> the call.
     calls_served: dict[int, PendingCall] = field(default_factory=dict)
     outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
-    #: Bytes in ``outbox``; past ``max_queued_bytes`` the worker is too slow and is dropped.
+    #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the workers that
+    #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
     queued_bytes: int = 0
+    high_water: int = DEFAULT_HIGH_WATER
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    #: Set while ``queued_bytes`` is at most half of ``high_water``.
+    drained: asyncio.Event = field(default_factory=_set_event)
     #: The worker's own id for itself, the same across its reconnections.
     instance: str = ""
     bad_frames: int = 0
@@ -82,24 +93,36 @@ class WorkerSession:
             return
         size = len(text)  # the core only writes ASCII JSON: characters are bytes
         if self.queued_bytes + size > self.max_queued_bytes:
-            self._overflow()
+            self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
             return
         self.queued_bytes += size
+        if self.queued_bytes > self.high_water:
+            self.drained.clear()
         self.outbox.put_nowait(text)
+
+    @property
+    def backlogged(self) -> bool:
+        return self.queued_bytes > self.high_water
 
     def sent(self, text: str) -> None:
         """The transport wrote ``text`` to the socket."""
         self.queued_bytes -= len(text)
+        if self.queued_bytes <= self.high_water // 2:
+            self.drained.set()
 
-    def _overflow(self) -> None:
-        # The worker does not read as fast as frames arrive for it: let go of what it has
-        # not read rather than let the host's memory grow, and disconnect it.
-        reason = f"too slow: more than {self.max_queued_bytes} bytes queued for it"
+    def drop_as_slow(self, why: str) -> None:
+        """Disconnect a worker that does not read as fast as frames arrive for it.
+
+        What it has not read is let go, rather than let the host's memory grow.
+        """
+        if self.closed:
+            return
         while not self.outbox.empty():
             self.outbox.get_nowait()
         self.queued_bytes = 0
+        self.drained.set()
         self.overflowed = True
-        self.close(CLOSE_POLICY_VIOLATION, reason)
+        self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
         if self.on_overflow is not None:
             self.on_overflow(self)
 
@@ -194,6 +217,8 @@ class MessageRouter:
         self.max_message_size = max_message_size
         # Room for at least two of the largest frames, or no large frame could ever pass.
         self.max_queued_bytes = max(max_queued_bytes, 2 * max_message_size)
+        self.high_water = min(DEFAULT_HIGH_WATER, self.max_queued_bytes // 2)
+        self._backlog: WorkerSession | None = None
         self.max_calls_in_flight = max_calls_in_flight
         self.sessions: dict[str, WorkerSession] = {}
         self.agent_types: dict[str, WorkerSession] = {}
@@ -220,6 +245,7 @@ class MessageRouter:
             worker_id=uuid.uuid4().hex,
             max_message_size=self.max_message_size,
             max_queued_bytes=self.max_queued_bytes,
+            high_water=self.high_water,
         )
         self.sessions[session.worker_id] = session
         return session
@@ -263,19 +289,24 @@ class MessageRouter:
 
     # -- frames -----------------------------------------------------------------------
 
-    def handle_text(self, session: WorkerSession, text: str) -> None:
+    def handle_text(self, session: WorkerSession, text: str) -> WorkerSession | None:
         """Route one text frame received from ``session``.
 
         Never raises: a bad frame is answered with a JSON-RPC error (when it has an id to
         answer) and logged; an unexpected failure is logged and answered with -32603.
+
+        Returns:
+            A worker this frame was routed to that is now behind (see ``high_water``): the
+            transport should wait for it to catch up before reading more from ``session``.
         """
         if session.worker_id not in self.sessions:
-            return  # the worker said 'bye'; whatever it sends until the socket closes is moot
+            return None  # the worker said 'bye'; whatever it sends until the socket closes is moot
+        self._backlog = None
         try:
             frame = wire.decode(text)
         except FrameError as exc:
             self._reject(session, exc)
-            return
+            return None
         try:
             if isinstance(frame, wire.Request):
                 self._on_request(session, frame)
@@ -293,6 +324,12 @@ class MessageRouter:
             session.send(
                 wire.error(request_id, ErrorCode.INTERNAL_ERROR, "Internal error while routing the frame.")
             )
+        return self._backlog
+
+    def _deliver(self, target: WorkerSession, text: str) -> None:
+        target.send_text(text)
+        if target.backlogged:
+            self._backlog = target
 
     def handle_binary(self, session: WorkerSession) -> None:
         self._reject(
@@ -472,7 +509,7 @@ class MessageRouter:
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id
         target.calls_served[host_id] = call
-        target.send_text(text)
+        self._deliver(target, text)
 
     def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
@@ -502,7 +539,7 @@ class MessageRouter:
                 f"{call.caller.max_message_size}."
             )
             text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
-        call.caller.send_text(text)
+        self._deliver(call.caller, text)
 
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
         if note.method != Method.CANCEL:
@@ -542,7 +579,7 @@ class MessageRouter:
                     recipient,
                 )
                 continue
-            target.send_text(text)
+            self._deliver(target, text)
 
     def _finish(self, call: PendingCall) -> None:
         self._pending.pop(call.host_id, None)

@@ -16,6 +16,7 @@ from ._constants import (
     DEFAULT_GRACE,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_SLOW_CONSUMER_TIMEOUT,
     HOST_LOGGER,
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
@@ -52,9 +53,14 @@ class HttpAgentService:
             workers in ``hello``. 16 MiB by default, uvicorn's default ``ws_max_size``; to
             raise it, give uvicorn a ``ws_max_size`` at least as large (``HttpAgentServer``
             uses 32 MiB for both).
-        max_queued_bytes: Bytes the host may queue for one worker. A worker that reads more
-            slowly than frames arrive for it is disconnected (close code 1008) once this is
-            exceeded, and what was queued for it is dropped: the host's memory stays bounded.
+        max_queued_bytes: Bytes the host may queue for one worker. A worker more than 8 MiB
+            behind (or half this, if less) makes the host stop reading from the workers
+            sending to it until it catches up: back-pressure, so a fast publisher waits for
+            its slowest subscriber. A worker that has not caught up within
+            ``slow_consumer_timeout`` seconds, or falls ``max_queued_bytes`` behind, is
+            disconnected (close code 1008) and what was queued for it is dropped, so the
+            host's memory stays bounded.
+        slow_consumer_timeout: Seconds a sender is held back for a worker that is behind.
         max_calls_in_flight: Calls one worker may have in flight through the host; more
             fail at once with ``TooManyCallsError``.
         hello_timeout: Seconds a new connection has to send ``hello`` before it is closed
@@ -68,11 +74,13 @@ class HttpAgentService:
         max_message_size: int = MOUNTED_MAX_MESSAGE_SIZE,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
+        slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT,
         hello_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
         self._hello_timeout = hello_timeout
+        self._slow_consumer_timeout = slow_consumer_timeout
         self.core = MessageRouter(
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
@@ -120,10 +128,10 @@ class HttpAgentService:
                     reason = f"closed with code {message.get('code', 1000)}"
                     break
                 text = message.get("text")
-                if text is not None:
-                    self.core.handle_text(session, text)
-                else:
+                if text is None:
                     self.core.handle_binary(session)
+                elif (behind := self.core.handle_text(session, text)) is not None:
+                    await self._wait_to_catch_up(behind)
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
         except asyncio.CancelledError:
@@ -143,6 +151,13 @@ class HttpAgentService:
             for stuck in still_writing:
                 stuck.cancel()
             self._connections.discard(task)
+
+    async def _wait_to_catch_up(self, behind: WorkerSession) -> None:
+        """Back-pressure: read no more from a sender while a worker it sends to is behind."""
+        try:
+            await asyncio.wait_for(behind.drained.wait(), self._slow_consumer_timeout)
+        except asyncio.TimeoutError:
+            behind.drop_as_slow(f"did not catch up within {self._slow_consumer_timeout} s")
 
     async def _write(self, websocket: WebSocket, session: WorkerSession) -> None:
         try:
