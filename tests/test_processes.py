@@ -79,7 +79,7 @@ async def test_killed_worker_fails_inflight_calls_promptly(
     caller = await make_worker()
     survivor = await make_worker()
     await Upper.register(survivor, "upper", Upper)
-    calls_in_flight = 50
+    calls_in_flight = 100
     async with spawn("worker", server.url, "blocker") as child:
         await child.expect("READY")
         doomed = core.agent_types["blocker"]

@@ -157,3 +157,45 @@ async def test_drain_waits_for_calls_that_finish_in_time() -> None:
     rpc_after = {"jsonrpc": "2.0", "id": 2, "method": "send", "params": SEND}
     router.handle_text(caller, json.dumps(rpc_after))
     assert frames(caller) == []  # closed sessions get nothing more
+
+
+def test_a_reconnection_replaces_the_stale_connection_of_the_same_worker() -> None:
+    router = MessageRouter()
+    stale = router.open_session()
+    rpc(router, stale, 0, "hello", protocol=PROTOCOL_VERSION, instance="w1")
+    rpc(router, stale, 1, "register_agent_type", type="a")
+    fresh = router.open_session()
+    rpc(router, fresh, 0, "hello", protocol=PROTOCOL_VERSION, instance="w1")
+    assert stale.closed and stale.worker_id not in router.sessions
+    assert "a" not in router.agent_types
+    rpc(router, fresh, 1, "register_agent_type", type="a")
+    assert router.agent_types["a"] is fresh
+    # Another worker's hello with a different instance id replaces nothing.
+    other = router.open_session()
+    rpc(router, other, 0, "hello", protocol=PROTOCOL_VERSION, instance="w2")
+    assert not fresh.closed
+
+
+def test_a_worker_that_falls_behind_holds_back_its_senders_then_is_dropped() -> None:
+    router = MessageRouter(max_message_size=1024, max_queued_bytes=4096)
+    publisher, reader = greeted(router, "p"), greeted(router, "r")
+    sub = {"id": "s", "kind": "type", "agent_type": "r", "topic": "t"}
+    rpc(router, reader, 9, "add_subscription", subscription=sub)
+    frames(reader)
+    event = json.dumps({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "data": "x" * 600})
+    behind = None
+    while behind is None:
+        behind = router.handle_text(publisher, event)
+    # Past high water the transport is told to wait for the reader before reading more.
+    assert behind is reader and not reader.drained.is_set() and not reader.closed
+    # The reader catching up (its transport writing what was queued) releases the senders.
+    while not reader.outbox.empty():
+        text = reader.outbox.get_nowait()
+        assert text is not None
+        reader.sent(text)
+    assert reader.drained.is_set()
+    # Past max_queued_bytes it is dropped: what it did not read is let go.
+    while not reader.closed:
+        router.handle_text(publisher, event)
+    assert reader.close_code == 1008 and "too slow" in reader.close_reason
+    assert reader.queued_bytes == 0 and frames(reader) == [None]

@@ -1,0 +1,234 @@
+"""Faults, in real processes where it matters: host restarts, frozen workers, slow subscribers.
+
+The host runs as ``tests/procs/host.py`` (or in-process where the test needs its
+internals) and the workers are real runtimes over real WebSockets. Nothing sleeps to
+synchronise: every wait is for an event, a line from a child, or a call's answer, and
+every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+from typing import Any
+
+import httpx
+import pytest
+from autogen_core import AgentId, MessageContext, TopicId, TypeSubscription
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from autogen_http_runtime import (
+    AgentTypeConflictError,
+    HostConnectionError,
+    HttpAgentServer,
+    HttpAgentService,
+    HttpWorkerAgentRuntime,
+    ReconnectPolicy,
+    TooManyCallsError,
+    WorkerDisconnectedError,
+)
+from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+
+from .conftest import WorkerFactory
+from .test_processes import spawn
+from .test_rpc import Slow
+from .test_server import until
+from .utils import SERIALIZERS, Recorder, Text, Upper, bounded
+
+#: Bound for a worker to find a restarted host again: backoff tops out at 2 s.
+RECONNECTED = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def worker(url: str, **kwargs: Any) -> HttpWorkerAgentRuntime:
+    runtime = HttpWorkerAgentRuntime(url, **kwargs)
+    runtime.add_message_serializer(SERIALIZERS)
+    return runtime
+
+
+async def test_workers_reconnect_and_serve_after_the_host_restarts() -> None:
+    port = free_port()
+    inbox: asyncio.Queue[tuple[AgentId, Any, MessageContext]] = asyncio.Queue()
+    serving, calling = worker(f"127.0.0.1:{port}"), worker(f"127.0.0.1:{port}")
+    try:
+        async with spawn("host", "--port", str(port)) as host:
+            await host.expect("READY ")
+            for runtime in (serving, calling):
+                await bounded(runtime.start())
+            await Upper.register(serving, "upper", Upper)
+            await serving.register_factory("recorder", lambda: Recorder(inbox))
+            await serving.add_subscription(TypeSubscription("news", "recorder"))
+            assert await bounded(calling.send_message(Text("before"), AgentId("upper", "k"))) == Text(
+                "BEFORE"
+            )
+            host.proc.kill()
+            await bounded(host.proc.wait())
+
+        async with spawn("host", "--port", str(port)) as host:
+            await host.expect("READY ")
+            # A worker's own call waits for its own reconnection, which re-registers its
+            # agent types and subscriptions before any call goes out.
+            assert await bounded(serving.send_message(Text("a"), AgentId("upper", "k")), RECONNECTED) == Text(
+                "A"
+            )
+            assert await bounded(calling.send_message(Text("b"), AgentId("upper", "k")), RECONNECTED) == Text(
+                "B"
+            )
+            await bounded(calling.publish_message(Text("news"), TopicId("news", "s")))
+            recipient, message, _ = await bounded(inbox.get())
+            assert (recipient, message) == (AgentId("recorder", "s"), Text("news"))
+    finally:
+        await bounded(serving.stop())
+        await bounded(calling.stop())
+
+
+async def test_a_type_taken_while_reconnecting_is_a_clear_error_not_a_loop(
+    server: HttpAgentServer, make_worker: WorkerFactory
+) -> None:
+    core = server.service.core
+    # The first attempt comes a full second after the loss: ample time for the taker.
+    patient = await make_worker(reconnect=ReconnectPolicy(initial_delay=1.0, jitter=0.0))
+    await patient.register_factory("contested", Upper)
+    taker = await make_worker()
+    # The host drops the patient worker's connection (as after a network fault)...
+    core.agent_types["contested"].close(1011, "simulated fault")
+    await until(lambda: "contested" not in core.agent_types)
+    # ...another worker takes the type before the patient one is back...
+    await bounded(taker.register_factory("contested", Upper))
+    # ...so its reconnection is refused once, and it gives up with the reason.
+    with pytest.raises(HostConnectionError, match="already registered"):
+        await bounded(patient.send_message(Text("x"), AgentId("contested", "k")))
+    assert core.agent_types["contested"].worker_id != ""
+    assert isinstance(AgentTypeConflictError("x"), ValueError)
+
+
+async def test_a_frozen_worker_is_noticed_by_keepalive() -> None:
+    async with HttpAgentServer(port=0, ping_interval=0.3, ping_timeout=0.5) as server:
+        caller = worker(server.url)
+        await bounded(caller.start())
+        try:
+            async with spawn("worker", server.url, "frozen") as child:
+                await child.expect("READY")
+                call = asyncio.ensure_future(caller.send_message(Text("m"), AgentId("frozen", "k")))
+                await child.expect("started m")
+                os.kill(child.proc.pid, signal.SIGSTOP)
+                try:
+                    # The worker's socket stays open: only the missing pongs give it away.
+                    with pytest.raises(WorkerDisconnectedError):
+                        await bounded(call, 10.0)
+                    assert "frozen" not in server.service.core.agent_types
+                finally:
+                    os.kill(child.proc.pid, signal.SIGCONT)
+        finally:
+            await bounded(caller.stop())
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+async def test_a_slow_subscriber_under_a_publish_flood_keeps_the_host_bounded() -> None:
+    queue_limit = 4 * 1024 * 1024
+    args = ("--max-message-size", str(1024 * 1024), "--max-queued-bytes", str(queue_limit))
+    async with spawn("host", *args, "--slow-consumer-timeout", "2") as host:
+        url = (await host.expect("READY ")).split()[1]
+        publisher, subscriber = worker(url), worker(url)
+        received = 0
+        all_received = asyncio.Event()
+        events, chunk = 600, "x" * 64 * 1024  # about 38 MiB in all
+
+        class Counter(Recorder):
+            async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
+                nonlocal received
+                received += 1
+                if received == events:
+                    all_received.set()
+
+        try:
+            for runtime in (publisher, subscriber):
+                await bounded(runtime.start())
+            await subscriber.register_factory("counter", lambda: Counter(asyncio.Queue()))
+            await subscriber.add_subscription(TypeSubscription("flood", "counter"))
+            async with connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1) as slow:
+                hello = {"protocol": PROTOCOL_VERSION}
+                for n, (method, params) in enumerate(
+                    [
+                        ("hello", hello),
+                        ("register_agent_type", {"type": "slow"}),
+                        (
+                            "add_subscription",
+                            {
+                                "subscription": {
+                                    "id": "s",
+                                    "kind": "type",
+                                    "agent_type": "slow",
+                                    "topic": "flood",
+                                }
+                            },
+                        ),
+                    ]
+                ):
+                    await slow.send(
+                        json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params})
+                    )
+                    assert '"result"' in str(await bounded(slow.recv()))
+                # From here on the slow subscriber reads nothing.
+                before = rss_bytes(host.proc.pid)
+                for i in range(events):
+                    await bounded(publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s")))
+                await bounded(all_received.wait(), 60.0)
+                grown = rss_bytes(host.proc.pid) - before
+                # The slow subscriber was dropped rather than buffered: the host grew by far
+                # less than what was published to it.
+                assert grown < 40 * 1024 * 1024, f"the host grew by {grown} bytes"
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await bounded(slow.recv())
+            async with httpx.AsyncClient(trust_env=False) as http:
+                listing = (await bounded(http.get(f"{url}/v1/agents"))).json()
+            assert set(listing["agent_types"]) == {"counter"}
+            # The publisher and the fast subscriber were never disturbed.
+            assert await bounded(subscriber.agent_metadata(AgentId("counter", "s"))) is not None
+        finally:
+            await bounded(publisher.stop())
+            await bounded(subscriber.stop())
+
+
+async def test_calls_in_flight_per_worker_are_limited() -> None:
+    async with HttpAgentServer(port=0, service=HttpAgentService(max_calls_in_flight=3)) as server:
+        serving, calling = worker(server.url), worker(server.url)
+        started, cancelled = asyncio.Event(), asyncio.Event()
+        try:
+            for runtime in (serving, calling):
+                await bounded(runtime.start())
+            await serving.register_factory("slow", lambda: Slow(started, cancelled))
+            held = [
+                asyncio.ensure_future(calling.send_message(Text(str(i)), AgentId("slow", str(i))))
+                for i in range(3)
+            ]
+            await bounded(started.wait())
+            await until(lambda: server.service.core.pending_calls == 3)
+            with pytest.raises(TooManyCallsError):
+                await bounded(calling.send_message(Text("one too many"), AgentId("slow", "x")))
+            for call in held:
+                call.cancel()
+            await bounded(asyncio.gather(*held, return_exceptions=True))
+            await until(lambda: server.service.core.pending_calls == 0)
+            assert await bounded(serving.agent_metadata(AgentId("slow", "y"))) is not None
+        finally:
+            await bounded(serving.stop())
+            await bounded(calling.stop())
