@@ -58,6 +58,17 @@ def test_demo_end_to_end() -> None:
             "samples/string_serializer.py",
             ["without a serializer: SerializationError", "reply: 'HELLO, PLAIN STRING' (str)"],
         ),
+        (
+            "samples/agentchat_team.py",
+            [
+                "user: Write a haiku about agents on many machines.",
+                "poet: Many hosts, one team / words cross the wire and come back / nothing is lost.",
+                "critic: Too long. Shorter, please.",
+                "poet: One socket each / the host routes every word / the team never knows.",
+                "critic: APPROVE",
+                "stop reason: Text 'APPROVE' mentioned",
+            ],
+        ),
     ],
 )
 def test_section_4_sample(script: str, expected: list[str]) -> None:
