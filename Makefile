@@ -17,16 +17,16 @@ demo: $(STAMP)
 	$(PY) samples/run_demo.py --port $(DEMO_PORT)
 
 check: $(STAMP)
-	$(PY) -m ruff format --check src tests samples
-	$(PY) -m ruff check src tests samples
+	$(PY) -m ruff format --check src tests samples benchmarks
+	$(PY) -m ruff check src tests samples benchmarks
 	$(PY) -m mypy
 
 test: check
 	$(PY) -m pytest
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests samples
-	$(PY) -m ruff check --fix src tests samples
+	$(PY) -m ruff format src tests samples benchmarks
+	$(PY) -m ruff check --fix src tests samples benchmarks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -199,3 +199,17 @@ def test_a_worker_that_falls_behind_holds_back_its_senders_then_is_dropped() -> 
         router.handle_text(publisher, event)
     assert reader.close_code == 1008 and "too slow" in reader.close_reason
     assert reader.queued_bytes == 0 and frames(reader) == [None]
+
+
+def test_local_sessions_call_like_workers_but_are_not_listed() -> None:
+    router = MessageRouter()
+    target = greeted(router, "b")
+    http = router.open_session(local="http")
+    assert router.workers() == [target]
+    rpc(router, http, 1, "send", **SEND)  # no hello needed
+    host_id = frames(target)[0]["id"]
+    router.handle_text(target, json.dumps({"jsonrpc": "2.0", "id": host_id, "result": {"payload": None}}))
+    assert frames(http) == [{"jsonrpc": "2.0", "id": 1, "result": {"payload": None}}]
+    router.close_session(http, "done")
+    assert http.worker_id not in router.sessions
+    assert router.stats.calls_routed == router.stats.calls_answered == 1

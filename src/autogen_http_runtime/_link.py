@@ -39,7 +39,7 @@ class ReconnectPolicy:
 
     def delays(self) -> Iterator[float]:
         """The wait before each attempt, in seconds."""
-        delay = self.initial_delay
+        delay = min(self.initial_delay, self.max_delay)
         attempt = 0
         while self.max_attempts is None or attempt < self.max_attempts:
             attempt += 1

@@ -78,6 +78,12 @@ class WorkerSession:
     #: The worker's own id for itself, the same across its reconnections.
     instance: str = ""
     bad_frames: int = 0
+    #: A caller inside the host process (an HTTP endpoint), not a connected worker.
+    local: bool = False
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
@@ -106,7 +112,10 @@ class WorkerSession:
 
     def sent(self, text: str) -> None:
         """The transport wrote ``text`` to the socket."""
-        self.queued_bytes -= len(text)
+        size = len(text)
+        self.queued_bytes -= size
+        self.frames_out += 1
+        self.bytes_out += size
         if self.queued_bytes <= self.high_water // 2:
             self.drained.set()
 
@@ -143,6 +152,23 @@ class PendingCall:
     caller_id: RequestId
     target: WorkerSession
     method: str
+
+
+@dataclass
+class RouterStats:
+    """Running totals since the host started: what the metrics and listings report."""
+
+    calls_routed: int = 0
+    calls_answered: int = 0
+    events_published: int = 0
+    event_copies_delivered: int = 0
+    #: Copies for agents whose type no worker serves, or too large for their worker.
+    event_copies_dropped: int = 0
+    #: Error responses seen, by JSON-RPC code: sent by the host or relayed from workers.
+    errors: dict[int, int] = field(default_factory=dict)
+
+    def count_error(self, code: int) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
 
 
 class SubscriptionTable:
@@ -219,6 +245,7 @@ class MessageRouter:
         self.max_queued_bytes = max(max_queued_bytes, 2 * max_message_size)
         self.high_water = min(DEFAULT_HIGH_WATER, self.max_queued_bytes // 2)
         self._backlog: WorkerSession | None = None
+        self.stats = RouterStats()
         self.max_calls_in_flight = max_calls_in_flight
         self.sessions: dict[str, WorkerSession] = {}
         self.agent_types: dict[str, WorkerSession] = {}
@@ -240,15 +267,30 @@ class MessageRouter:
     def pending_calls(self) -> int:
         return len(self._pending)
 
-    def open_session(self) -> WorkerSession:
+    def open_session(self, *, local: str = "") -> WorkerSession:
+        """A session for a new worker connection.
+
+        Args:
+            local: For a caller inside the host process (e.g. an HTTP endpoint), its name:
+                the session needs no ``hello``, is never listed as a worker, and whoever
+                opened it reads its replies from ``outbox`` and closes it with
+                :meth:`close_session`.
+        """
         session = WorkerSession(
             worker_id=uuid.uuid4().hex,
             max_message_size=self.max_message_size,
             max_queued_bytes=self.max_queued_bytes,
             high_water=self.high_water,
+            name=local,
+            greeted=bool(local),
+            local=bool(local),
         )
         self.sessions[session.worker_id] = session
         return session
+
+    def workers(self) -> list[WorkerSession]:
+        """The connected workers (not the host's own local sessions)."""
+        return [session for session in self.sessions.values() if not session.local]
 
     def close_session(self, session: WorkerSession, reason: str = "disconnected") -> None:
         """Forget a worker: free its agent types and subscriptions, fail the calls it served."""
@@ -301,6 +343,8 @@ class MessageRouter:
         """
         if session.worker_id not in self.sessions:
             return None  # the worker said 'bye'; whatever it sends until the socket closes is moot
+        session.frames_in += 1
+        session.bytes_in += len(text)
         self._backlog = None
         try:
             frame = wire.decode(text)
@@ -337,6 +381,7 @@ class MessageRouter:
         )
 
     def _reject(self, session: WorkerSession, exc: FrameError) -> None:
+        self.stats.count_error(exc.code)
         if exc.code <= ErrorCode.INVALID_REQUEST or exc.code in (
             ErrorCode.METHOD_NOT_FOUND,
             ErrorCode.INVALID_PARAMS,
@@ -506,6 +551,7 @@ class MessageRouter:
                 req.id,
             )
         call = PendingCall(host_id, caller, req.id, target, req.method)
+        self.stats.calls_routed += 1
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id
         target.calls_served[host_id] = call
@@ -525,9 +571,11 @@ class MessageRouter:
                 )
             return
         self._finish(call)
+        self.stats.calls_answered += 1
         if isinstance(frame, wire.Response):
             reply = wire.result(call.caller_id, frame.result)
         else:
+            self.stats.count_error(frame.code)
             reply = wire.error(call.caller_id, frame.code, frame.message, frame.data)
         text = wire.encode(reply)
         size = wire.encoded_size(text)
@@ -558,12 +606,14 @@ class MessageRouter:
         attributes = event.attributes
         attributes.pop(wire.EXT_RECIPIENT, None)
         sender = wire.event_agent(attributes, wire.EXT_SENDER)
+        self.stats.events_published += 1
         topic = TopicId(event.topic_type, event.topic_source)
         for recipient in self.subscriptions.recipients(topic):
             if recipient == sender:
                 continue
             target = self.agent_types.get(recipient.type)
             if target is None:
+                self.stats.event_copies_dropped += 1
                 self._log.debug(
                     "No worker serves %s, subscribed to %s; event %s skipped", recipient, topic, event
                 )
@@ -578,7 +628,9 @@ class MessageRouter:
                     target.worker_id,
                     recipient,
                 )
+                self.stats.event_copies_dropped += 1
                 continue
+            self.stats.event_copies_delivered += 1
             self._deliver(target, text)
 
     def _finish(self, call: PendingCall) -> None:
@@ -616,6 +668,7 @@ class MessageRouter:
             session.close(CLOSE_GOING_AWAY, "host shutting down")
 
     def describe_agent_types(self) -> dict[str, str]:
+        """Each agent type and the worker id serving it, sorted by type."""
         return {agent_type: session.worker_id for agent_type, session in sorted(self.agent_types.items())}
 
 

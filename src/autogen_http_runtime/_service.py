@@ -99,7 +99,7 @@ class HttpAgentService:
         )
 
     async def _list_agents(self) -> dict[str, Any]:
-        return {"agent_types": self.core.describe_agent_types(), "workers": len(self.core.sessions)}
+        return {"agent_types": self.core.describe_agent_types(), "workers": len(self.core.workers())}
 
     async def _serve_worker(self, websocket: WebSocket) -> None:
         await websocket.accept()
