@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 9000
 
-.PHONY: demo test check lint typecheck format clean
+.PHONY: demo test check lint typecheck format clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ check: $(STAMP)
 
 test: check
 	$(PY) -m pytest
+
+# Benchmarks and the soak run outside `make test`: they take minutes and measure, not check.
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --duration 180 --restart-every 30
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests samples benchmarks

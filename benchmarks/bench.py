@@ -1,0 +1,313 @@
+"""Benchmarks: the same scenarios on autogen-ext's gRPC runtime and on ours, in one run.
+
+Run ``make bench`` (or ``.venv/bin/python benchmarks/bench.py``). The host, every worker
+and this driver are separate OS processes (``benchmarks/_procs.py``); the driver is itself
+a worker runtime of the runtime under test. Each scenario checks its results (every reply
+equals its request; every event arrives once) and fails loudly otherwise. The table gives
+each figure for both runtimes and the ratio ours / gRPC. ``--quick`` runs tiny counts, as
+a smoke test; the figures are then meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autogen_core import AgentId, TopicId
+
+from _procs import Blob, Seq, make_worker
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A scenario produced a wrong result or did not finish."""
+
+
+@dataclass
+class Proc:
+    process: asyncio.subprocess.Process
+
+    async def line(self, timeout: float = 60.0) -> str:
+        assert self.process.stdout is not None
+        raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        if not raw:
+            raise BenchError(f"process {self.process.pid} exited (code {self.process.returncode})")
+        return raw.decode().strip()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+
+def cpu_seconds(pid: int | str) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def spawn(*args: str) -> AsyncIterator[Proc]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "_procs.py"), *args, stdout=asyncio.subprocess.PIPE
+    )
+    proc = Proc(process)
+    try:
+        ready = await proc.line()
+        if ready != "READY":
+            raise BenchError(f"{args}: expected READY, got {ready!r}")
+        yield proc
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def cluster(runtime: str, *workers: tuple[str, ...]) -> AsyncIterator[tuple[str, Proc, list[Proc]]]:
+    """A host and worker processes; yields the address, the host and the workers."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    async with spawn("host", runtime, str(port)) as host, contextlib.AsyncExitStack() as stack:
+        procs = [await stack.enter_async_context(spawn("worker", runtime, address, *w)) for w in workers]
+        yield address, host, procs
+
+
+@contextlib.asynccontextmanager
+async def driver(runtime: str, address: str) -> AsyncIterator[Any]:
+    worker: Any = make_worker(runtime, address)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        try:
+            await worker.stop()
+        except Exception as exc:  # gRPC's stop() re-raises a stream error seen earlier (e.g. 16 MiB)
+            print(f"# {runtime} driver stop: {type(exc).__name__}", file=sys.stderr)
+
+
+async def checked_call(worker: Any, n: int, recipient: AgentId, size: int = 16) -> None:
+    body = f"{n}:".ljust(size, "x")
+    reply = await asyncio.wait_for(worker.send_message(Blob(body), recipient), 60)
+    if reply != Blob(body):
+        raise BenchError(f"wrong reply to call {n}: {str(reply)[:80]}")
+
+
+async def rpc_latency(runtime: str, calls: int) -> dict[str, float]:
+    async with cluster(runtime, ("--echo", "echo")) as (address, _, _), driver(runtime, address) as drv:
+        target = AgentId("echo", "k")
+        for n in range(calls // 10):  # warm-up
+            await checked_call(drv, n, target)
+        times = []
+        for n in range(calls):
+            start = time.perf_counter()
+            await checked_call(drv, n, target)
+            times.append(time.perf_counter() - start)
+    q = statistics.quantiles(times, n=100)
+    return {"p50_ms": q[49] * 1e3, "p90_ms": q[89] * 1e3, "p99_ms": q[98] * 1e3}
+
+
+async def rpc_throughput(runtime: str, calls: int, in_flight: int) -> dict[str, float]:
+    async with (
+        cluster(runtime, ("--echo", "echo")) as (address, host, workers),
+        driver(runtime, address) as drv,
+    ):
+        targets = [AgentId("echo", str(k)) for k in range(8)]
+        for n in range(50):
+            await checked_call(drv, n, targets[n % 8])
+        counter = iter(range(calls))
+
+        async def lane() -> None:
+            for n in counter:
+                await checked_call(drv, n, targets[n % 8])
+
+        procs_before = (host.cpu_seconds(), workers[0].cpu_seconds(), cpu_seconds("self"))
+        start = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - start
+        procs_after = (host.cpu_seconds(), workers[0].cpu_seconds(), cpu_seconds("self"))
+    cpu = [(after - before) / calls * 1e3 for before, after in zip(procs_before, procs_after, strict=True)]
+    return {"rpc_per_s": calls / elapsed, "cpu_ms_per_rpc": sum(cpu), "host_cpu_ms": cpu[0]}
+
+
+async def fan_out(runtime: str, events: int, subscribers: int) -> dict[str, float]:
+    sinks = [("--sink", f"sink{i}", "--expect", str(events)) for i in range(subscribers)]
+    async with cluster(runtime, *sinks) as (address, _, workers), driver(runtime, address) as drv:
+        # Warm-up round, also checking the subscriptions are in place.
+        for n in range(events):
+            await drv.publish_message(Seq(n), TopicId("bench", "s"))
+        for worker in workers:
+            await expect_done(worker, events)
+        start = time.perf_counter()
+        for n in range(events):
+            await drv.publish_message(Seq(n), TopicId("bench", "s"))
+        for worker in workers:
+            await expect_done(worker, events)
+        elapsed = time.perf_counter() - start
+    return {"events_per_s": events / elapsed, "deliveries_per_s": events * subscribers / elapsed}
+
+
+async def expect_done(worker: Proc, events: int) -> None:
+    line = await worker.line(timeout=120)
+    if line != f"DONE {events} 0":
+        raise BenchError(f"a subscriber reported {line!r}, expected 'DONE {events} 0'")
+
+
+async def big_payloads(runtime: str, calls: int) -> dict[str, float | str]:
+    mib = 1024 * 1024
+    async with cluster(runtime, ("--echo", "echo")) as (address, _, _), driver(runtime, address) as drv:
+        target = AgentId("echo", "k")
+        await checked_call(drv, -1, target, mib)
+        start = time.perf_counter()
+        for n in range(calls):
+            await checked_call(drv, n, target, mib)
+        rate = calls * 2 / (time.perf_counter() - start)  # MiB moved per second, both ways
+        try:
+            await asyncio.wait_for(checked_call(drv, -2, target, 16 * mib), 30)
+            big: str = "ok"
+        except (asyncio.TimeoutError, Exception) as exc:  # gRPC hangs or fails past 4 MiB
+            big = f"fails ({type(exc).__name__})"
+    return {"mib_per_s": rate, "16_mib_rpc": big}
+
+
+async def many_workers(runtime: str, count: int) -> dict[str, float]:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    per_process = 250
+    async with spawn("host", runtime, str(port)) as host:
+        rss_before = rss_bytes(host.process.pid)
+        start = time.perf_counter()
+        async with contextlib.AsyncExitStack() as stack:
+            groups = [(i, min(per_process, count - i)) for i in range(0, count, per_process)]
+            for first, size in groups:
+                await stack.enter_async_context(
+                    spawn("worker", runtime, address, "--echo", f"w{first}", "--count", str(size))
+                )
+            connect_s = time.perf_counter() - start
+            per_worker = (rss_bytes(host.process.pid) - rss_before) / count
+            async with driver(runtime, address) as drv:
+                calls = [
+                    checked_call(drv, first + i, AgentId(f"w{first}-{i}" if size > 1 else f"w{first}", "k"))
+                    for first, size in groups
+                    for i in range(size)
+                ]
+                start = time.perf_counter()
+                await gather_limited(calls, 64)
+                one_each_s = time.perf_counter() - start
+    return {
+        "connect_register_s": connect_s,
+        "host_kib_per_worker": per_worker / 1024,
+        "rpc_to_each_s": one_each_s,
+    }
+
+
+async def gather_limited(calls: list[Awaitable[None]], limit: int) -> None:
+    slots = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with slots:
+            await call
+
+    await asyncio.gather(*(one(call) for call in calls))
+
+
+async def start_up(runtime: str) -> dict[str, float]:
+    start = time.perf_counter()
+    async with cluster(runtime, ("--echo", "echo")) as (address, _, _), driver(runtime, address) as drv:
+        await checked_call(drv, 0, AgentId("echo", "k"))
+        elapsed = time.perf_counter() - start
+    return {"launch_to_first_rpc_s": elapsed}
+
+
+Scenario = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+def scenarios(quick: bool) -> list[tuple[str, Scenario]]:
+    scale = 0.02 if quick else 1.0
+
+    def n(value: int) -> int:
+        return max(4, int(value * scale))
+
+    return [
+        ("RPC latency, sequential", lambda rt: rpc_latency(rt, n(3000))),
+        ("RPC throughput, 1 in flight", lambda rt: rpc_throughput(rt, n(3000), 1)),
+        ("RPC throughput, 16 in flight", lambda rt: rpc_throughput(rt, n(10000), 16)),
+        ("RPC throughput, 128 in flight", lambda rt: rpc_throughput(rt, n(20000), 128)),
+        ("Fan-out to 1 subscriber", lambda rt: fan_out(rt, n(10000), 1)),
+        ("Fan-out to 4 subscribers", lambda rt: fan_out(rt, n(10000), 4)),
+        ("1 MiB RPCs (and one of 16 MiB)", lambda rt: big_payloads(rt, n(100))),
+        ("Many workers", lambda rt: many_workers(rt, 20 if quick else 1000)),
+        ("Start-up", start_up),
+    ]
+
+
+def ratio(ours: Any, theirs: Any) -> str:
+    if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
+        return f"{ours / theirs:.2f}"
+    return "-"
+
+
+def show(value: Any) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else str(value)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test, not a measurement")
+    parser.add_argument("--only", help="run the scenarios whose name contains this text")
+    parser.add_argument("--runtimes", default="grpc,http", help="comma-separated: grpc, http")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    runtimes = args.runtimes.split(",")
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, scenario in scenarios(args.quick):
+        if args.only and args.only.lower() not in name.lower():
+            continue
+        results[name] = {}
+        for runtime in runtimes:
+            results[name][runtime] = await scenario(runtime)
+            print(f"# {name} [{runtime}]: {json.dumps(results[name][runtime])}", file=sys.stderr)
+    print(f"{'scenario':38} {'figure':22} {'http':>12} {'grpc':>12} {'http/grpc':>10}")
+    for name, by_runtime in results.items():
+        ours, theirs = by_runtime.get("http", {}), by_runtime.get("grpc", {})
+        for figure in ours or theirs:
+            mine, other = ours.get(figure, "-"), theirs.get(figure, "-")
+            print(f"{name:38} {figure:22} {show(mine):>12} {show(other):>12} {ratio(mine, other):>10}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
