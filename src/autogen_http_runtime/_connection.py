@@ -243,7 +243,11 @@ class HostConnection:
                 if isinstance(message, bytes):
                     self._log.warning("Ignored a binary frame from the host")
                     continue
-                self._dispatch(message)
+                try:
+                    self._dispatch(message)
+                except Exception:
+                    # One frame we failed on must not cost the connection and every call on it.
+                    self._log.exception("Failed to handle a frame from the host")
         except websockets.exceptions.ConnectionClosed as exc:
             reason = _describe_close(exc)
         except Exception as exc:
