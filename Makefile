@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 9000
 
-.PHONY: demo test check lint typecheck format clean bench soak
+.PHONY: demo test check lint typecheck format clean bench soak screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,21 @@ check: $(STAMP)
 	$(PY) -m ruff check src tests samples benchmarks
 	$(PY) -m mypy
 
-test: check
+# The dashboard's browser test drives Debian's chromium (Playwright cannot download its own
+# browser here); installed once per machine, with sudo unless we are root.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: check $(CHROMIUM)
 	$(PY) -m pytest
+
+# Refresh docs/dashboard.png from the dashboard's browser test.
+screenshot: $(STAMP) $(CHROMIUM)
+	AUTOGEN_HTTP_DASHBOARD_SCREENSHOT=docs/dashboard.png $(PY) -m pytest -q tests/test_dashboard.py -k live
 
 # Benchmarks and the soak run outside `make test`: they take minutes and measure, not check.
 bench: $(STAMP)

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -29,6 +30,8 @@ from ._constants import (
     HOST_LOGGER,
     PROTOCOL_VERSION,
 )
+from ._logging import call_extra
+from ._stats import CallOutcome, ErrorRecord, LatencyHistogram, error_record, recent_errors
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
 _T = TypeVar("_T")
@@ -152,6 +155,10 @@ class PendingCall:
     caller_id: RequestId
     target: WorkerSession
     method: str
+    #: ``time.perf_counter()`` when the host forwarded it: the latency histogram's start.
+    started: float = 0.0
+    #: The call's W3C ``traceparent``, for log lines about it.
+    traceparent: str | None = None
 
 
 @dataclass
@@ -166,9 +173,23 @@ class RouterStats:
     event_copies_dropped: int = 0
     #: Error responses seen, by JSON-RPC code: sent by the host or relayed from workers.
     errors: dict[int, int] = field(default_factory=dict)
+    #: Routed calls that ended, by :class:`CallOutcome`.
+    call_outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CallOutcome.ALL, 0))
+    #: Seconds from forwarding a call to its answer, for answered calls.
+    call_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: The last few errors, newest last.
+    recent_errors: deque[ErrorRecord] = field(default_factory=recent_errors)
+    #: Frames and bytes of workers that have disconnected (connected ones count on their session).
+    closed_frames_in: int = 0
+    closed_frames_out: int = 0
+    closed_bytes_in: int = 0
+    closed_bytes_out: int = 0
 
-    def count_error(self, code: int) -> None:
+    def count_error(
+        self, code: int, message: str = "", worker_id: str = "", request_id: RequestId | None = None
+    ) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+        self.recent_errors.append(error_record(code, message, worker_id, request_id))
 
 
 class SubscriptionTable:
@@ -255,6 +276,8 @@ class MessageRouter:
         self._ids = itertools.count(1)
         self._draining = False
         self._drained: asyncio.Event | None = None
+        #: Set when the host starts shutting down: long-lived streams (the dashboard's) end on it.
+        self.stopping = asyncio.Event()
         self._log = logger or logging.getLogger(HOST_LOGGER)
 
     # -- sessions ---------------------------------------------------------------------
@@ -297,6 +320,11 @@ class MessageRouter:
         if self.sessions.pop(session.worker_id, None) is None:
             return
         session.closed = True
+        if not session.local:
+            self.stats.closed_frames_in += session.frames_in
+            self.stats.closed_frames_out += session.frames_out
+            self.stats.closed_bytes_in += session.bytes_in
+            self.stats.closed_bytes_out += session.bytes_out
         for agent_type in session.agent_types:
             if self.agent_types.get(agent_type) is session:
                 del self.agent_types[agent_type]
@@ -305,20 +333,21 @@ class MessageRouter:
                 del self._subscription_owner[subscription_id]
                 self.subscriptions.remove(subscription_id)
         for call in list(session.calls_served.values()):
-            self._finish(call)
-            call.caller.send(
-                wire.error(
-                    call.caller_id,
-                    ErrorCode.WORKER_DISCONNECTED,
-                    f"The worker serving the recipient disconnected before answering "
-                    f"'{call.method}' ({reason}).",
-                )
+            self._finish(call, CallOutcome.WORKER_DISCONNECTED)
+            message = (
+                f"The worker serving the recipient disconnected before answering '{call.method}' ({reason})."
             )
+            self.stats.count_error(
+                ErrorCode.WORKER_DISCONNECTED, message, call.caller.worker_id, call.caller_id
+            )
+            call.caller.send(wire.error(call.caller_id, ErrorCode.WORKER_DISCONNECTED, message))
         for host_id in list(session.calls_made.values()):
             made = self._pending.get(host_id)
             if made is not None:
-                self._finish(made)
+                self._finish(made, CallOutcome.CALLER_DISCONNECTED)
                 made.target.send(wire.notification(Method.CANCEL, {"id": made.host_id}))
+        if session.local:  # an HTTP request ending: not a worker leaving, nothing to log
+            return
         if session.bad_frames > 1:
             self._log.info("Worker %s sent %d bad frames in all", session.worker_id, session.bad_frames)
         self._log.info(
@@ -361,10 +390,19 @@ class MessageRouter:
             else:
                 self._on_event(session, frame)
         except FrameError as exc:
-            self._reject(session, exc)
-        except Exception:
-            self._log.exception("Failed to route a frame from worker %s", session.worker_id)
+            self._reject(session, exc, frame)
+        except RecursionError:
+            # Nested just deep enough to be read but not written again (see _on_response).
             request_id = frame.id if isinstance(frame, wire.Request) else None
+            message = "The frame is nested too deeply to route."
+            self._reject(session, FrameError(ErrorCode.INVALID_REQUEST, message, request_id))
+        except Exception:
+            request_id = frame.id if isinstance(frame, wire.Request) else None
+            self._log.exception(
+                "Failed to route a frame from worker %s",
+                session.worker_id,
+                extra=call_extra(request_id, _traceparent(frame)),
+            )
             session.send(
                 wire.error(request_id, ErrorCode.INTERNAL_ERROR, "Internal error while routing the frame.")
             )
@@ -380,8 +418,8 @@ class MessageRouter:
             session, FrameError(ErrorCode.INVALID_REQUEST, "Binary frames are not supported; send text.")
         )
 
-    def _reject(self, session: WorkerSession, exc: FrameError) -> None:
-        self.stats.count_error(exc.code)
+    def _reject(self, session: WorkerSession, exc: FrameError, frame: wire.Frame | None = None) -> None:
+        self.stats.count_error(exc.code, exc.message, session.worker_id, exc.request_id)
         if exc.code <= ErrorCode.INVALID_REQUEST or exc.code in (
             ErrorCode.METHOD_NOT_FOUND,
             ErrorCode.INVALID_PARAMS,
@@ -392,11 +430,22 @@ class MessageRouter:
                     "Bad frame from worker %s: %s (more from it are logged at DEBUG)",
                     session.worker_id,
                     exc.message,
+                    extra=call_extra(exc.request_id, _traceparent(frame)),
                 )
             elif self._log.isEnabledFor(logging.DEBUG):
-                self._log.debug("Bad frame from worker %s: %s", session.worker_id, exc.message)
+                self._log.debug(
+                    "Bad frame from worker %s: %s",
+                    session.worker_id,
+                    exc.message,
+                    extra=call_extra(exc.request_id, _traceparent(frame)),
+                )
         elif self._log.isEnabledFor(logging.DEBUG):
-            self._log.debug("Call from worker %s failed: %s", session.worker_id, exc.message)
+            self._log.debug(
+                "Call from worker %s failed: %s",
+                session.worker_id,
+                exc.message,
+                extra=call_extra(exc.request_id, _traceparent(frame)),
+            )
         session.send(wire.error(exc.request_id, exc.code, exc.message))
 
     def _on_request(self, session: WorkerSession, req: wire.Request) -> None:
@@ -550,7 +599,9 @@ class MessageRouter:
                 f"{target.max_message_size}.",
                 req.id,
             )
-        call = PendingCall(host_id, caller, req.id, target, req.method)
+        call = PendingCall(
+            host_id, caller, req.id, target, req.method, time.perf_counter(), req.params.get("traceparent")
+        )
         self.stats.calls_routed += 1
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id
@@ -567,21 +618,36 @@ class MessageRouter:
             else:
                 # Usually a late answer to a call that was cancelled or timed out: expected.
                 self._log.debug(
-                    "Dropped a response to unknown id %r from worker %s", frame.id, session.worker_id
+                    "Dropped a response to unknown id %r from worker %s",
+                    frame.id,
+                    session.worker_id,
+                    extra=call_extra(frame.id, None),
                 )
             return
-        self._finish(call)
+        self.stats.call_latency.observe(time.perf_counter() - call.started)
         self.stats.calls_answered += 1
         if isinstance(frame, wire.Response):
+            self._finish(call, CallOutcome.OK)
             reply = wire.result(call.caller_id, frame.result)
         else:
-            self.stats.count_error(frame.code)
+            self._finish(call, CallOutcome.ERROR)
+            self.stats.count_error(frame.code, frame.message, call.caller.worker_id, call.caller_id)
             reply = wire.error(call.caller_id, frame.code, frame.message, frame.data)
-        text = wire.encode(reply)
+        try:
+            text = wire.encode(reply)
+        except RecursionError:
+            # json reads as deep as the stack allows, and writing runs a few frames deeper.
+            message = "The reply is nested too deeply to forward."
+            text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
         size = wire.encoded_size(text)
         if size > call.caller.max_message_size:
             # Sending it would make the caller's WebSocket close (1009) and fail all its calls.
-            self._log.warning("Reply of %d bytes too large for worker %s", size, call.caller.worker_id)
+            self._log.warning(
+                "Reply of %d bytes too large for worker %s",
+                size,
+                call.caller.worker_id,
+                extra=call_extra(call.caller_id, call.traceparent, host_request_id=call.host_id),
+            )
             message = (
                 f"The reply is {size} bytes; the calling worker accepts at most "
                 f"{call.caller.max_message_size}."
@@ -597,7 +663,7 @@ class MessageRouter:
         host_id = session.calls_made.get(caller_id) if isinstance(caller_id, (int, str)) else None
         call = self._pending.get(host_id) if host_id is not None else None
         if call is not None:
-            self._finish(call)
+            self._finish(call, CallOutcome.CANCELLED)
             call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
 
     def _on_event(self, session: WorkerSession, event: wire.Event) -> None:
@@ -627,13 +693,15 @@ class MessageRouter:
                     size,
                     target.worker_id,
                     recipient,
+                    extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
                 )
                 self.stats.event_copies_dropped += 1
                 continue
             self.stats.event_copies_delivered += 1
             self._deliver(target, text)
 
-    def _finish(self, call: PendingCall) -> None:
+    def _finish(self, call: PendingCall, outcome: str) -> None:
+        self.stats.call_outcomes[outcome] += 1
         self._pending.pop(call.host_id, None)
         call.caller.calls_made.pop(call.caller_id, None)
         call.target.calls_served.pop(call.host_id, None)
@@ -648,6 +716,7 @@ class MessageRouter:
         Every worker's WebSocket is then closed with code 1001 (going away).
         """
         self._draining = True
+        self.stopping.set()
         if self._pending:
             self._drained = asyncio.Event()
             try:
@@ -657,19 +726,26 @@ class MessageRouter:
                     "%d call(s) still in flight after %.1fs; failing them", len(self._pending), grace
                 )
         for call in list(self._pending.values()):
-            self._finish(call)
+            self._finish(call, CallOutcome.SHUTDOWN)
             call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
-            call.caller.send(
-                wire.error(
-                    call.caller_id, ErrorCode.SHUTTING_DOWN, "The host shut down before the call completed."
-                )
-            )
+            message = "The host shut down before the call completed."
+            self.stats.count_error(ErrorCode.SHUTTING_DOWN, message, call.caller.worker_id, call.caller_id)
+            call.caller.send(wire.error(call.caller_id, ErrorCode.SHUTTING_DOWN, message))
         for session in list(self.sessions.values()):
             session.close(CLOSE_GOING_AWAY, "host shutting down")
 
     def describe_agent_types(self) -> dict[str, str]:
         """Each agent type and the worker id serving it, sorted by type."""
         return {agent_type: session.worker_id for agent_type, session in sorted(self.agent_types.items())}
+
+
+def _traceparent(frame: wire.Frame | None) -> object:
+    """The ``traceparent`` a request or event carries, for log lines about it."""
+    if isinstance(frame, wire.Request):
+        return frame.params.get("traceparent")
+    if isinstance(frame, wire.Event):
+        return frame.attributes.get("traceparent")
+    return None
 
 
 def _params(req: wire.Request, read: Callable[[JsonObject], _T]) -> _T:

@@ -8,7 +8,7 @@ import enum
 import logging
 import signal
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -76,6 +76,9 @@ class HttpAgentServer:
         ping_timeout: Seconds to wait for a pong before dropping the worker.
         service: An existing service to serve; a new one by default.
         log_level: Level for uvicorn's own loggers; ``None`` leaves logging configuration alone.
+        ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
+            ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
+            With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
         extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntimeHost``
             runs unchanged; it has no meaning here and is ignored with a warning.
     """
@@ -90,6 +93,7 @@ class HttpAgentServer:
         ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
         service: HttpAgentService | None = None,
         log_level: str | None = None,
+        ssl: Mapping[str, Any] | None = None,
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
@@ -98,6 +102,9 @@ class HttpAgentServer:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._log_level = log_level
+        self._ssl = dict(ssl or {})
+        if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
+            raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
         self.service = service or HttpAgentService(max_message_size=max_message_size)
         self.app = FastAPI(title="autogen-http-runtime host", docs_url="/docs", redoc_url=None)
         self.app.include_router(self.service.router)
@@ -122,7 +129,8 @@ class HttpAgentServer:
         host, port = split_host_port(self.address)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"http://{format_host_port(host, port)}"
+        scheme = "https" if self._ssl.get("ssl_certfile") or self._ssl.get("ssl_context_factory") else "http"
+        return f"{scheme}://{format_host_port(host, port)}"
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class HttpAgentServer:
             log_level=self._log_level,
             access_log=False,
             timeout_graceful_shutdown=int(DEFAULT_GRACE),
+            **self._ssl,
         )
         self._uvicorn = _EmbeddedUvicorn(config)
         self._started = loop.create_future()
@@ -183,6 +192,10 @@ class HttpAgentServer:
             if not self._started.done():
                 self._started.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 self._started.exception()  # retrieved: no "never retrieved" warning if nobody awaits
+                if isinstance(exc, Exception):
+                    # start()'s awaiter gets it (e.g. a missing certificate file); raised here
+                    # too, nobody would retrieve it from this task.
+                    return
             raise
         finally:
             self._state = _State.STOPPED

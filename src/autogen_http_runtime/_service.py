@@ -11,7 +11,6 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ._constants import (
-    AGENTS_PATH,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
@@ -21,6 +20,8 @@ from ._constants import (
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
 )
+from ._http_api import add_http_api
+from ._ops import operations_router
 from ._routing import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -36,8 +37,10 @@ __all__ = ["HttpAgentService"]
 class HttpAgentService:
     """The host side of the runtime, mountable in any FastAPI app.
 
-    ``service.router`` carries the worker WebSocket (``/v1/worker``) and the agent-type
-    listing (``GET /v1/agents``). Mount it where you like::
+    ``service.router`` carries the worker WebSocket (``/v1/worker``) and the plain-HTTP
+    API (``POST /v1/events``, ``POST /v1/rpc``, ``GET /v1/agents``, ``/v1/subscriptions``,
+    ``/v1/workers``; see ``docs/protocol.md``), and the operator's endpoints (``/healthz``,
+    ``/readyz``, ``/metrics``, ``/dashboard``; see ``docs/operations.md``). Mount it where you like::
 
         app = FastAPI()
         service = HttpAgentService()
@@ -90,16 +93,8 @@ class HttpAgentService:
         self._connections: set[asyncio.Task[Any]] = set()
         self.router = APIRouter()
         self.router.add_api_websocket_route(WORKER_WS_PATH, self._serve_worker, name="worker")
-        self.router.add_api_route(
-            AGENTS_PATH,
-            self._list_agents,
-            methods=["GET"],
-            name="list_agents",
-            summary="Agent types registered with this host, and the worker serving each",
-        )
-
-    async def _list_agents(self) -> dict[str, Any]:
-        return {"agent_types": self.core.describe_agent_types(), "workers": len(self.core.workers())}
+        self.router.include_router(operations_router(self.core))  # probes, /metrics, /dashboard
+        add_http_api(self)  # POST /v1/events, POST /v1/rpc, GET /v1/agents, /v1/subscriptions, /v1/workers
 
     async def _serve_worker(self, websocket: WebSocket) -> None:
         await websocket.accept()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Union
@@ -370,7 +371,8 @@ def optional_number(params: JsonObject, name: str) -> float | None:
     value = params.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    # json reads NaN, Infinity and integers too large for a float: none is a usable number.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= sys.float_info.max:
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' must be a non-negative number.")
     return float(value)
 

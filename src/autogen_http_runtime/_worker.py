@@ -54,6 +54,7 @@ from ._exceptions import (
     SubscriptionError,
 )
 from ._link import HostLink, ReconnectPolicy
+from ._logging import call_extra
 from ._serialization import PayloadCodec
 from ._signals import signals_received
 from ._tracing import continued, current_trace_context, trace_context_from
@@ -427,7 +428,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             try:
                 connection.send_error(req.id, code, message, data)
             except HostConnectionError:
-                self._log.debug("Could not report error for call %r: the connection is closed", req.id)
+                self._log.debug(
+                    "Could not report error for call %r: the connection is closed",
+                    req.id,
+                    extra=call_extra(req.id, req.params.get("traceparent")),
+                )
 
         try:
             value = await self._handle_request(req, token)
@@ -525,7 +530,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         except Exception:
             # As on the in-process runtime, a failing event handler is logged and does not
             # affect other subscribers or the publisher.
-            self._log.exception("Error handling event %s on topic %s", attributes.get("id"), event.topic_type)
+            self._log.exception(
+                "Error handling event %s on topic %s",
+                attributes.get("id"),
+                event.topic_type,
+                extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
+            )
 
     # -- agents -----------------------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""``GET /metrics``: the routing core's counters in Prometheus text format.
+
+A custom collector reads the core's plain counters when Prometheus scrapes, so routing a
+message costs no metrics-library call at all. Each service has its own registry: two
+services in one process (or many in a test run) never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from ._routing import MessageRouter
+from ._stats import error_code_name, traffic
+
+METRICS_PATH = "/metrics"
+PREFIX = "autogen_http_"
+
+
+class RouterCollector:
+    """Reads a :class:`MessageRouter`'s counters at scrape time."""
+
+    def __init__(self, core: MessageRouter) -> None:
+        self._core = core
+
+    def collect(self) -> Iterator[Metric]:
+        core, stats = self._core, self._core.stats
+        workers = core.workers()
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, doc, value=value)
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(PREFIX + name, doc, value=value)
+
+        yield gauge(
+            "accepting",
+            "1 while the host accepts workers and calls, 0 while it shuts down.",
+            1 if core.accepting else 0,
+        )
+        yield gauge("workers", "Workers connected now.", len(workers))
+        yield gauge("agent_types", "Agent types registered now.", len(core.agent_types))
+        yield gauge("subscriptions", "Subscriptions stored now.", len(core.subscriptions))
+        yield gauge("calls_in_flight", "Calls routed and not yet answered.", core.pending_calls)
+
+        yield counter(
+            "calls_routed", "Calls forwarded to the worker serving their recipient.", stats.calls_routed
+        )
+        outcomes = CounterMetricFamily(
+            PREFIX + "calls", "Routed calls that ended, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in stats.call_outcomes.items():
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+
+        histogram = stats.call_latency
+        yield HistogramMetricFamily(
+            PREFIX + "call_duration_seconds",
+            "Seconds from the host forwarding a call to the serving worker's answer.",
+            buckets=[(_le(bound), count) for bound, count in histogram.cumulative()],
+            sum_value=histogram.sum,
+        )
+
+        yield counter("events_published", "Events received from publishers.", stats.events_published)
+        copies = CounterMetricFamily(
+            PREFIX + "event_copies",
+            "Copies of events for subscribed agents, by outcome: delivered, or dropped (no worker "
+            "serves the agent type, or the copy is too large for its worker).",
+            labels=["outcome"],
+        )
+        copies.add_metric(["delivered"], stats.event_copies_delivered)
+        copies.add_metric(["dropped"], stats.event_copies_dropped)
+        yield copies
+
+        errors = CounterMetricFamily(
+            PREFIX + "errors",
+            "JSON-RPC error responses the host sent or relayed, by code.",
+            labels=["code", "name"],
+        )
+        for code, count in sorted(stats.errors.items()):
+            errors.add_metric([str(code), error_code_name(code).lower()], count)
+        yield errors
+
+        totals = traffic(core)
+        yield counter("frames_received", "WebSocket messages received from workers.", totals.frames_in)
+        yield counter("frames_sent", "WebSocket messages sent to workers.", totals.frames_out)
+        yield counter("received_bytes", "Bytes of WebSocket messages received from workers.", totals.bytes_in)
+        yield counter("sent_bytes", "Bytes of WebSocket messages sent to workers.", totals.bytes_out)
+        yield gauge("queued_bytes", "Bytes queued for all workers, not yet written.", totals.queued_bytes)
+        per_worker = GaugeMetricFamily(
+            PREFIX + "worker_queued_bytes",
+            "Bytes queued for one worker, not yet written (the back-pressure signal).",
+            labels=["worker_id", "worker_name"],
+        )
+        for session in workers:
+            per_worker.add_metric([session.worker_id, session.name], session.queued_bytes)
+        yield per_worker
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else str(bound)
+
+
+def metrics_router(core: MessageRouter) -> APIRouter:
+    """A router with ``GET /metrics`` for ``core``, plus the process's own metrics."""
+    registry = CollectorRegistry()
+    registry.register(RouterCollector(core))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    router = APIRouter()
+    router.add_api_route(
+        METRICS_PATH,
+        metrics,
+        methods=["GET"],
+        name="metrics",
+        summary="The host's metrics in Prometheus text format",
+        tags=["operations"],
+    )
+    return router
