@@ -87,7 +87,7 @@ async def assert_host_routes(make_worker: WorkerFactory) -> None:
 BEFORE_HELLO: list[tuple[str, JsonObject | str | bytes, int, Any]] = [
     ("malformed JSON", '{"jsonrpc": "2.0", "id": 1,', -32700, None),
     ("empty text", "", -32700, None),
-    ("JSON array", "[1, 2, 3]", -32600, None),
+    ("empty batch", "[]", -32600, None),
     ("JSON, not JSON-RPC", {"hello": "world"}, -32600, None),
     ("wrong jsonrpc version", {"jsonrpc": "1.0", "id": 4, "method": "hello"}, -32600, 4),
     ("bad id type", {"jsonrpc": "2.0", "id": 1.5, "method": "hello"}, -32600, None),
@@ -180,6 +180,19 @@ async def test_bad_frame_after_hello(
         reply = await exchange(ws, request("ok", "register_agent_type", {"type": "raw_agent"}))
         assert reply == {"jsonrpc": "2.0", "id": "ok", "result": {}}
         assert "raw_agent" in server.service.core.agent_types
+
+
+async def test_a_batch_is_handled_frame_by_frame(server: HttpAgentServer) -> None:
+    hello = request(2, "hello", {"protocol": PROTOCOL_VERSION})
+    batch = [request(1, "register_agent_type", {"type": "early"}), 7, hello]
+    async with raw_client(server) as ws:
+        await bounded(ws.send(json.dumps(batch)))
+        # In order, one answer per frame; a bad frame spoils none of the others. This
+        # client did not say "batch": true, so the answers come one message each.
+        assert_error(await receive(ws), -32600, 1)
+        assert_error(await receive(ws), -32600, None)
+        assert (await receive(ws))["id"] == 2
+        assert server.service.core.agent_types == {}
 
 
 async def test_hello_reports_protocol_worker_id_and_limit(server: HttpAgentServer) -> None:

@@ -19,7 +19,8 @@ from autogen_http_runtime._routing import MessageRouter, WorkerSession
 WS_FRAME_SCHEMAS = sorted(
     schema_id.removeprefix(_schemas.BASE_ID)
     for schema_id in _schemas.load_all()
-    if schema_id.startswith(_schemas.BASE_ID + "ws/") and not schema_id.endswith("/frame.json")
+    if schema_id.startswith(_schemas.BASE_ID + "ws/")
+    and not schema_id.endswith(("/frame.json", "/message.json"))
 )
 
 _RESPONSE_SCHEMA = {
@@ -73,7 +74,16 @@ class FrameRecorder:
         sent = WorkerSession.sent
 
         def recording_handle_text(session: WorkerSession, text: str) -> WorkerSession | None:
-            recorder.frames.append(Recorded(True, session, text))
+            # A batch (a JSON array, see ws/message.json) is recorded frame by frame.
+            try:
+                message = json.loads(text)
+            except ValueError:
+                message = None
+            if isinstance(message, list) and message:
+                assert_valid("ws/message.json", message)
+                recorder.frames.extend(Recorded(True, session, json.dumps(item)) for item in message)
+            else:
+                recorder.frames.append(Recorded(True, session, text))
             return handle_text(session, text)
 
         def recording_sent(session: WorkerSession, text: str) -> None:

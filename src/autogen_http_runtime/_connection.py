@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from . import _wire as wire
 from ._address import HostEndpoint
+from ._batching import joined, next_batch
 from ._constants import PROTOCOL_VERSION
 from ._exceptions import (
     CallTimeoutError,
@@ -115,6 +117,7 @@ class HostConnection:
                     "name": options.name,
                     "instance": options.instance_id,
                     "max_message_size": options.max_message_size,
+                    "batch": True,
                 },
                 timeout=options.connect_timeout,
             )
@@ -219,13 +222,12 @@ class HostConnection:
     # -- loops ------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        held: deque[str | None] = deque()
         try:
-            while True:
-                text = await self._outbox.get()
-                if text is None:
-                    break
-                await self._ws.send(text)
-                self._queued_bytes -= len(text)
+            # The host reads batches from any worker (docs/protocol.md, "Batches").
+            while (batch := await next_batch(self._outbox, held, self.max_message_size, True)) is not None:
+                await self._ws.send(joined(batch))
+                self._queued_bytes -= sum(len(text) for text in batch)
                 if self._queued_bytes <= self._write_buffer_limit // 2:
                     self._writable.set()
         except websockets.exceptions.ConnectionClosed:
@@ -243,11 +245,12 @@ class HostConnection:
                 if isinstance(message, bytes):
                     self._log.warning("Ignored a binary frame from the host")
                     continue
-                try:
-                    self._dispatch(message)
-                except Exception:
-                    # One frame we failed on must not cost the connection and every call on it.
-                    self._log.exception("Failed to handle a frame from the host")
+                for frame in wire.decode_message(message):
+                    try:
+                        self._dispatch(frame)
+                    except Exception:
+                        # One frame we failed on must not cost the connection and every call on it.
+                        self._log.exception("Failed to handle a frame from the host")
         except websockets.exceptions.ConnectionClosed as exc:
             reason = _describe_close(exc)
         except Exception as exc:
@@ -257,13 +260,10 @@ class HostConnection:
             reason = _describe_close(None, self._ws)
         self._shut(reason)
 
-    def _dispatch(self, text: str) -> None:
-        try:
-            frame = wire.decode(text)
-        except FrameError as exc:
-            self._log.warning("Bad frame from the host: %s", exc.message)
-            return
-        if isinstance(frame, wire.Response):
+    def _dispatch(self, frame: wire.Frame | FrameError) -> None:
+        if isinstance(frame, FrameError):
+            self._log.warning("Bad frame from the host: %s", frame.message)
+        elif isinstance(frame, wire.Response):
             future = self._pending.pop(frame.id, None)
             if future is not None and not future.done():
                 future.set_result(frame.result)

@@ -83,6 +83,8 @@ class WorkerSession:
     bad_frames: int = 0
     #: A caller inside the host process (an HTTP endpoint), not a connected worker.
     local: bool = False
+    #: The worker reads batches (it said so in ``hello``): frames queued together go as one.
+    batching: bool = False
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0
@@ -361,25 +363,30 @@ class MessageRouter:
     # -- frames -----------------------------------------------------------------------
 
     def handle_text(self, session: WorkerSession, text: str) -> WorkerSession | None:
-        """Route one text frame received from ``session``.
+        """Route one text message received from ``session``: a frame or a batch of frames.
 
         Never raises: a bad frame is answered with a JSON-RPC error (when it has an id to
         answer) and logged; an unexpected failure is logged and answered with -32603.
 
         Returns:
-            A worker this frame was routed to that is now behind (see ``high_water``): the
-            transport should wait for it to catch up before reading more from ``session``.
+            A worker these frames were routed to that is now behind (see ``high_water``):
+            the transport should wait for it to catch up before reading more from ``session``.
         """
         if session.worker_id not in self.sessions:
             return None  # the worker said 'bye'; whatever it sends until the socket closes is moot
-        session.frames_in += 1
         session.bytes_in += len(text)
         self._backlog = None
-        try:
-            frame = wire.decode(text)
-        except FrameError as exc:
-            self._reject(session, exc)
-            return None
+        for frame in wire.decode_message(text):
+            session.frames_in += 1
+            if isinstance(frame, FrameError):
+                self._reject(session, frame)
+            else:
+                self._route(session, frame)
+            if session.worker_id not in self.sessions:
+                break  # it said 'bye' within the batch
+        return self._backlog
+
+    def _route(self, session: WorkerSession, frame: wire.Frame) -> None:
         try:
             if isinstance(frame, wire.Request):
                 self._on_request(session, frame)
@@ -406,7 +413,6 @@ class MessageRouter:
             session.send(
                 wire.error(request_id, ErrorCode.INTERNAL_ERROR, "Internal error while routing the frame.")
             )
-        return self._backlog
 
     def _deliver(self, target: WorkerSession, text: str) -> None:
         target.send_text(text)
@@ -495,6 +501,7 @@ class MessageRouter:
                     req.id,
                 )
             session.max_message_size = min(self.max_message_size, int(limit))
+        session.batching = req.params.get("batch") is True
         name, instance = req.params.get("name"), req.params.get("instance")
         session.name = name if isinstance(name, str) else ""
         session.instance = instance if isinstance(instance, str) else ""

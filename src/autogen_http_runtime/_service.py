@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from ._batching import joined, next_batch
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
@@ -155,13 +157,14 @@ class HttpAgentService:
             behind.drop_as_slow(f"did not catch up within {self._slow_consumer_timeout} s")
 
     async def _write(self, websocket: WebSocket, session: WorkerSession) -> None:
+        held: deque[str | None] = deque()
         try:
-            while True:
-                text = await session.outbox.get()
-                if text is None:
-                    break
-                await websocket.send_text(text)
-                session.sent(text)
+            while (
+                batch := await next_batch(session.outbox, held, session.max_message_size, session.batching)
+            ) is not None:
+                await websocket.send_text(joined(batch))
+                for text in batch:
+                    session.sent(text)
             if websocket.client_state is WebSocketState.CONNECTED:
                 await websocket.close(code=session.close_code, reason=session.close_reason)
         except (WebSocketDisconnect, RuntimeError, OSError):

@@ -165,16 +165,47 @@ def encoded_size(text: str) -> int:
 
 
 def decode(text: str | bytes) -> Frame:
-    """Parse one WebSocket message into a typed frame.
+    """Parse one frame (a single JSON object) into a typed frame.
 
     Raises:
         FrameError: With ``PARSE_ERROR`` for text that is not JSON, ``INVALID_REQUEST`` for
             JSON that is neither a JSON-RPC 2.0 message nor a CloudEvent 1.0.
     """
+    return _decode_object(_parse(text))
+
+
+def decode_message(text: str | bytes) -> list[Frame | FrameError]:
+    """Parse one WebSocket message: a frame, or a batch of frames (a JSON array of them).
+
+    Never raises: each frame that breaks the protocol stands in the list as the
+    :class:`FrameError` to answer it with, so one bad frame spoils no other of its batch.
+    """
     try:
-        obj = json.loads(text)
+        obj = _parse(text)
+    except FrameError as exc:
+        return [exc]
+    if isinstance(obj, list):
+        if not obj:
+            return [FrameError(ErrorCode.INVALID_REQUEST, "A batch must hold at least one frame.")]
+        return [_frame_or_error(item) for item in obj]
+    return [_frame_or_error(obj)]
+
+
+def _parse(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise FrameError(ErrorCode.PARSE_ERROR, f"Parse error: {exc}") from None
+
+
+def _frame_or_error(obj: Any) -> Frame | FrameError:
+    try:
+        return _decode_object(obj)
+    except FrameError as exc:
+        return exc
+
+
+def _decode_object(obj: Any) -> Frame:
     if not isinstance(obj, dict):
         raise FrameError(ErrorCode.INVALID_REQUEST, "A frame must be a JSON object.")
     if "specversion" in obj:
