@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 from autogen_core import AgentId, TopicId
 
 from autogen_http_runtime._constants import PROTOCOL_VERSION
@@ -213,3 +215,16 @@ def test_local_sessions_call_like_workers_but_are_not_listed() -> None:
     router.close_session(http, "done")
     assert http.worker_id not in router.sessions
     assert router.stats.calls_routed == router.stats.calls_answered == 1
+
+
+def test_a_flood_of_stray_frames_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    router = MessageRouter()
+    session = greeted(router)
+    with caplog.at_level(logging.DEBUG, logger="autogen_http_runtime.host"):
+        for n in range(50):
+            router.handle_text(session, json.dumps({"jsonrpc": "2.0", "method": f"nosuch{n}", "params": {}}))
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -1, "message": "stray"}}
+            router.handle_text(session, json.dumps(error))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "more from it are logged at DEBUG" in warnings[0].getMessage()
+    assert session.bad_frames == 100

@@ -424,6 +424,17 @@ class MessageRouter:
             session, FrameError(ErrorCode.INVALID_REQUEST, "Binary frames are not supported; send text.")
         )
 
+    def _complain_once(self, session: WorkerSession, what: str, *args: object) -> None:
+        """Log a worker's misbehaviour at WARNING the first time, at DEBUG after (a flood must
+        not flood the log); it counts with its bad frames."""
+        session.bad_frames += 1
+        if session.bad_frames == 1:
+            self._log.warning(
+                "Worker %s " + what + " (more from it are logged at DEBUG)", session.worker_id, *args
+            )
+        elif self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("Worker %s " + what, session.worker_id, *args)
+
     def _reject(self, session: WorkerSession, exc: FrameError, frame: wire.Frame | None = None) -> None:
         self.stats.count_error(exc.code, exc.message, session.worker_id, exc.request_id)
         if exc.code <= ErrorCode.INVALID_REQUEST or exc.code in (
@@ -619,9 +630,7 @@ class MessageRouter:
         call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
         if call is None or call.target is not session:
             if isinstance(frame, wire.ErrorResponse) and frame.id is None:
-                self._log.warning(
-                    "Worker %s reported error %d: %s", session.worker_id, frame.code, frame.message
-                )
+                self._complain_once(session, "reported error %d: %s", frame.code, frame.message)
             else:
                 # Usually a late answer to a call that was cancelled or timed out: expected.
                 self._log.debug(
@@ -664,7 +673,7 @@ class MessageRouter:
 
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
         if note.method != Method.CANCEL:
-            self._log.warning("Unknown notification %r from worker %s", note.method, session.worker_id)
+            self._complain_once(session, "sent an unknown notification %r", note.method)
             return
         caller_id = note.params.get("id")
         host_id = session.calls_made.get(caller_id) if isinstance(caller_id, (int, str)) else None
