@@ -162,6 +162,31 @@ async def rpc_throughput(runtime: str, calls: int, in_flight: int) -> dict[str, 
     return {"rpc_per_s": calls / elapsed, "cpu_ms_per_rpc": sum(cpu), "host_cpu_ms": cpu[0]}
 
 
+async def in_process_throughput(calls: int, in_flight: int) -> dict[str, float]:
+    """The same calls on autogen-core's SingleThreadedAgentRuntime, in this one process: the
+    reference the issue sets (a distributed runtime should beat it under concurrency)."""
+    from autogen_core import SingleThreadedAgentRuntime
+
+    from _procs import SERIALIZERS, Echo
+
+    runtime = SingleThreadedAgentRuntime()
+    runtime.add_message_serializer(SERIALIZERS)
+    await runtime.register_factory("echo", Echo)
+    runtime.start()
+    targets = [AgentId("echo", str(k)) for k in range(8)]
+    counter = iter(range(calls))
+
+    async def lane() -> None:
+        for n in counter:
+            await checked_call(runtime, n, targets[n % 8])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - start
+    await runtime.stop()
+    return {"rpc_per_s": calls / elapsed}
+
+
 async def fan_out(runtime: str, events: int, subscribers: int) -> dict[str, float]:
     sinks = [("--sink", f"sink{i}", "--expect", str(events)) for i in range(subscribers)]
     async with cluster(runtime, *sinks) as (address, _, workers), driver(runtime, address) as drv:
@@ -305,6 +330,10 @@ async def main() -> None:
         for figure in ours or theirs:
             mine, other = ours.get(figure, "-"), theirs.get(figure, "-")
             print(f"{name:38} {figure:22} {show(mine):>12} {show(other):>12} {ratio(mine, other):>10}")
+    if not args.only or "128" in args.only or "in-process" in args.only:
+        reference = await in_process_throughput(200 if args.quick else 20000, 128)
+        results["In-process reference, 128 in flight"] = {"in-process": reference}
+        print(f"{'In-process runtime, 128 in flight':38} {'rpc_per_s':22} {show(reference['rpc_per_s']):>12}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
