@@ -13,17 +13,20 @@ import autogen_http_runtime.runtimes.http as compat
 from autogen_http_runtime import (
     AgentNotFoundError,
     AgentTypeConflictError,
+    AuthenticationError,
     CallCancelledError,
     CallTimeoutError,
     HostConnectionError,
     HostShuttingDownError,
     HttpRuntimeError,
     MessageTooLargeError,
+    PermissionDeniedError,
     ProtocolError,
     RemoteAgentError,
     RpcError,
     SerializationError,
     SubscriptionError,
+    TLSError,
     TooManyCallsError,
     WorkerDisconnectedError,
 )
@@ -33,17 +36,20 @@ CLASSES = ("HttpAgentServer", "HttpAgentService", "HttpWorkerAgentRuntime")
 EXCEPTIONS = [
     AgentNotFoundError,
     AgentTypeConflictError,
+    AuthenticationError,
     CallCancelledError,
     CallTimeoutError,
     HostConnectionError,
     HostShuttingDownError,
     HttpRuntimeError,
     MessageTooLargeError,
+    PermissionDeniedError,
     ProtocolError,
     RemoteAgentError,
     RpcError,
     SerializationError,
     SubscriptionError,
+    TLSError,
     TooManyCallsError,
     WorkerDisconnectedError,
 ]
@@ -129,6 +135,9 @@ def test_every_exported_exception_is_listed_here() -> None:
         (SerializationError, ValueError),
         (CallTimeoutError, TimeoutError),
         (HostConnectionError, ConnectionError),
+        (AuthenticationError, HostConnectionError),
+        (TLSError, HostConnectionError),
+        (PermissionDeniedError, PermissionError),
     ],
 )
 def test_exceptions_also_derive_from_the_builtin_the_in_process_runtime_raises(
@@ -151,6 +160,7 @@ def test_exceptions_also_derive_from_the_builtin_the_in_process_runtime_raises(
         CallCancelledError,
         HostShuttingDownError,
         TooManyCallsError,
+        PermissionDeniedError,
     ],
 )
 def test_rpc_errors_derive_from_rpc_error(cls: type[Exception]) -> None:
@@ -182,6 +192,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32009, CallCancelledError),
         (-32010, HostShuttingDownError),
         (-32011, TooManyCallsError),
+        (-32012, PermissionDeniedError),
         (-32700, ProtocolError),
         (-32600, ProtocolError),
         (-32601, ProtocolError),
@@ -189,7 +200,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32603, ProtocolError),
         (-32768, ProtocolError),
         (-32000, RpcError),
-        (-32012, RpcError),
+        (-32013, RpcError),
         (1, RpcError),
     ],
 )

@@ -2,27 +2,33 @@
 
 Public API: :class:`HttpAgentServer` (the host process), :class:`HttpAgentService` (the
 routing core, mountable in any FastAPI app), :class:`HttpWorkerAgentRuntime` (a worker,
-implementing autogen-core's ``AgentRuntime``) and the exceptions in :mod:`._exceptions`.
+implementing autogen-core's ``AgentRuntime``), the security settings (:class:`BearerTokens`,
+:class:`AccessPolicy`, :class:`RateLimit`; see ``docs/security.md``) and the exceptions in
+:mod:`._exceptions`.
 """
 
 from ._exceptions import (
     AgentNotFoundError,
     AgentTypeConflictError,
+    AuthenticationError,
     CallCancelledError,
     CallTimeoutError,
     HostConnectionError,
     HostShuttingDownError,
     HttpRuntimeError,
     MessageTooLargeError,
+    PermissionDeniedError,
     ProtocolError,
     RemoteAgentError,
     RpcError,
     SerializationError,
     SubscriptionError,
+    TLSError,
     TooManyCallsError,
     WorkerDisconnectedError,
 )
 from ._link import ReconnectPolicy
+from ._security import AccessPolicy, AccessRule, BearerTokens, Identity, RateLimit
 from ._server import HttpAgentServer
 from ._service import HttpAgentService
 from ._worker import HttpWorkerAgentRuntime
@@ -30,8 +36,12 @@ from ._worker import HttpWorkerAgentRuntime
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessPolicy",
+    "AccessRule",
     "AgentNotFoundError",
     "AgentTypeConflictError",
+    "AuthenticationError",
+    "BearerTokens",
     "CallCancelledError",
     "CallTimeoutError",
     "HostConnectionError",
@@ -40,13 +50,17 @@ __all__ = [
     "HttpAgentService",
     "HttpRuntimeError",
     "HttpWorkerAgentRuntime",
+    "Identity",
     "MessageTooLargeError",
+    "PermissionDeniedError",
     "ProtocolError",
+    "RateLimit",
     "ReconnectPolicy",
     "RemoteAgentError",
     "RpcError",
     "SerializationError",
     "SubscriptionError",
+    "TLSError",
     "TooManyCallsError",
     "WorkerDisconnectedError",
     "__version__",

@@ -101,7 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     _option(tls, "ssl_ca_certs", "CA bundle to verify client certificates with", metavar="FILE")
     _option(tls, "ssl_ciphers", "OpenSSL cipher list", metavar="CIPHERS")
 
+    security = serve_parser.add_argument_group("security (docs/security.md)")
+    _option(security, "tokens", "bearer tokens as name=token pairs, comma-separated", metavar="PAIRS")
+    _option(security, "tokens_file", "file of name=token lines", metavar="FILE")
+    _option(security, "access_policy", "JSON file of per-identity access rules", metavar="FILE")
+    _option(security, "public_routes", "comma-separated routes that need no token", metavar="NAMES")
+    _option(
+        security,
+        "rate_limit",
+        "calls and publishes per second per identity; 'none' for no limit",
+        type=_seconds_or_none,
+        metavar="N",
+    )
+    _option(security, "rate_burst", "calls and publishes an identity may make at once", type=int, metavar="N")
+
     limits = serve_parser.add_argument_group("limits")
+    _option(limits, "max_connections", "worker connections the host keeps open", type=int, metavar="N")
     _option(
         limits, "max_message_size", "largest WebSocket message in bytes, both ways", type=int, metavar="BYTES"
     )
@@ -161,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the port is taken, a certificate file is missing, ...
         sys.stderr.write(f"{PROG} serve: {exc}\n")
         return 1
+    except ValueError as exc:  # unreadable tokens or access policy
+        sys.stderr.write(f"{PROG} serve: invalid setting: {exc}\n")
+        return 2
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 130
     return 0

@@ -7,6 +7,8 @@ runtime keeps working::
 
     HttpRuntimeError
     ├── HostConnectionError (ConnectionError)   not connected, connection lost, host stopping
+    │   ├── AuthenticationError                  the host refused our credentials (HTTP 401/403)
+    │   └── TLSError                             the TLS handshake failed (certificate not trusted, ...)
     ├── SerializationError (ValueError)          a message could not be serialized locally
     └── RpcError                                 a JSON-RPC error object received from the peer
         ├── ProtocolError                        -32700 .. -32603: a peer broke the wire protocol
@@ -19,7 +21,8 @@ runtime keeps working::
         ├── MessageTooLargeError                 -32008 a frame exceeds the size limit
         ├── CallCancelledError                   -32009 the call was cancelled
         ├── HostShuttingDownError                -32010 the host is draining and takes no new calls
-        └── TooManyCallsError                    -32011 the worker has too many calls in flight
+        ├── TooManyCallsError                    -32011 too many calls in flight, or over the rate limit
+        └── PermissionDeniedError (PermissionError) -32012 the caller's identity may not do this
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ from typing import Any
 __all__ = [
     "AgentNotFoundError",
     "AgentTypeConflictError",
+    "AuthenticationError",
     "CallCancelledError",
     "CallTimeoutError",
     "HostConnectionError",
     "HostShuttingDownError",
     "HttpRuntimeError",
     "MessageTooLargeError",
+    "PermissionDeniedError",
     "ProtocolError",
     "RemoteAgentError",
     "RpcError",
     "SerializationError",
     "SubscriptionError",
+    "TLSError",
     "TooManyCallsError",
     "WorkerDisconnectedError",
     "error_from_wire",
@@ -56,6 +62,27 @@ class HostConnectionError(HttpRuntimeError, ConnectionError):
     Pending calls fail with this error when the connection drops; calls made
     while disconnected fail with it at once.
     """
+
+
+class AuthenticationError(HostConnectionError):
+    """The host refused this worker's credentials: no token, a wrong one, or not allowed in.
+
+    Raised by ``start()`` (and ends reconnecting: :meth:`ReconnectPolicy.is_retryable`
+    says no), since trying again with the same credentials cannot succeed.
+
+    Attributes:
+        status: The HTTP status of the refused handshake (401 or 403), or ``None`` when
+            the host closed the WebSocket with code 1008 instead.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TLSError(HostConnectionError):
+    """The TLS handshake with the host failed: its certificate is not trusted (wrong CA,
+    wrong host name, expired) or it asked for a client certificate this worker lacks."""
 
 
 class SerializationError(HttpRuntimeError, ValueError):
@@ -165,9 +192,20 @@ class HostShuttingDownError(RpcError):
 
 
 class TooManyCallsError(RpcError):
-    """The calling worker already has as many calls in flight as the host allows; retry later."""
+    """The calling worker already has as many calls in flight as the host allows, or its
+    identity went over the host's rate limit; retry later."""
 
     code = -32011
+
+
+class PermissionDeniedError(RpcError, PermissionError):
+    """The host's access policy does not let this caller's identity do this.
+
+    Registering an agent type, calling one, publishing to or subscribing to a topic type
+    it has no rule for, or naming as sender an agent it does not serve.
+    """
+
+    code = -32012
 
 
 _BY_CODE: dict[int, type[RpcError]] = {
@@ -183,6 +221,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         CallCancelledError,
         HostShuttingDownError,
         TooManyCallsError,
+        PermissionDeniedError,
     )
 }
 _BY_CODE[-32006] = SubscriptionError

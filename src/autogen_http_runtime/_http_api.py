@@ -35,6 +35,7 @@ from . import _wire as wire
 from ._constants import AGENTS_PATH, PROTOCOL_VERSION
 from ._http_events import EventProblem, events_from_http
 from ._routing import MessageRouter, WorkerSession
+from ._security import ANONYMOUS, Identity
 from ._wire import ErrorCode, FrameError, JsonObject, Method
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ PROBLEM_CONTENT_TYPE: Final = models.PROBLEM_CONTENT_TYPE
 PROBLEM_TYPE_PREFIX: Final = "urn:autogen-http:problem:"
 #: The name the routing core's local sessions of this module carry.
 LOCAL_NAME: Final = "http"
+#: Where the service's authentication dependency leaves the caller's identity on ``request.state``.
+IDENTITY_STATE: Final = "autogen_http_identity"
 
 
 class _Problem(Exception):
@@ -171,7 +174,7 @@ class _HttpApi:
             return problem_response(exc.status, exc.kind, exc.title, exc.detail)
         except EventProblem as exc:
             return problem_response(exc.status, exc.kind, exc.title, exc.detail, exc.errors)
-        session = core.open_session(local=LOCAL_NAME)
+        session = core.open_session(local=LOCAL_NAME, identity=request_identity(request))
         before = core.stats.event_copies_delivered
         try:
             for index, frame in enumerate(frames):
@@ -179,6 +182,11 @@ class _HttpApi:
                 if not session.outbox.empty():
                     # The frames were checked with the core's own codec: this is the core failing.
                     answer = session.outbox.get_nowait()
+                    refused = _refusal(answer)
+                    if refused is not None:  # the access policy or the rate limit said no
+                        status, kind, title, message = refused
+                        detail = f"Event {index} was not published: {message} Events before it were."
+                        return problem_response(status, kind, title, detail)
                     detail = f"Event {index} was not published: {answer}; events before it were."
                     return problem_response(500, "internal", "Internal error", detail)
                 if behind is not None:
@@ -216,7 +224,7 @@ class _HttpApi:
         calls: dict[int, _Call] = {}
         #: Positions of notifications: whatever happens to them, they get no answer.
         silent = {i for i, item in enumerate(items) if isinstance(item, dict) and "id" not in item}
-        session = core.open_session(local=LOCAL_NAME)
+        session = core.open_session(local=LOCAL_NAME, identity=request_identity(request))
         try:
             for index, item in enumerate(items):
                 try:
@@ -430,6 +438,25 @@ def _prepare(item: Any) -> tuple[wire.RequestId | None, str, JsonObject]:
         exc.request_id = request_id
         raise
     return request_id, method, params
+
+
+def request_identity(request: Request) -> Identity:
+    """The identity the service's authentication dependency found for this request."""
+    identity = getattr(request.state, IDENTITY_STATE, None)
+    return identity if isinstance(identity, Identity) else ANONYMOUS
+
+
+def _refusal(answer: str | None) -> tuple[int, str, str, str] | None:
+    try:
+        frame = json.loads(answer or "")
+        code, message = frame["error"]["code"], str(frame["error"]["message"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if code == ErrorCode.FORBIDDEN:
+        return 403, "forbidden", "Forbidden", message
+    if code == ErrorCode.TOO_MANY_CALLS:
+        return 429, "rate-limited", "Too many requests", message
+    return None
 
 
 def _deadline_header(request: Request) -> float | None:

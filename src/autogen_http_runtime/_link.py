@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from ._connection import HostConnection
-from ._exceptions import CallTimeoutError, HostConnectionError, HostShuttingDownError
+from ._exceptions import (
+    AuthenticationError,
+    CallTimeoutError,
+    HostConnectionError,
+    HostShuttingDownError,
+    TLSError,
+)
 
 __all__ = ["HostLink", "ReconnectPolicy"]
 
@@ -51,8 +57,11 @@ class ReconnectPolicy:
 
         Connection failures and a host that is shutting down are retried. Anything else
         is fatal: above all a refused re-registration (another worker took one of our
-        agent types meanwhile), which retrying cannot fix.
+        agent types meanwhile), refused credentials (:class:`AuthenticationError`) and an
+        untrusted certificate (:class:`TLSError`), which retrying cannot fix.
         """
+        if isinstance(error, (AuthenticationError, TLSError)):
+            return False
         return isinstance(error, (HostConnectionError, CallTimeoutError, HostShuttingDownError))
 
 

@@ -31,6 +31,7 @@ from ._constants import (
     PROTOCOL_VERSION,
 )
 from ._logging import call_extra
+from ._security import ANONYMOUS, AccessPolicy, Action, Identity, RateLimiter
 from ._stats import CallOutcome, ErrorRecord, LatencyHistogram, error_record, recent_errors
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
@@ -95,6 +96,8 @@ class WorkerSession:
     overflowed: bool = False
     #: Set by the transport: called when the worker is dropped for being too slow.
     on_overflow: Callable[[WorkerSession], None] | None = None
+    #: Who the transport authenticated this session as (``docs/security.md``).
+    identity: Identity = ANONYMOUS
 
     def send(self, frame: JsonObject) -> None:
         self.send_text(wire.encode(frame))
@@ -220,6 +223,9 @@ class SubscriptionTable:
         self._by_id[subscription.id] = subscription
         self._cache.clear()
 
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
     def remove(self, subscription_id: str) -> None:
         """Raises: KeyError: No subscription has this id."""
         del self._by_id[subscription_id]
@@ -252,6 +258,9 @@ class MessageRouter:
         max_message_size: The largest frame, in bytes, the host reads and forwards.
         max_queued_bytes: Bytes the host may queue for one worker before dropping it as too slow.
         max_calls_in_flight: Calls one worker may have in flight through the host.
+        access: Per-identity authorisation, also turning on sender verification; ``None``
+            lets every session do everything.
+        rate_limiter: Per-identity token buckets for calls and publishes; ``None``: no limit.
         logger: Where to log; defaults to ``autogen_http_runtime.host``.
     """
 
@@ -261,8 +270,12 @@ class MessageRouter:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
+        access: AccessPolicy | None = None,
+        rate_limiter: RateLimiter | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        self.access = access
+        self.rate_limiter = rate_limiter
         self.max_message_size = max_message_size
         # Room for at least two of the largest frames, or no large frame could ever pass.
         self.max_queued_bytes = max(max_queued_bytes, 2 * max_message_size)
@@ -292,7 +305,7 @@ class MessageRouter:
     def pending_calls(self) -> int:
         return len(self._pending)
 
-    def open_session(self, *, local: str = "") -> WorkerSession:
+    def open_session(self, *, local: str = "", identity: Identity = ANONYMOUS) -> WorkerSession:
         """A session for a new worker connection.
 
         Args:
@@ -300,6 +313,7 @@ class MessageRouter:
                 the session needs no ``hello``, is never listed as a worker, and whoever
                 opened it reads its replies from ``outbox`` and closes it with
                 :meth:`close_session`.
+            identity: Who the transport authenticated the caller as.
         """
         session = WorkerSession(
             worker_id=uuid.uuid4().hex,
@@ -309,6 +323,7 @@ class MessageRouter:
             name=local,
             greeted=bool(local),
             local=bool(local),
+            identity=identity,
         )
         self.sessions[session.worker_id] = session
         return session
@@ -547,6 +562,7 @@ class MessageRouter:
                 f"Invalid agent type {agent_type!r}: use letters, digits, _ - .",
                 req.id,
             )
+        self._authorize(session, "register", agent_type, req.id)
         owner = self.agent_types.get(agent_type)
         if owner is not None and owner is not session:
             raise FrameError(
@@ -562,6 +578,8 @@ class MessageRouter:
 
     def _add_subscription(self, session: WorkerSession, req: wire.Request) -> None:
         spec = _params(req, lambda p: wire.subscription_from_wire(p.get("subscription")))
+        if not _own_direct_topic(self.access, session, spec):
+            self._authorize(session, "subscribe", spec.topic, req.id)
         try:
             self.subscriptions.add(subscription_from_spec(spec))
         except ValueError as exc:
@@ -578,6 +596,8 @@ class MessageRouter:
                 f"Subscription does not exist: id {subscription_id!r}.",
                 req.id,
             )
+        if self.access is not None and self._subscription_owner[subscription_id] is not session:
+            self._authorize(session, "subscribe", _topic_of(self.subscriptions.get(subscription_id)), req.id)
         self.subscriptions.remove(subscription_id)
         owner = self._subscription_owner.pop(subscription_id)
         owner.subscription_ids.discard(subscription_id)
@@ -589,6 +609,11 @@ class MessageRouter:
             raise FrameError(
                 ErrorCode.SHUTTING_DOWN, "The host is shutting down and takes no new calls.", req.id
             )
+        if self.access is not None:
+            self._authorize(caller, "call", recipient.type, req.id)
+            sender = _params(req, lambda p: wire.agent_id_from_wire(p, "sender", optional=True))
+            self._verify_sender(caller, sender, req.id)
+        self._take_rate(caller, req.id)
         target = self.agent_types.get(recipient.type)
         if target is None:
             raise FrameError(
@@ -688,6 +713,10 @@ class MessageRouter:
         attributes = event.attributes
         attributes.pop(wire.EXT_RECIPIENT, None)
         sender = wire.event_agent(attributes, wire.EXT_SENDER)
+        if self.access is not None:
+            self._authorize(session, "publish", event.topic_type, None)
+            self._verify_sender(session, sender, None)
+        self._take_rate(session, None)
         self.stats.events_published += 1
         topic = TopicId(event.topic_type, event.topic_source)
         for recipient in self.subscriptions.recipients(topic):
@@ -715,6 +744,67 @@ class MessageRouter:
                 continue
             self.stats.event_copies_delivered += 1
             self._deliver(target, text)
+
+    # -- authorisation ----------------------------------------------------------------
+
+    def _authorize(
+        self, session: WorkerSession, action: Action, name: str, request_id: RequestId | None
+    ) -> None:
+        """Raises: FrameError: ``FORBIDDEN``, the access policy does not allow it."""
+        if self.access is None or self.access.allows(session.identity, action, name):
+            return
+        self._log.warning(
+            "Denied: identity %r (worker %s) may not %s %r",
+            session.identity.name,
+            session.worker_id,
+            action,
+            name,
+        )
+        raise FrameError(
+            ErrorCode.FORBIDDEN,
+            f"Identity '{session.identity.name}' may not {_VERBS[action]} '{name}'.",
+            request_id,
+        )
+
+    def _verify_sender(
+        self, session: WorkerSession, sender: AgentId | None, request_id: RequestId | None
+    ) -> None:
+        """A session speaks only for its own agents: those whose type it registered.
+
+        An HTTP caller has no agents; it may name a sender whose type its rule lets it register.
+        """
+        if sender is None:
+            return
+        if session.local:
+            allowed = self.access is not None and self.access.allows(
+                session.identity, "register", sender.type
+            )
+        else:
+            allowed = sender.type in session.agent_types
+        if not allowed:
+            self._log.warning(
+                "Denied: identity %r (worker %s) named sender %s, not one of its agents",
+                session.identity.name,
+                session.worker_id,
+                sender,
+            )
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"Sender '{sender}' is not an agent of this caller (identity '{session.identity.name}'): "
+                "a caller may only speak for agent types it registered.",
+                request_id,
+            )
+
+    def _take_rate(self, session: WorkerSession, request_id: RequestId | None) -> None:
+        if self.rate_limiter is None or self.rate_limiter.take(session.identity):
+            return
+        limit = self.rate_limiter.limit
+        raise FrameError(
+            ErrorCode.TOO_MANY_CALLS,
+            f"Identity '{session.identity.name}' is over its rate limit of {limit.rate:g} calls and "
+            f"publishes a second (bursts of {limit.burst}); retry later.",
+            request_id,
+        )
 
     def _finish(self, call: PendingCall, outcome: str) -> None:
         self.stats.call_outcomes[outcome] += 1
@@ -753,6 +843,35 @@ class MessageRouter:
     def describe_agent_types(self) -> dict[str, str]:
         """Each agent type and the worker id serving it, sorted by type."""
         return {agent_type: session.worker_id for agent_type, session in sorted(self.agent_types.items())}
+
+
+_VERBS: dict[str, str] = {
+    "register": "register agent type",
+    "call": "call agent type",
+    "publish": "publish to topic type",
+    "subscribe": "subscribe to topic type",
+}
+
+
+def _own_direct_topic(
+    access: AccessPolicy | None, session: WorkerSession, spec: wire.SubscriptionSpec
+) -> bool:
+    """``RoutedAgent.register`` subscribes each agent type to its direct topics (``"<type>:"``
+    prefixed): allowed to whoever may register that type."""
+    return (
+        access is not None
+        and spec.kind == "type_prefix"
+        and spec.topic == f"{spec.agent_type}:"
+        and access.allows(session.identity, "register", spec.agent_type)
+    )
+
+
+def _topic_of(subscription: Subscription | None) -> str:
+    if isinstance(subscription, TypeSubscription):
+        return subscription.topic_type
+    if isinstance(subscription, TypePrefixSubscription):
+        return subscription.topic_type_prefix
+    return ""
 
 
 def _traceparent(frame: wire.Frame | None) -> object:

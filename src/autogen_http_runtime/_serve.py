@@ -8,7 +8,9 @@ or the default. ``_cli.py`` only maps options onto :class:`ServeSettings`.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator
@@ -27,8 +29,9 @@ from ._constants import (
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
 )
 from ._logging import LogFormat
+from ._security import AccessPolicy, Authenticator, BearerTokens, RateLimit
 from ._server import HttpAgentServer
-from ._service import HttpAgentService
+from ._service import DEFAULT_PUBLIC_ROUTES, HttpAgentService
 
 ENV_PREFIX = "AUTOGEN_HTTP_"
 
@@ -59,6 +62,25 @@ class ServeSettings(BaseSettings):
     )
     ssl_ca_certs: Optional[str] = Field(None, description="CA bundle to verify client certificates with")
     ssl_ciphers: Optional[str] = Field(None, description="OpenSSL cipher list (uvicorn's default: TLSv1)")
+
+    # Security (docs/security.md).
+    tokens: Optional[str] = Field(
+        None, description="bearer tokens as name=token pairs, comma-separated; turns on authentication"
+    )
+    tokens_file: Optional[str] = Field(None, description="file of name=token lines; turns on authentication")
+    access_policy: Optional[str] = Field(
+        None, description="JSON file of per-identity rules: what each may register, call, publish, subscribe"
+    )
+    public_routes: str = Field(
+        ",".join(DEFAULT_PUBLIC_ROUTES), description="comma-separated routes that need no token"
+    )
+    rate_limit: Optional[float] = Field(
+        None, gt=0, description="calls and publishes per second per identity; 'none' for no limit"
+    )
+    rate_burst: Optional[int] = Field(
+        None, ge=1, description="calls and publishes an identity may make at once (default: 2 x rate)"
+    )
+    max_connections: Optional[int] = Field(None, ge=1, description="worker connections the host keeps open")
 
     max_message_size: int = Field(
         DEFAULT_MAX_MESSAGE_SIZE, ge=1024, description="largest WebSocket message in bytes, both ways"
@@ -92,12 +114,38 @@ class ServeSettings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("ping_interval", "ping_timeout", mode="before")
+    @field_validator("ping_interval", "ping_timeout", "rate_limit", "max_connections", mode="before")
     @classmethod
     def _none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
             return None
         return value
+
+    def authenticator(self) -> Authenticator | None:
+        """The bearer tokens given by ``tokens`` or ``tokens_file``, if any.
+
+        Raises:
+            ValueError: Both are given, or the tokens cannot be read.
+            OSError: The file cannot be read.
+        """
+        if self.tokens and self.tokens_file:
+            raise ValueError("Give tokens or tokens_file, not both.")
+        if self.tokens:
+            return BearerTokens.parse(self.tokens)
+        if self.tokens_file:
+            return BearerTokens.from_file(self.tokens_file)
+        return None
+
+    def policy(self) -> AccessPolicy | None:
+        """The access policy read from the ``access_policy`` JSON file, if any."""
+        if self.access_policy is None:
+            return None
+        return AccessPolicy.from_mapping(json.loads(Path(self.access_policy).read_text(encoding="utf-8")))
+
+    def limit(self) -> RateLimit | None:
+        if self.rate_limit is None:
+            return None
+        return RateLimit(self.rate_limit, self.rate_burst or max(1, int(2 * self.rate_limit)))
 
     def uvicorn_ssl(self) -> dict[str, Any]:
         """The TLS settings that were given, as ``uvicorn.Config`` keywords."""
@@ -115,6 +163,11 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         max_calls_in_flight=settings.max_calls_in_flight,
         slow_consumer_timeout=settings.slow_consumer_timeout,
         hello_timeout=settings.hello_timeout,
+        authenticator=settings.authenticator(),
+        access_policy=settings.policy(),
+        rate_limit=settings.limit(),
+        max_connections=settings.max_connections,
+        public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
     )
     return HttpAgentServer(
         settings.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import logging
 import signal
 import socket
@@ -106,7 +107,12 @@ class HttpAgentServer:
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
         self.service = service or HttpAgentService(max_message_size=max_message_size)
-        self.app = FastAPI(title="autogen-http-runtime host", docs_url="/docs", redoc_url=None)
+        self.app = FastAPI(
+            title="autogen-http-runtime host",
+            docs_url="/docs",
+            redoc_url=None,
+            exception_handlers=self.service.exception_handlers,
+        )
         self.app.include_router(self.service.router)
         self._state = _State.NEW
         self._socket: socket.socket | None = None
@@ -149,6 +155,13 @@ class HttpAgentServer:
         loop = asyncio.get_running_loop()
         self._socket = _bind(self._host, self._port)
         self._port = self._socket.getsockname()[1]
+        if self.service.authenticator is None and not _is_loopback(self._host):
+            self._log.warning(
+                "Host listens on %s WITHOUT AUTHENTICATION: anyone who reaches this port can register "
+                "agents, call every agent and publish. Give HttpAgentService an authenticator "
+                "(e.g. BearerTokens) or bind 127.0.0.1; see docs/security.md.",
+                self.address,
+            )
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -254,6 +267,15 @@ class HttpAgentServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _bind(host: str, port: int) -> socket.socket:

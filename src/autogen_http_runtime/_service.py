@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ._batching import joined, next_batch
@@ -22,7 +25,7 @@ from ._constants import (
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
 )
-from ._http_api import add_http_api
+from ._http_api import IDENTITY_STATE, add_http_api, problem_response
 from ._ops import operations_router
 from ._routing import (
     CLOSE_GOING_AWAY,
@@ -32,8 +35,37 @@ from ._routing import (
     MessageRouter,
     WorkerSession,
 )
+from ._security import ANONYMOUS, AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 
-__all__ = ["HttpAgentService"]
+__all__ = ["AuthProblem", "HttpAgentService"]
+
+#: Routes any caller may use when the service authenticates: the probes.
+DEFAULT_PUBLIC_ROUTES = ("healthz", "readyz")
+
+
+class AuthProblem(HTTPException):
+    """An HTTP request the service refused (401, 403 or 503), carrying an RFC 9457 problem.
+
+    ``HttpAgentServer`` renders it as ``application/problem+json``; an app that mounts the
+    service does the same with ``FastAPI(exception_handlers=service.exception_handlers)``
+    (FastAPI's default handler would wrap the problem in ``{"detail": ...}``).
+    """
+
+    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
+        headers = {"WWW-Authenticate": 'Bearer realm="autogen-http-runtime"'} if status == 401 else None
+        super().__init__(status, detail, headers=headers)
+        self.kind, self.title = kind, title
+
+    def response(self) -> JSONResponse:
+        response = problem_response(self.status_code, self.kind, self.title, str(self.detail))
+        response.headers.update(self.headers or {})
+        return response
+
+    @staticmethod
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        """An exception handler for FastAPI apps: the problem as ``application/problem+json``."""
+        assert isinstance(exc, AuthProblem)
+        return exc.response()
 
 
 class HttpAgentService:
@@ -70,6 +102,21 @@ class HttpAgentService:
             fail at once with ``TooManyCallsError``.
         hello_timeout: Seconds a new connection has to send ``hello`` before it is closed
             (code 1008).
+        authenticator: Checks every worker handshake and HTTP request (but ``public_routes``):
+            an async callable taking the headers (lower-case names) and returning an
+            :class:`Identity` (or its name), or ``None`` to refuse with HTTP 401. Use
+            :class:`BearerTokens` for static API keys. ``None`` (the default): no
+            authentication, every caller is ``anonymous``. See ``docs/security.md``.
+        access_policy: What each identity may register, call, publish and subscribe to;
+            with a policy the host also verifies senders. An identity with no rule is
+            refused at the handshake (HTTP 403). ``None``: everyone may do everything.
+        rate_limit: Calls and publishes per second per identity (a token bucket); more
+            fail with ``TooManyCallsError`` (HTTP 429 on the HTTP API). ``None``: no limit.
+        max_connections: Worker WebSockets the host keeps open at once; more are refused
+            (HTTP 503) and the worker retries later. ``None``: no limit.
+        public_routes: Names of the routes that need no authentication; the probes
+            (``healthz``, ``readyz``) by default. Add ``metrics`` for an unauthenticated
+            Prometheus scrape.
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
     """
 
@@ -81,30 +128,115 @@ class HttpAgentService:
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
         slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT,
         hello_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        authenticator: Authenticator | None = None,
+        access_policy: AccessPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        max_connections: int | None = None,
+        public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
         self._hello_timeout = hello_timeout
         self._slow_consumer_timeout = slow_consumer_timeout
+        self.authenticator = authenticator
+        self.max_connections = max_connections
+        self._public_routes = frozenset(public_routes)
+        self._open_workers = 0
         self.core = MessageRouter(
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
             max_calls_in_flight=max_calls_in_flight,
+            access=access_policy,
+            rate_limiter=None if rate_limit is None else RateLimiter(rate_limit),
             logger=self._log,
         )
         self._connections: set[asyncio.Task[Any]] = set()
-        self.router = APIRouter()
-        self.router.add_api_websocket_route(WORKER_WS_PATH, self._serve_worker, name="worker")
+        # Every HTTP route (those included below too) authenticates through this dependency.
+        self.router = APIRouter(dependencies=[Depends(self._authenticate_http)])
+        self.router.add_api_websocket_route(WORKER_WS_PATH, self._worker_endpoint, name="worker")
         self.router.include_router(operations_router(self.core))  # probes, /metrics, /dashboard
         add_http_api(self)  # POST /v1/events, POST /v1/rpc, GET /v1/agents, /v1/subscriptions, /v1/workers
 
-    async def _serve_worker(self, websocket: WebSocket) -> None:
+    # -- authentication and admission --------------------------------------------------
+
+    @property
+    def exception_handlers(self) -> dict[Any, Any]:
+        """Handlers for ``FastAPI(exception_handlers=...)`` that render the service's refusals
+        (HTTP 401, 403) as ``application/problem+json`` when it is mounted in your own app."""
+        return {AuthProblem: AuthProblem.handler}
+
+    async def _identify(self, headers: dict[str, str]) -> Identity | None:
+        if self.authenticator is None:
+            return ANONYMOUS
+        try:
+            found = await self.authenticator(headers)
+        except Exception:
+            self._log.exception("The authenticator failed; refusing the caller")
+            return None
+        return Identity(found) if isinstance(found, str) else found
+
+    async def _admission(self, connection: HTTPConnection) -> Identity | AuthProblem:
+        """The caller's identity, or why it is refused."""
+        identity = await self._identify(dict(connection.headers.items()))
+        if identity is None:
+            return AuthProblem(
+                401,
+                "unauthenticated",
+                "Unauthenticated",
+                "The host requires authentication: send valid credentials "
+                "(e.g. 'Authorization: Bearer <token>').",
+            )
+        access = self.core.access
+        if access is not None and access.rule_for(identity) is None:
+            return AuthProblem(
+                403, "forbidden", "Forbidden", f"Identity '{identity.name}' has no access to this host."
+            )
+        return identity
+
+    async def _authenticate_http(self, connection: HTTPConnection) -> None:
+        if connection.scope["type"] != "http":
+            return  # the worker WebSocket is admitted by its endpoint, which can answer a refusal
+        route = connection.scope.get("route")
+        if self.authenticator is None or getattr(route, "name", None) in self._public_routes:
+            return
+        admitted = await self._admission(connection)
+        if isinstance(admitted, AuthProblem):
+            raise admitted
+        setattr(connection.state, IDENTITY_STATE, admitted)
+
+    async def _worker_endpoint(self, websocket: WebSocket) -> None:
+        if self.max_connections is not None and self._open_workers >= self.max_connections:
+            self._log.warning(
+                "Refused a worker: already %d connections (max_connections)", self._open_workers
+            )
+            await _refuse(
+                websocket,
+                AuthProblem(
+                    503,
+                    "too-many-connections",
+                    "Too many connections",
+                    f"The host already serves {self.max_connections} worker connections (max_connections).",
+                ),
+            )
+            return
+        admitted = await self._admission(websocket)
+        if isinstance(admitted, AuthProblem):
+            self._log.warning("Refused a worker from %s: %s", _peer(websocket), admitted.detail)
+            await _refuse(websocket, admitted)
+            return
+        self._open_workers += 1
+        try:
+            await self._serve_worker(websocket, admitted)
+        finally:
+            self._open_workers -= 1
+
+    async def _serve_worker(self, websocket: WebSocket, identity: Identity = ANONYMOUS) -> None:
         await websocket.accept()
         if not self.core.accepting:
             # Accept first: a close before accepting reaches the client as a bare HTTP 403.
             await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="host shutting down")
             return
-        session = self.core.open_session()
+        session = self.core.open_session(identity=identity)
         # A peer that never says hello holds nothing and is not kept.
         hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout, _close_if_silent, session)
         task = asyncio.current_task()
@@ -189,6 +321,20 @@ class HttpAgentService:
                 session.close(CLOSE_GOING_AWAY, "host shutting down")
             if self._connections:
                 await asyncio.wait(list(self._connections), timeout=max(grace, 1.0))
+
+
+async def _refuse(websocket: WebSocket, problem: AuthProblem) -> None:
+    """Refuse a WebSocket handshake with an HTTP status and a problem body where the server
+    can send one (uvicorn can), else by closing it (1008: the client sees HTTP 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(problem.response())
+    else:
+        await websocket.close(code=CLOSE_POLICY_VIOLATION, reason=str(problem.detail)[:120])
+
+
+def _peer(connection: HTTPConnection) -> str:
+    client = connection.client
+    return f"{client.host}:{client.port}" if client is not None else "an unknown peer"
 
 
 def _close_if_silent(session: WorkerSession) -> None:

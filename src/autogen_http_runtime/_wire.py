@@ -31,7 +31,7 @@ RequestId = Union[int, str]
 
 
 class ErrorCode(IntEnum):
-    """JSON-RPC error codes: the standard five, then ours (-32001 to -32010)."""
+    """JSON-RPC error codes: the standard five, then ours (-32001 to -32012)."""
 
     PARSE_ERROR = -32700
     INVALID_REQUEST = -32600
@@ -49,6 +49,7 @@ class ErrorCode(IntEnum):
     CANCELLED = -32009
     SHUTTING_DOWN = -32010
     TOO_MANY_CALLS = -32011
+    FORBIDDEN = -32012
 
 
 class Method:

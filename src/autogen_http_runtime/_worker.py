@@ -6,6 +6,7 @@ import asyncio
 import enum
 import logging
 import signal
+import ssl as ssl_module
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,7 +36,7 @@ from . import _wire as wire
 from ._address import parse_host_address
 from ._agents import LocalAgents, builtin_type
 from ._compat import warn_grpc_config_ignored
-from ._connection import ConnectionHandlers, ConnectionOptions, HostConnection
+from ._connection import ConnectionHandlers, ConnectionOptions, HostConnection, client_ssl_context
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_CONTROL_TIMEOUT,
@@ -110,6 +111,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         write_buffer_limit: Bytes queued for the host above which ``send_message`` and
             ``publish_message`` wait for the queue to drain.
         headers: Extra HTTP headers for the WebSocket handshake (e.g. ``Authorization``).
+        token: A bearer token for a host that authenticates (sent as
+            ``Authorization: Bearer <token>``). A refused token makes ``start()`` raise
+            :class:`AuthenticationError`, and ends reconnecting.
+        ssl: An ``ssl.SSLContext`` for an ``https://`` host, for full control.
+        ssl_ca: A CA bundle (PEM file) to trust instead of the system's trust store.
+        ssl_certfile: This worker's client certificate (PEM), for a host that asks for one (mTLS).
+        ssl_keyfile: The client certificate's private key, if not in ``ssl_certfile``.
         name: A label for this worker in the host's logs.
         logger: Logger for connection events and errors; ``autogen_http_runtime.worker`` by default.
         extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntime`` runs
@@ -132,22 +140,34 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
         write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
         headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        ssl_ca: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
         name: str = "",
         logger: logging.Logger | None = None,
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
         self._host_address = host_address
+        endpoint = parse_host_address(host_address)
+        handshake_headers = dict(headers or {})
+        if token is not None:
+            if any(key.lower() == "authorization" for key in handshake_headers):
+                raise ValueError("Give token= or an Authorization header in headers=, not both.")
+            handshake_headers["Authorization"] = f"Bearer {token}"
         self._options = ConnectionOptions(
-            endpoint=parse_host_address(host_address),
+            endpoint=endpoint,
             name=name,
             instance_id=uuid.uuid4().hex,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
-            headers=dict(headers or {}),
+            headers=handshake_headers,
             write_buffer_limit=write_buffer_limit,
+            ssl=client_ssl_context(endpoint, ssl, ssl_ca, ssl_certfile, ssl_keyfile),
         )
         self._handlers = ConnectionHandlers(
             request=self._on_request, cancel=self._on_cancel, event=self._on_event, closed=self._on_closed
@@ -185,6 +205,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         Raises:
             RuntimeError: The runtime was already started.
             HostConnectionError: The host cannot be reached, or :meth:`stop` was called meanwhile.
+            AuthenticationError: The host refused this worker's credentials (HTTP 401/403).
+            TLSError: The host's certificate is not trusted, or it wants a client certificate.
             AgentTypeConflictError: Another worker already registered one of the agent types.
         """
         if self._state is not _State.NEW:
