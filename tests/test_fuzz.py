@@ -29,7 +29,8 @@ from websockets.exceptions import ConnectionClosed
 from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime import _wire as wire
 from autogen_http_runtime._constants import AGENTS_PATH, HOST_LOGGER, PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._routing import MessageRouter, WorkerSession
+from autogen_http_runtime._routing import MessageRouter
+from autogen_http_runtime._session import WorkerSession
 from autogen_http_runtime._wire import ErrorCode, FrameError, JsonObject, Method, Payload
 
 from .conftest import WorkerFactory

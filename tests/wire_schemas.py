@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from autogen_http_runtime import _schemas
-from autogen_http_runtime._routing import MessageRouter, WorkerSession
+from autogen_http_runtime._routing import MessageRouter
+from autogen_http_runtime._session import WorkerSession
 
 #: The frame schemas under ws/, by name, except the union of them all.
 WS_FRAME_SCHEMAS = sorted(

@@ -34,8 +34,9 @@ from . import _http_models as models
 from . import _wire as wire
 from ._constants import AGENTS_PATH, PROTOCOL_VERSION
 from ._http_events import EventProblem, events_from_http
-from ._routing import MessageRouter, WorkerSession
+from ._routing import MessageRouter
 from ._security import ANONYMOUS, Identity
+from ._session import WorkerSession
 from ._wire import ErrorCode, FrameError, JsonObject, Method
 
 if TYPE_CHECKING:

@@ -13,9 +13,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TypeVar
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
@@ -32,223 +30,17 @@ from ._constants import (
 )
 from ._logging import call_extra
 from ._security import ANONYMOUS, AccessPolicy, Action, Identity, RateLimiter
-from ._stats import CallOutcome, ErrorRecord, LatencyHistogram, error_record, recent_errors
+from ._session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    PendingCall,
+    WorkerSession,
+)
+from ._stats import CallOutcome, RouterStats
+from ._subscriptions import SubscriptionTable, subscription_from_spec
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
 _T = TypeVar("_T")
-_MAX_CACHED_TOPICS = 4096
-
-#: WebSocket close codes the host uses.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-
-
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
-@dataclass(eq=False)
-class WorkerSession:
-    """One connected worker, as the routing core sees it.
-
-    The transport reads frames for the core to route and writes what the core puts in
-    ``outbox``; a ``None`` in the outbox means "close the WebSocket with ``close_code``".
-    """
-
-    worker_id: str
-    max_message_size: int
-    connected_at: float = field(default_factory=time.time)
-    name: str = ""
-    greeted: bool = False
-    agent_types: set[str] = field(default_factory=set)
-    subscription_ids: set[str] = field(default_factory=set)
-    #: Calls this worker made that are in flight: its request id -> host request id.
-    calls_made: dict[RequestId, int] = field(default_factory=dict)
-    #: Calls this worker is serving: host request id -> the call.
-    calls_served: dict[int, PendingCall] = field(default_factory=dict)
-    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
-    #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the workers that
-    #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
-    queued_bytes: int = 0
-    high_water: int = DEFAULT_HIGH_WATER
-    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
-    #: Set while ``queued_bytes`` is at most half of ``high_water``.
-    drained: asyncio.Event = field(default_factory=_set_event)
-    #: The worker's own id for itself, the same across its reconnections.
-    instance: str = ""
-    bad_frames: int = 0
-    #: A caller inside the host process (an HTTP endpoint), not a connected worker.
-    local: bool = False
-    #: The worker reads batches (it said so in ``hello``): frames queued together go as one.
-    batching: bool = False
-    frames_in: int = 0
-    frames_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    close_code: int = CLOSE_NORMAL
-    close_reason: str = ""
-    closed: bool = False
-    overflowed: bool = False
-    #: Set by the transport: called when the worker is dropped for being too slow.
-    on_overflow: Callable[[WorkerSession], None] | None = None
-    #: Who the transport authenticated this session as (``docs/security.md``).
-    identity: Identity = ANONYMOUS
-
-    def send(self, frame: JsonObject) -> None:
-        self.send_text(wire.encode(frame))
-
-    def send_text(self, text: str) -> None:
-        if self.closed:
-            return
-        size = len(text)  # the core only writes ASCII JSON: characters are bytes
-        if self.queued_bytes + size > self.max_queued_bytes:
-            self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
-            return
-        self.queued_bytes += size
-        if self.queued_bytes > self.high_water:
-            self.drained.clear()
-        self.outbox.put_nowait(text)
-
-    @property
-    def backlogged(self) -> bool:
-        return self.queued_bytes > self.high_water
-
-    def sent(self, text: str) -> None:
-        """The transport wrote ``text`` to the socket."""
-        size = len(text)
-        self.queued_bytes -= size
-        self.frames_out += 1
-        self.bytes_out += size
-        if self.queued_bytes <= self.high_water // 2:
-            self.drained.set()
-
-    def drop_as_slow(self, why: str) -> None:
-        """Disconnect a worker that does not read as fast as frames arrive for it.
-
-        What it has not read is let go, rather than let the host's memory grow.
-        """
-        if self.closed:
-            return
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
-        self.queued_bytes = 0
-        self.drained.set()
-        self.overflowed = True
-        self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
-        if self.on_overflow is not None:
-            self.on_overflow(self)
-
-    def close(self, code: int, reason: str) -> None:
-        """Ask the transport to close this worker's WebSocket once its outbox is flushed."""
-        if not self.closed:
-            self.closed = True
-            self.close_code, self.close_reason = code, reason
-            self.outbox.put_nowait(None)
-
-
-@dataclass(eq=False)
-class PendingCall:
-    """A routed call the host forwarded and is waiting to see answered."""
-
-    host_id: int
-    caller: WorkerSession
-    caller_id: RequestId
-    target: WorkerSession
-    method: str
-    #: ``time.perf_counter()`` when the host forwarded it: the latency histogram's start.
-    started: float = 0.0
-    #: The call's W3C ``traceparent``, for log lines about it.
-    traceparent: str | None = None
-
-
-@dataclass
-class RouterStats:
-    """Running totals since the host started: what the metrics and listings report."""
-
-    calls_routed: int = 0
-    calls_answered: int = 0
-    events_published: int = 0
-    event_copies_delivered: int = 0
-    #: Copies for agents whose type no worker serves, or too large for their worker.
-    event_copies_dropped: int = 0
-    #: Error responses seen, by JSON-RPC code: sent by the host or relayed from workers.
-    errors: dict[int, int] = field(default_factory=dict)
-    #: Routed calls that ended, by :class:`CallOutcome`.
-    call_outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CallOutcome.ALL, 0))
-    #: Seconds from forwarding a call to its answer, for answered calls.
-    call_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    #: The last few errors, newest last.
-    recent_errors: deque[ErrorRecord] = field(default_factory=recent_errors)
-    #: Frames and bytes of workers that have disconnected (connected ones count on their session).
-    closed_frames_in: int = 0
-    closed_frames_out: int = 0
-    closed_bytes_in: int = 0
-    closed_bytes_out: int = 0
-
-    def count_error(
-        self, code: int, message: str = "", worker_id: str = "", request_id: RequestId | None = None
-    ) -> None:
-        self.errors[code] = self.errors.get(code, 0) + 1
-        self.recent_errors.append(error_record(code, message, worker_id, request_id))
-
-
-class SubscriptionTable:
-    """All subscriptions of a host, with the recipients of each topic cached."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[str, Subscription] = {}
-        self._cache: dict[TopicId, list[AgentId]] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def __contains__(self, subscription_id: str) -> bool:
-        return subscription_id in self._by_id
-
-    def values(self) -> Iterable[Subscription]:
-        return self._by_id.values()
-
-    def add(self, subscription: Subscription) -> None:
-        """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
-        if subscription.id in self._by_id:
-            raise ValueError(f"Subscription already exists: id {subscription.id!r}.")
-        for existing in self._by_id.values():
-            if existing == subscription:
-                raise ValueError(f"Subscription already exists: id {existing.id!r}.")
-        self._by_id[subscription.id] = subscription
-        self._cache.clear()
-
-    def get(self, subscription_id: str) -> Subscription | None:
-        return self._by_id.get(subscription_id)
-
-    def remove(self, subscription_id: str) -> None:
-        """Raises: KeyError: No subscription has this id."""
-        del self._by_id[subscription_id]
-        self._cache.clear()
-
-    def recipients(self, topic: TopicId) -> list[AgentId]:
-        cached = self._cache.get(topic)
-        if cached is None:
-            seen: dict[AgentId, None] = {}
-            for subscription in self._by_id.values():
-                if subscription.is_match(topic):
-                    seen[subscription.map_to_agent(topic)] = None
-            if len(self._cache) >= _MAX_CACHED_TOPICS:
-                # Topics with per-conversation sources are endless: keep the cache bounded.
-                self._cache.clear()
-            cached = self._cache[topic] = list(seen)
-        return cached
-
-
-def subscription_from_spec(spec: wire.SubscriptionSpec) -> Subscription:
-    if spec.kind == "type":
-        return TypeSubscription(topic_type=spec.topic, agent_type=spec.agent_type, id=spec.id)
-    return TypePrefixSubscription(topic_type_prefix=spec.topic, agent_type=spec.agent_type, id=spec.id)
 
 
 class MessageRouter:

@@ -27,15 +27,15 @@ from ._constants import (
 )
 from ._http_api import IDENTITY_STATE, add_http_api, problem_response
 from ._ops import operations_router
-from ._routing import (
+from ._routing import MessageRouter
+from ._security import ANONYMOUS, AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
+from ._session import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
-    MessageRouter,
     WorkerSession,
 )
-from ._security import ANONYMOUS, AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 
 __all__ = ["AuthProblem", "HttpAgentService"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._wire import ErrorCode, RequestId
@@ -159,3 +159,34 @@ def traffic(core: MessageRouter) -> Traffic:
         bytes_out += session.bytes_out
         queued += session.queued_bytes
     return Traffic(frames_in, frames_out, bytes_in, bytes_out, queued)
+
+
+@dataclass
+class RouterStats:
+    """Running totals since the host started: what the metrics and listings report."""
+
+    calls_routed: int = 0
+    calls_answered: int = 0
+    events_published: int = 0
+    event_copies_delivered: int = 0
+    #: Copies for agents whose type no worker serves, or too large for their worker.
+    event_copies_dropped: int = 0
+    #: Error responses seen, by JSON-RPC code: sent by the host or relayed from workers.
+    errors: dict[int, int] = field(default_factory=dict)
+    #: Routed calls that ended, by :class:`CallOutcome`.
+    call_outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CallOutcome.ALL, 0))
+    #: Seconds from forwarding a call to its answer, for answered calls.
+    call_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: The last few errors, newest last.
+    recent_errors: deque[ErrorRecord] = field(default_factory=recent_errors)
+    #: Frames and bytes of workers that have disconnected (connected ones count on their session).
+    closed_frames_in: int = 0
+    closed_frames_out: int = 0
+    closed_bytes_in: int = 0
+    closed_bytes_out: int = 0
+
+    def count_error(
+        self, code: int, message: str = "", worker_id: str = "", request_id: RequestId | None = None
+    ) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+        self.recent_errors.append(error_record(code, message, worker_id, request_id))

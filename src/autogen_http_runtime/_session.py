@@ -1,0 +1,145 @@
+"""One connected worker as the routing core sees it, and a call it forwarded. No I/O.
+
+The transport (``_service.py``) reads a worker's frames for the core to route and writes
+what the core queues in the session's ``outbox``; the session keeps the accounting the
+core needs for back-pressure and limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import _wire as wire
+from ._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
+from ._security import ANONYMOUS, Identity
+from ._wire import JsonObject, RequestId
+
+#: WebSocket close codes the host uses.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One connected worker, as the routing core sees it.
+
+    The transport reads frames for the core to route and writes what the core puts in
+    ``outbox``; a ``None`` in the outbox means "close the WebSocket with ``close_code``".
+    """
+
+    worker_id: str
+    max_message_size: int
+    connected_at: float = field(default_factory=time.time)
+    name: str = ""
+    greeted: bool = False
+    agent_types: set[str] = field(default_factory=set)
+    subscription_ids: set[str] = field(default_factory=set)
+    #: Calls this worker made that are in flight: its request id -> host request id.
+    calls_made: dict[RequestId, int] = field(default_factory=dict)
+    #: Calls this worker is serving: host request id -> the call.
+    calls_served: dict[int, PendingCall] = field(default_factory=dict)
+    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the workers that
+    #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
+    queued_bytes: int = 0
+    high_water: int = DEFAULT_HIGH_WATER
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    #: Set while ``queued_bytes`` is at most half of ``high_water``.
+    drained: asyncio.Event = field(default_factory=_set_event)
+    #: The worker's own id for itself, the same across its reconnections.
+    instance: str = ""
+    bad_frames: int = 0
+    #: A caller inside the host process (an HTTP endpoint), not a connected worker.
+    local: bool = False
+    #: The worker reads batches (it said so in ``hello``): frames queued together go as one.
+    batching: bool = False
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    close_code: int = CLOSE_NORMAL
+    close_reason: str = ""
+    closed: bool = False
+    overflowed: bool = False
+    #: Set by the transport: called when the worker is dropped for being too slow.
+    on_overflow: Callable[[WorkerSession], None] | None = None
+    #: Who the transport authenticated this session as (``docs/security.md``).
+    identity: Identity = ANONYMOUS
+
+    def send(self, frame: JsonObject) -> None:
+        self.send_text(wire.encode(frame))
+
+    def send_text(self, text: str) -> None:
+        if self.closed:
+            return
+        size = len(text)  # the core only writes ASCII JSON: characters are bytes
+        if self.queued_bytes + size > self.max_queued_bytes:
+            self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
+            return
+        self.queued_bytes += size
+        if self.queued_bytes > self.high_water:
+            self.drained.clear()
+        self.outbox.put_nowait(text)
+
+    @property
+    def backlogged(self) -> bool:
+        return self.queued_bytes > self.high_water
+
+    def sent(self, text: str) -> None:
+        """The transport wrote ``text`` to the socket."""
+        size = len(text)
+        self.queued_bytes -= size
+        self.frames_out += 1
+        self.bytes_out += size
+        if self.queued_bytes <= self.high_water // 2:
+            self.drained.set()
+
+    def drop_as_slow(self, why: str) -> None:
+        """Disconnect a worker that does not read as fast as frames arrive for it.
+
+        What it has not read is let go, rather than let the host's memory grow.
+        """
+        if self.closed:
+            return
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        self.queued_bytes = 0
+        self.drained.set()
+        self.overflowed = True
+        self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
+        if self.on_overflow is not None:
+            self.on_overflow(self)
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the transport to close this worker's WebSocket once its outbox is flushed."""
+        if not self.closed:
+            self.closed = True
+            self.close_code, self.close_reason = code, reason
+            self.outbox.put_nowait(None)
+
+
+@dataclass(eq=False)
+class PendingCall:
+    """A routed call the host forwarded and is waiting to see answered."""
+
+    host_id: int
+    caller: WorkerSession
+    caller_id: RequestId
+    target: WorkerSession
+    method: str
+    #: ``time.perf_counter()`` when the host forwarded it: the latency histogram's start.
+    started: float = 0.0
+    #: The call's W3C ``traceparent``, for log lines about it.
+    traceparent: str | None = None
