@@ -7,7 +7,6 @@ import enum
 import logging
 import signal
 import ssl as ssl_module
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -20,8 +19,6 @@ from autogen_core import (
     AgentRuntime,
     AgentType,
     CancellationToken,
-    MessageContext,
-    MessageHandlerContext,
     MessageSerializer,
     Subscription,
     TopicId,
@@ -48,18 +45,16 @@ from ._constants import (
     WORKER_LOGGER,
 )
 from ._exceptions import (
-    AgentNotFoundError,
     HostConnectionError,
-    MessageTooLargeError,
     RpcError,
     SubscriptionError,
 )
+from ._inbound import Inbound
 from ._link import HostLink, ReconnectPolicy
-from ._logging import call_extra
 from ._serialization import PayloadCodec
 from ._signals import signals_received
-from ._tracing import continued, current_trace_context, trace_context_from
-from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from ._tracing import current_trace_context
+from ._wire import ErrorCode, JsonObject, Method
 
 __all__ = ["HttpWorkerAgentRuntime"]
 
@@ -169,14 +164,19 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             write_buffer_limit=write_buffer_limit,
             ssl=client_ssl_context(endpoint, ssl, ssl_ca, ssl_certfile, ssl_keyfile),
         )
-        self._handlers = ConnectionHandlers(
-            request=self._on_request, cancel=self._on_cancel, event=self._on_event, closed=self._on_closed
-        )
         self._codec = PayloadCodec(payload_serialization_format)
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
         self._call_timeout = call_timeout
         self._control_timeout = control_timeout
         self._log = logger or logging.getLogger(WORKER_LOGGER)
+        self._agents = LocalAgents(self)
+        self._inbound = Inbound(self._agents, self._codec, self._trace_helper, self._log)
+        self._handlers = ConnectionHandlers(
+            request=self._inbound.request,
+            cancel=self._inbound.cancel,
+            event=self._inbound.event,
+            closed=self._on_closed,
+        )
         self._link = HostLink(
             self._connect_and_register,
             policy=reconnect,
@@ -184,14 +184,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger=self._log,
         )
 
-        self._agents = LocalAgents(self)
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
         self._subscriptions_sent: set[str] = set()
         self._state = _State.NEW
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: Calls this worker is serving, by connection and request id.
-        self._serving: dict[tuple[HostConnection, RequestId], CancellationToken] = {}
         self._stopping: asyncio.Future[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -275,11 +271,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             except (HostConnectionError, RpcError):
                 pass  # the host is gone or too old to know 'bye': closing the socket frees us too
         await self._link.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5.0)
+        await self._inbound.stop()
         self._log.info("Worker stopped")
 
     async def stop_when_signal(
@@ -292,9 +284,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         await self.stop()
 
     def _on_closed(self, connection: HostConnection, reason: str) -> None:
-        # Answers can no longer reach their callers: tell the handlers still running.
-        for key in [key for key in self._serving if key[0] is connection]:
-            self._serving.pop(key).cancel()
+        self._inbound.connection_closed(connection)
         if self._state is not _State.STOPPED:
             self._link.connection_lost(connection, reason)
 
@@ -422,141 +412,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     sender=sender,
                     trace=current_trace_context(),
                 )
-            )
-
-    # -- messages in ------------------------------------------------------------------
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _on_request(self, connection: HostConnection, req: wire.Request) -> None:
-        token = CancellationToken()
-        self._serving[(connection, req.id)] = token
-        self._spawn(self._serve_request(connection, req, token))
-
-    def _on_cancel(self, connection: HostConnection, request_id: RequestId) -> None:
-        token = self._serving.get((connection, request_id))
-        if token is not None:
-            token.cancel()
-
-    async def _serve_request(
-        self, connection: HostConnection, req: wire.Request, token: CancellationToken
-    ) -> None:
-        # Answers go back on the connection the call came in on: after a reconnection,
-        # the new host never heard of it, and may even reuse its id for another call.
-        def reply_error(code: int, message: str, data: Any = None) -> None:
-            try:
-                connection.send_error(req.id, code, message, data)
-            except HostConnectionError:
-                self._log.debug(
-                    "Could not report error for call %r: the connection is closed",
-                    req.id,
-                    extra=call_extra(req.id, req.params.get("traceparent")),
-                )
-
-        try:
-            value = await self._handle_request(req, token)
-        except FrameError as exc:
-            reply_error(exc.code, exc.message)
-        except AgentNotFoundError as exc:
-            reply_error(ErrorCode.AGENT_NOT_FOUND, exc.message)
-        except asyncio.CancelledError:
-            reply_error(ErrorCode.CANCELLED, "The call was cancelled.")
-            raise
-        except BaseException as exc:
-            # Whatever the handler raised, its caller must hear of it, or it would wait forever.
-            reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-        else:
-            try:
-                connection.send_result(req.id, value)
-            except HostConnectionError:
-                pass
-            except MessageTooLargeError as exc:
-                reply_error(ErrorCode.MESSAGE_TOO_LARGE, f"The reply is too large: {exc}")
-            except Exception as exc:
-                reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
-        finally:
-            self._serving.pop((connection, req.id), None)
-
-    async def _handle_request(self, req: wire.Request, token: CancellationToken) -> Any:
-        recipient = wire.required_agent_id(req.params, "recipient")
-        if req.method == Method.SEND:
-            return await self._handle_send(req, recipient, token)
-        if req.method == Method.AGENT_METADATA:
-            return {"metadata": dict(await self._agents.metadata(recipient))}
-        if req.method == Method.AGENT_SAVE_STATE:
-            return {"state": dict(await self._agents.save_agent(recipient))}
-        if req.method == Method.AGENT_LOAD_STATE:
-            state = req.params.get("state")
-            if not isinstance(state, dict):
-                raise FrameError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
-            await self._agents.load_agent(recipient, state)
-            return {}
-        raise FrameError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.")
-
-    async def _handle_send(self, req: wire.Request, recipient: AgentId, token: CancellationToken) -> Any:
-        sender = wire.agent_id_from_wire(req.params, "sender", optional=True)
-        payload = wire.payload_from_wire(req.params.get("payload"))
-        message_id = req.params.get("message_id")
-        message = self._codec.decode(payload)
-        agent = await self._agents.get(recipient)
-        ctx = MessageContext(
-            sender=sender,
-            topic_id=None,
-            is_rpc=True,
-            cancellation_token=token,
-            message_id=message_id if isinstance(message_id, str) else str(req.id),
-        )
-        with continued(trace_context_from(req.params)):
-            with self._trace_helper.trace_block(
-                "process", agent.id, parent=None, extraAttributes={"message_type": payload.data_type}
-            ):
-                with MessageHandlerContext.populate_context(agent.id):
-                    response = await agent.on_message(message, ctx=ctx)
-        if response is None:
-            return {"payload": None}
-        return {"payload": wire.payload_to_wire(self._codec.encode(response))}
-
-    def _on_event(self, connection: HostConnection, event: wire.Event) -> None:
-        self._spawn(self._deliver_event(event))
-
-    async def _deliver_event(self, event: wire.Event) -> None:
-        attributes = event.attributes
-        try:
-            recipient = wire.event_agent(attributes, wire.EXT_RECIPIENT)
-            if recipient is None:
-                raise FrameError(ErrorCode.INVALID_REQUEST, "An event from the host needs 'agrecipient'.")
-            sender = wire.event_agent(attributes, wire.EXT_SENDER)
-            payload = wire.event_payload(attributes)
-            message = self._codec.decode(payload)
-            agent = await self._agents.get(recipient)
-            ctx = MessageContext(
-                sender=sender,
-                topic_id=TopicId(event.topic_type, event.topic_source),
-                is_rpc=False,
-                cancellation_token=CancellationToken(),
-                message_id=str(attributes["id"]),
-            )
-            with continued(trace_context_from(attributes)):
-                with self._trace_helper.trace_block(
-                    "process", agent.id, parent=None, extraAttributes={"message_type": payload.data_type}
-                ):
-                    with MessageHandlerContext.populate_context(agent.id):
-                        await agent.on_message(message, ctx=ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # As on the in-process runtime, a failing event handler is logged and does not
-            # affect other subscribers or the publisher.
-            self._log.exception(
-                "Error handling event %s on topic %s",
-                attributes.get("id"),
-                event.topic_type,
-                extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
             )
 
     # -- agents -----------------------------------------------------------------------
@@ -746,15 +601,6 @@ def _consume(future: asyncio.Future[Any]) -> None:
     """Retrieve a fire-and-forget call's outcome so asyncio does not warn about it."""
     if not future.cancelled():
         future.exception()
-
-
-def _error_data(exc: BaseException) -> JsonObject:
-    """What a caller learns of a remote failure: the exception type, its message and the traceback."""
-    return {
-        "type": builtin_type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(builtin_type(exc), exc, exc.__traceback__)),
-    }
 
 
 def _subscription_to_wire(subscription: Subscription) -> JsonObject:
