@@ -231,16 +231,21 @@ class MessageRouter:
             session, FrameError(ErrorCode.INVALID_REQUEST, "Binary frames are not supported; send text.")
         )
 
-    def _complain_once(self, session: WorkerSession, what: str, *args: object) -> None:
+    def _complain_once(
+        self, session: WorkerSession, what: str, *args: object, extra: dict[str, object] | None = None
+    ) -> None:
         """Log a worker's misbehaviour at WARNING the first time, at DEBUG after (a flood must
         not flood the log); it counts with its bad frames."""
         session.bad_frames += 1
         if session.bad_frames == 1:
             self._log.warning(
-                "Worker %s " + what + " (more from it are logged at DEBUG)", session.worker_id, *args
+                "Worker %s " + what + " (more from it are logged at DEBUG)",
+                session.worker_id,
+                *args,
+                extra=extra,
             )
         elif self._log.isEnabledFor(logging.DEBUG):
-            self._log.debug("Worker %s " + what, session.worker_id, *args)
+            self._log.debug("Worker %s " + what, session.worker_id, *args, extra=extra)
 
     def _reject(self, session: WorkerSession, exc: FrameError, frame: wire.Frame | None = None) -> None:
         self.stats.count_error(exc.code, exc.message, session.worker_id, exc.request_id)
@@ -248,21 +253,8 @@ class MessageRouter:
             ErrorCode.METHOD_NOT_FOUND,
             ErrorCode.INVALID_PARAMS,
         ):
-            session.bad_frames += 1
-            if session.bad_frames == 1:  # once per connection: a flood must not flood the log
-                self._log.warning(
-                    "Bad frame from worker %s: %s (more from it are logged at DEBUG)",
-                    session.worker_id,
-                    exc.message,
-                    extra=call_extra(exc.request_id, _traceparent(frame)),
-                )
-            elif self._log.isEnabledFor(logging.DEBUG):
-                self._log.debug(
-                    "Bad frame from worker %s: %s",
-                    session.worker_id,
-                    exc.message,
-                    extra=call_extra(exc.request_id, _traceparent(frame)),
-                )
+            extra = call_extra(exc.request_id, _traceparent(frame))
+            self._complain_once(session, "sent a bad frame: %s", exc.message, extra=extra)
         elif self._log.isEnabledFor(logging.DEBUG):
             self._log.debug(
                 "Call from worker %s failed: %s",
