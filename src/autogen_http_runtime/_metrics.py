@@ -88,7 +88,8 @@ class RouterCollector:
             labels=["code", "name"],
         )
         for code, count in sorted(stats.errors.items()):
-            errors.add_metric([str(code), error_code_name(code).lower()], count)
+            # int(): str() of an IntEnum member is its name before Python 3.11, not its value.
+            errors.add_metric([str(int(code)), error_code_name(code).lower()], count)
         yield errors
 
         totals = traffic(core)
