@@ -201,3 +201,24 @@ async def test_package_imports_without_the_opentelemetry_sdk() -> None:
             process.kill()
             await process.wait()
     assert process.returncode == 0, stderr.decode()
+
+
+def test_runtime_tracer_makes_no_spans_while_nobody_collects_them() -> None:
+    from contextlib import nullcontext
+
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from autogen_http_runtime._tracing import RuntimeTracer
+
+    # No provider given and none installed globally: no span object at all.
+    assert isinstance(RuntimeTracer(None, "Worker Runtime").span("create", "x"), nullcontext)
+    exporter = InMemorySpanExporter()
+    provider = SdkTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with RuntimeTracer(provider, "Worker Runtime").span("create", "x", "Text"):
+        pass
+    [span] = exporter.get_finished_spans()
+    assert span.name == "autogen create x" and span.attributes is not None
+    assert span.attributes["messaging.message.type"] == "Text"

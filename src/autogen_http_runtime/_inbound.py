@@ -13,7 +13,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
-from autogen_core._telemetry import TraceHelper
 
 from . import _wire as wire
 from ._agents import LocalAgents
@@ -21,7 +20,7 @@ from ._connection import HostConnection
 from ._exceptions import AgentNotFoundError, HostConnectionError, MessageTooLargeError
 from ._logging import call_extra
 from ._serialization import PayloadCodec
-from ._tracing import continued, trace_context_from
+from ._tracing import RuntimeTracer, continued, trace_context_from
 from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
 
 
@@ -32,12 +31,12 @@ class Inbound:
         self,
         agents: LocalAgents,
         codec: PayloadCodec,
-        trace_helper: TraceHelper[Any, Any, Any],
+        tracer: RuntimeTracer,
         logger: logging.Logger,
     ) -> None:
         self._agents = agents
         self._codec = codec
-        self._trace_helper = trace_helper
+        self._tracer = tracer
         self._log = logger
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Calls being served, by connection and request id.
@@ -142,9 +141,7 @@ class Inbound:
             message_id=message_id if isinstance(message_id, str) else str(req.id),
         )
         with continued(trace_context_from(req.params)):
-            with self._trace_helper.trace_block(
-                "process", agent.id, parent=None, extraAttributes={"message_type": payload.data_type}
-            ):
+            with self._tracer.span("process", agent.id, payload.data_type):
                 with MessageHandlerContext.populate_context(agent.id):
                     response = await agent.on_message(message, ctx=ctx)
         if response is None:
@@ -172,9 +169,7 @@ class Inbound:
                 message_id=str(attributes["id"]),
             )
             with continued(trace_context_from(attributes)):
-                with self._trace_helper.trace_block(
-                    "process", agent.id, parent=None, extraAttributes={"message_type": payload.data_type}
-                ):
+                with self._tracer.span("process", agent.id, payload.data_type):
                     with MessageHandlerContext.populate_context(agent.id):
                         await agent.on_message(message, ctx=ctx)
         except asyncio.CancelledError:

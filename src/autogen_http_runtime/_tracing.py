@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
+from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper
+from autogen_core._telemetry._tracing_config import ExtraMessageRuntimeAttributes
 from opentelemetry import context as otel_context
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider, get_tracer_provider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -42,3 +46,25 @@ def continued(carrier: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+class RuntimeTracer:
+    """autogen-core's span helper, skipped outright while no tracer provider is set anywhere.
+
+    A no-op span still costs a context manager, attributes and a context switch per message
+    on every hop; with no provider given and none installed globally, nobody would see it.
+    A provider installed globally later is picked up at once.
+    """
+
+    def __init__(self, tracer_provider: TracerProvider | None, runtime_name: str) -> None:
+        self._given = tracer_provider is not None
+        self._helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig(runtime_name))
+
+    def span(
+        self, operation: Any, destination: Any, message_type: str | None = None
+    ) -> AbstractContextManager[Any]:
+        """A span for ``operation`` on ``destination`` (autogen-core's names), or nothing."""
+        if not self._given and isinstance(get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider)):
+            return contextlib.nullcontext()
+        extra = ExtraMessageRuntimeAttributes(message_type=message_type) if message_type is not None else None
+        return self._helper.trace_block(operation, destination, parent=None, extraAttributes=extra)

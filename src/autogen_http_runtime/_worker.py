@@ -26,7 +26,6 @@ from autogen_core import (
     TypeSubscription,
 )
 from autogen_core._runtime_impl_helpers import get_impl
-from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper
 from opentelemetry.trace import TracerProvider
 
 from . import _wire as wire
@@ -53,7 +52,7 @@ from ._inbound import Inbound
 from ._link import HostLink, ReconnectPolicy
 from ._serialization import PayloadCodec
 from ._signals import signals_received
-from ._tracing import current_trace_context
+from ._tracing import RuntimeTracer, current_trace_context
 from ._wire import ErrorCode, JsonObject, Method
 
 __all__ = ["HttpWorkerAgentRuntime"]
@@ -165,12 +164,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             ssl=client_ssl_context(endpoint, ssl, ssl_ca, ssl_certfile, ssl_keyfile),
         )
         self._codec = PayloadCodec(payload_serialization_format)
-        self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
+        self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
         self._call_timeout = call_timeout
         self._control_timeout = control_timeout
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
-        self._inbound = Inbound(self._agents, self._codec, self._trace_helper, self._log)
+        self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
         self._handlers = ConnectionHandlers(
             request=self._inbound.request,
             cancel=self._inbound.cancel,
@@ -354,9 +353,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         payload = self._codec.encode(message)
         connection = await self._ready()
         await connection.drain()
-        with self._trace_helper.trace_block(
-            "create", recipient, parent=None, extraAttributes={"message_type": payload.data_type}
-        ):
+        with self._tracer.span("create", recipient, payload.data_type):
             params: JsonObject = {
                 "recipient": wire.agent_id_to_wire(recipient),
                 "sender": None if sender is None else wire.agent_id_to_wire(sender),
@@ -371,7 +368,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
             reply = await connection.wait(Method.SEND, request_id, future, timeout=deadline)
-        with self._trace_helper.trace_block("ack", recipient, parent=None):
+        with self._tracer.span("ack", recipient):
             body = reply.get("payload") if isinstance(reply, dict) else None
             return None if body is None else self._codec.decode(wire.payload_from_wire(body))
 
@@ -400,9 +397,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         payload = self._codec.encode(message)
         connection = await self._ready()
         await connection.drain()
-        with self._trace_helper.trace_block(
-            "publish", topic_id, parent=None, extraAttributes={"message_type": payload.data_type}
-        ):
+        with self._tracer.span("publish", topic_id, payload.data_type):
             connection.send_event(
                 wire.event(
                     event_id=message_id or str(uuid.uuid4()),
