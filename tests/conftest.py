@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +13,19 @@ from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
 from .utils import SERIALIZERS, bounded
 
 WorkerFactory = Callable[..., Awaitable[HttpWorkerAgentRuntime]]
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """Give back the root and package loggers' handlers and levels a test (or the CLI) changed."""
+    root, package = logging.getLogger(), logging.getLogger("autogen_http_runtime")
+    saved = root.handlers[:], root.level, package.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        package.setLevel(saved[2])
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import gc
 import json
-import logging
 import os
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -208,18 +207,6 @@ async def test_tls_settings_pass_through_to_uvicorn(certificate: tuple[Path, Pat
 def test_ssl_takes_only_uvicorn_ssl_settings() -> None:
     with pytest.raises(TypeError, match="ssl_"):
         HttpAgentServer(port=0, ssl={"certfile": "c.pem"})
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root, package = logging.getLogger(), logging.getLogger("autogen_http_runtime")
-    saved = root.handlers[:], root.level, package.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        package.setLevel(saved[2])
 
 
 @pytest.mark.usefixtures("restore_root_logging")

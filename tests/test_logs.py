@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,18 +76,6 @@ def test_text_formatter_appends_fields_and_keeps_the_traceback_below() -> None:
     first, *rest = with_fields.splitlines()
     assert first.endswith("failed request_id=7")  # trace_id None is left out
     assert rest[0].startswith("Traceback") and rest[-1] == "ValueError: kaboom"
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root, package = logging.getLogger(), logging.getLogger("autogen_http_runtime")
-    saved = root.handlers[:], root.level, package.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        package.setLevel(saved[2])
 
 
 @pytest.mark.usefixtures("restore_root_logging")

@@ -303,7 +303,7 @@ def _checked(frame: JsonObject, max_frame_size: int) -> JsonObject:
         raise FrameError(wire.ErrorCode.INVALID_REQUEST, f"The event cannot be encoded: {exc}") from None
     decoded = wire.decode(text)
     assert isinstance(decoded, wire.Event)
-    size = wire.encoded_size(text)
+    size = len(text)  # wire.encode writes ASCII: characters are bytes
     if size > max_frame_size:
         raise EventProblem(
             413,

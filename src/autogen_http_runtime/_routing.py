@@ -418,7 +418,7 @@ class MessageRouter:
             )
         host_id = next(self._ids)
         text = wire.encode(wire.request(host_id, req.method, req.params))
-        size = wire.encoded_size(text)
+        size = len(text)  # wire.encode writes ASCII: characters are bytes
         if size > target.max_message_size:
             raise FrameError(
                 ErrorCode.MESSAGE_TOO_LARGE,
@@ -464,7 +464,7 @@ class MessageRouter:
             # json reads as deep as the stack allows, and writing runs a few frames deeper.
             message = "The reply is nested too deeply to forward."
             text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
-        size = wire.encoded_size(text)
+        size = len(text)  # wire.encode writes ASCII: characters are bytes
         if size > call.caller.max_message_size:
             # Sending it would make the caller's WebSocket close (1009) and fail all its calls.
             self._log.warning(
@@ -514,7 +514,7 @@ class MessageRouter:
                 )
                 continue
             text = wire.encode(wire.event_for_recipient(attributes, recipient))
-            size = wire.encoded_size(text)
+            size = len(text)  # wire.encode writes ASCII: characters are bytes
             if size > target.max_message_size:
                 self._log.warning(
                     "Event %s of %d bytes too large for worker %s; not delivered to %s",
