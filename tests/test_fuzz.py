@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from autogen_http_runtime import HttpAgentServer
+from autogen_http_runtime import HttpAgentServer, _json
 from autogen_http_runtime import _wire as wire
 from autogen_http_runtime._constants import AGENTS_PATH, HOST_LOGGER, PROTOCOL_VERSION, WORKER_WS_PATH
 from autogen_http_runtime._routing import MessageRouter
@@ -518,7 +518,7 @@ def drain(session: WorkerSession) -> list[JsonObject]:
         assert text.isascii()
         frame = wire.decode(text)  # the host only ever writes frames its own decoder accepts
         assert isinstance(frame, FRAME_TYPES)
-        obj = json.loads(text)
+        obj = _json.loads(text)  # the codec the host uses, so it reads as deep as the host does
         if "error" in obj:
             assert obj["error"]["code"] != ErrorCode.INTERNAL_ERROR, obj
         out.append(obj)

@@ -17,7 +17,6 @@ had in flight, so a caller that hangs up leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from . import _http_models as models
+from . import _json
 from . import _wire as wire
 from ._constants import AGENTS_PATH, PROTOCOL_VERSION
 from ._http_events import EventProblem, events_from_http
@@ -211,7 +211,7 @@ class _HttpApi:
             return problem_response(exc.status, exc.kind, exc.title, exc.detail)
         started = loop.time()
         try:
-            parsed = json.loads(body)
+            parsed = _json.loads(body)
         except (ValueError, RecursionError) as exc:
             return JSONResponse(wire.error(None, ErrorCode.PARSE_ERROR, f"Parse error: {exc}"))
         batch = isinstance(parsed, list)
@@ -325,7 +325,7 @@ class _HttpApi:
             waiting.clear()
             return False
         session.sent(text)
-        frame = json.loads(text)
+        frame = _json.loads(text)
         index = frame.get("id")
         if isinstance(index, int) and index in waiting:
             waiting.discard(index)
@@ -406,7 +406,7 @@ def _prepare(item: Any) -> tuple[wire.RequestId | None, str, JsonObject]:
     if "specversion" in item:
         raise FrameError(ErrorCode.INVALID_REQUEST, f"Publish CloudEvents with POST {EVENTS_PATH}.")
     try:
-        frame = wire.decode(json.dumps(item))
+        frame = wire.decode(_json.dumps(item))
     except RecursionError:
         raise FrameError(ErrorCode.INVALID_REQUEST, "The request is nested too deeply.") from None
     request_id: wire.RequestId | None
@@ -449,7 +449,7 @@ def request_identity(request: Request) -> Identity:
 
 def _refusal(answer: str | None) -> tuple[int, str, str, str] | None:
     try:
-        frame = json.loads(answer or "")
+        frame = _json.loads(answer or "")
         code, message = frame["error"]["code"], str(frame["error"]["message"])
     except (ValueError, TypeError, KeyError):
         return None

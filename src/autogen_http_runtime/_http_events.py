@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from autogen_core import JSON_DATA_CONTENT_TYPE
 
+from . import _json
 from . import _wire as wire
 from ._wire import FrameError, JsonObject
 
@@ -157,7 +158,7 @@ def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size:
 
 def _json_body(body: bytes, what: str) -> Any:
     try:
-        return json.loads(body)
+        return _json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise _invalid(f"The body of {what} is not JSON: {exc}") from None
 
@@ -185,7 +186,7 @@ def _binary_event(headers: Mapping[str, str], content_type: str | None, body: by
     if content_type is None:
         # The JSON event format's rule: no datacontenttype means JSON.
         try:
-            attributes["data"] = json.loads(body)
+            attributes["data"] = _json.loads(body)
         except (ValueError, RecursionError):
             raise _invalid(
                 "The body is not JSON and there is no Content-Type header saying what it is."
@@ -193,7 +194,7 @@ def _binary_event(headers: Mapping[str, str], content_type: str | None, body: by
         attributes["datacontenttype"] = JSON_DATA_CONTENT_TYPE
     elif media_type(content_type) == JSON_DATA_CONTENT_TYPE:
         try:
-            attributes["data"] = json.loads(body)
+            attributes["data"] = _json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise _invalid(f"Content-Type is {content_type!r} but the body is not JSON: {exc}") from None
         attributes["datacontenttype"] = JSON_DATA_CONTENT_TYPE
@@ -247,7 +248,7 @@ def _structured_event(obj: JsonObject) -> JsonObject:
         if "data_base64" in attributes:
             raw = _base64(attributes.pop("data_base64"))
             try:
-                attributes["data"] = json.loads(raw)
+                attributes["data"] = _json.loads(raw)
             except (ValueError, RecursionError):
                 raise FrameError(
                     wire.ErrorCode.INVALID_REQUEST,

@@ -14,6 +14,7 @@ from typing import Any
 
 from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
 
+from . import _json
 from . import _wire as wire
 from ._agents import LocalAgents
 from ._connection import HostConnection
@@ -116,9 +117,10 @@ class Inbound:
         if req.method == Method.SEND:
             return await self._handle_send(req, recipient, token)
         if req.method == Method.AGENT_METADATA:
-            return {"metadata": dict(await self._agents.metadata(recipient))}
+            # Values from user code go through readable(): see _json.py.
+            return {"metadata": _json.readable(dict(await self._agents.metadata(recipient)))}
         if req.method == Method.AGENT_SAVE_STATE:
-            return {"state": dict(await self._agents.save_agent(recipient))}
+            return {"state": _json.readable(dict(await self._agents.save_agent(recipient)))}
         if req.method == Method.AGENT_LOAD_STATE:
             state = req.params.get("state")
             if not isinstance(state, dict):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import sys
 from dataclasses import dataclass
 from enum import IntEnum
@@ -25,6 +24,8 @@ from typing import Any, Final, Union
 from autogen_core import JSON_DATA_CONTENT_TYPE, AgentId
 from autogen_core._agent_id import is_valid_agent_type
 from autogen_core._topic import is_valid_topic_type
+
+from . import _json
 
 JsonObject = dict[str, Any]
 RequestId = Union[int, str]
@@ -157,7 +158,7 @@ def encode(message: JsonObject) -> str:
     The text is pure ASCII (non-ASCII characters are ``\\u`` escapes), so it is always valid
     UTF-8, even for strings holding lone surrogates, and its length is its size on the wire.
     """
-    return json.dumps(message, separators=(",", ":"))
+    return _json.dumps(message)
 
 
 def encoded_size(text: str) -> int:
@@ -194,7 +195,7 @@ def decode_message(text: str | bytes) -> list[Frame | FrameError]:
 
 def _parse(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
+        return _json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise FrameError(ErrorCode.PARSE_ERROR, f"Parse error: {exc}") from None
 
@@ -413,7 +414,7 @@ def _data_members(payload: Payload) -> JsonObject:
     if payload.data_content_type == JSON_DATA_CONTENT_TYPE:
         # JSON payloads travel as JSON, so any language reads them without a second decode.
         try:
-            return {"data": json.loads(payload.data)}
+            return {"data": _json.loads(payload.data)}
         except ValueError:
             pass  # a serializer that says JSON but is not: carry its bytes untouched
     return {"data_base64": base64.b64encode(payload.data).decode("ascii")}
@@ -461,7 +462,7 @@ def _data_bytes(value: JsonObject, name: str, base64_member: str) -> bytes:
                 ErrorCode.INVALID_PARAMS, f"'{name}.{base64_member}' is not valid base64."
             ) from None
     if "data" in value:
-        return json.dumps(value["data"], separators=(",", ":")).encode("ascii")
+        return _json.dumps(value["data"]).encode("ascii")
     raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' needs 'data' or '{base64_member}'.")
 
 

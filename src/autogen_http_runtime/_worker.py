@@ -28,6 +28,7 @@ from autogen_core import (
 from autogen_core._runtime_impl_helpers import get_impl
 from opentelemetry.trace import TracerProvider
 
+from . import _json
 from . import _wire as wire
 from ._address import parse_host_address
 from ._agents import LocalAgents, builtin_type
@@ -528,7 +529,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if agent.type in self._agents:
             await self._agents.load_agent(agent, state)
             return
-        await self._remote(Method.AGENT_LOAD_STATE, agent, {"state": dict(state)})
+        await self._remote(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
 
     # -- subscriptions ----------------------------------------------------------------
 
