@@ -5,19 +5,23 @@ Usage::
     python benchmarks/_procs.py host RUNTIME PORT
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
 
-``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's). Each prints ``READY`` when it
-serves, then runs until SIGTERM. A sink worker prints ``DONE <received> <duplicates>``
-once it has received ``N`` events (it keeps counting afterwards, and prints again when a
-new round of ``N`` arrives). ``--count K`` runs K worker runtimes in this one process,
-serving the echo types ``TYPE-0`` ... ``TYPE-<K-1>`` (the many-workers scenario).
+``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
+``bench.RUNTIMES`` (``AUTOGEN_HTTP_JSON``, ``BENCH_LOOP``) pick the variant of ours. Each
+prints ``READY`` when it serves, then runs until SIGTERM. A sink worker prints
+``DONE <received> <duplicates>`` once it has received ``N`` events (it keeps counting
+afterwards, and prints again when a new round of ``N`` arrives). ``--count K`` runs K worker
+runtimes in this one process, serving the echo types ``TYPE-0`` ... ``TYPE-<K-1>`` (the
+many-workers scenario).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,16 @@ class Seq:
 
 
 SERIALIZERS = [*try_get_known_serializers_for_type(Blob), *try_get_known_serializers_for_type(Seq)]
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the event loop ``BENCH_LOOP`` names: ``uvloop``, or by default the standard one."""
+    if os.environ.get("BENCH_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def say(line: str) -> None:
@@ -156,9 +170,9 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        asyncio.run(run_host(args.runtime, args.port))
+        run_loop(run_host(args.runtime, args.port))
     else:
-        asyncio.run(run_workers(args))
+        run_loop(run_workers(args))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from autogen_core import AgentId, TopicId
 
-from _procs import Blob, Seq, make_worker
+from _procs import Blob, Seq, make_worker, run_loop
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -298,6 +299,59 @@ def scenarios(quick: bool) -> list[tuple[str, Scenario]]:
     ]
 
 
+#: The runtimes a run compares: how each is set up, given to every process of it.
+RUNTIMES: dict[str, dict[str, str]] = {
+    # autogen-ext's runtime, on the standard event loop, as its users run it.
+    "grpc": {},
+    # Ours, pure Python: the standard library's json and event loop.
+    "http": {"AUTOGEN_HTTP_JSON": "stdlib"},
+    # Ours with the [fast] extra: msgspec for the frames, uvloop for every process's loop.
+    "http-fast": {"BENCH_LOOP": "uvloop"},
+}
+
+
+def transport(runtime: str) -> str:
+    return "grpc" if runtime == "grpc" else "http"
+
+
+async def measure(runtime: str, quick: bool, only: str | None) -> dict[str, dict[str, Any]]:
+    """Every scenario (whose name contains ``only``) on one runtime, in this process."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, scenario in scenarios(quick):
+        if only and only.lower() not in name.lower():
+            continue
+        results[name] = await scenario(transport(runtime))
+        print(f"# {name} [{runtime}]: {json.dumps(results[name])}", file=sys.stderr)
+    if runtime != "grpc" and (not only or "128" in only or "in-process" in only.lower()):
+        name = "In-process runtime, 128 in flight"
+        results[name] = await in_process_throughput(200 if quick else 20000, 128)
+        print(f"# {name} [{runtime}]: {json.dumps(results[name])}", file=sys.stderr)
+    return results
+
+
+def measure_in_child(runtime: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Run :func:`measure` in a fresh process set up as ``runtime`` (each has its own codec and loop)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", runtime]
+    if args.quick:
+        command.append("--quick")
+    if args.only:
+        command += ["--only", args.only]
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOGEN_HTTP_JSON", "BENCH_LOOP")}
+    env.update(RUNTIMES[runtime])
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"the {runtime} run failed (exit code {done.returncode})")
+    results: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    return results
+
+
+def median(values: list[Any]) -> Any:
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    if len(numbers) == len(values):
+        return statistics.median(numbers)
+    return values[0] if len(set(map(str, values))) == 1 else " / ".join(map(str, values))
+
+
 def ratio(ours: Any, theirs: Any) -> str:
     if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
         return f"{ours / theirs:.2f}"
@@ -308,35 +362,66 @@ def show(value: Any) -> str:
     return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
 
-async def main() -> None:
+def table(results: dict[str, dict[str, dict[str, Any]]], runtimes: list[str]) -> list[str]:
+    """Scenario, figure, one column per runtime, then each of ours over gRPC."""
+    ours = [r for r in runtimes if r != "grpc"]
+    ratios = [f"{r}/grpc" for r in ours] if "grpc" in runtimes else []
+    lines = [f"{'scenario':34} {'figure':20} " + " ".join(f"{c:>12}" for c in [*runtimes, *ratios])]
+    for name, by_runtime in results.items():
+        figures = next(iter(by_runtime.values()))
+        for figure in figures:
+            cells = [show(by_runtime.get(r, {}).get(figure, "-")) for r in runtimes]
+            if ratios:
+                theirs = by_runtime.get("grpc", {}).get(figure)
+                cells += [ratio(by_runtime.get(r, {}).get(figure), theirs) for r in ours]
+            lines.append(f"{name[:34]:34} {figure:20} " + " ".join(f"{c:>12}" for c in cells))
+    return lines
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test, not a measurement")
     parser.add_argument("--only", help="run the scenarios whose name contains this text")
-    parser.add_argument("--runtimes", default="grpc,http", help="comma-separated: grpc, http")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--runtimes", default=",".join(RUNTIMES), help=f"comma-separated, of: {', '.join(RUNTIMES)}"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="repeat everything; the table shows medians")
+    parser.add_argument("--json", type=Path, help="also write every run's results here")
+    parser.add_argument("--child", choices=list(RUNTIMES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # one runtime's measurements, as JSON on stdout
+        found: dict[str, Any] = {}
+
+        async def child() -> None:
+            found.update(await measure(args.child, args.quick, args.only))
+
+        run_loop(child())
+        print(json.dumps(found))
+        return
     runtimes = args.runtimes.split(",")
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, scenario in scenarios(args.quick):
-        if args.only and args.only.lower() not in name.lower():
-            continue
-        results[name] = {}
-        for runtime in runtimes:
-            results[name][runtime] = await scenario(runtime)
-            print(f"# {name} [{runtime}]: {json.dumps(results[name][runtime])}", file=sys.stderr)
-    print(f"{'scenario':38} {'figure':22} {'http':>12} {'grpc':>12} {'http/grpc':>10}")
-    for name, by_runtime in results.items():
-        ours, theirs = by_runtime.get("http", {}), by_runtime.get("grpc", {})
-        for figure in ours or theirs:
-            mine, other = ours.get(figure, "-"), theirs.get(figure, "-")
-            print(f"{name:38} {figure:22} {show(mine):>12} {show(other):>12} {ratio(mine, other):>10}")
-    if not args.only or "128" in args.only or "in-process" in args.only:
-        reference = await in_process_throughput(200 if args.quick else 20000, 128)
-        results["In-process reference, 128 in flight"] = {"in-process": reference}
-        print(f"{'In-process runtime, 128 in flight':38} {'rpc_per_s':22} {show(reference['rpc_per_s']):>12}")
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        parser.error(f"unknown runtimes: {', '.join(sorted(unknown))}")
+    runs: list[dict[str, dict[str, Any]]] = []  # one per run and runtime, tagged below
+    collected: dict[str, dict[str, dict[str, list[Any]]]] = {}
+    for run in range(args.runs):
+        for runtime in runtimes:  # interleaved, so a slow spell of the machine hits all alike
+            results = measure_in_child(runtime, args)
+            runs.append({"run": {"index": run, "runtime": runtime}, **results})
+            for name, figures in results.items():
+                by_runtime = collected.setdefault(name, {}).setdefault(runtime, {})
+                for figure, value in figures.items():
+                    by_runtime.setdefault(figure, []).append(value)
+    medians = {
+        name: {rt: {f: median(v) for f, v in figures.items()} for rt, figures in by_runtime.items()}
+        for name, by_runtime in collected.items()
+    }
+    print(f"# medians of {args.runs} run(s); ours over gRPC as ratios", file=sys.stderr)
+    for line in table(medians, runtimes):
+        print(line)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"runs": runs, "medians": medians}, indent=2))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -24,7 +24,7 @@ import pytest
 from autogen_core import AgentId
 
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
-from autogen_http_runtime._cli import main
+from autogen_http_runtime._cli import _runner, main
 from autogen_http_runtime._serve import ServeSettings, make_server
 
 from .utils import SERIALIZERS, Text, Upper, bounded
@@ -63,7 +63,7 @@ async def ready_url(proc: asyncio.subprocess.Process) -> str:
     [
         pytest.param(
             (sys.executable, "-m", "autogen_http_runtime"),
-            ("--port", "0", "--log-format", "json", "--grace", "1"),
+            ("--port", "0", "--log-format", "json", "--grace", "1", "--loop", "asyncio"),
             {},
             signal.SIGTERM,
             id="python-m-flags-sigterm",
@@ -71,7 +71,12 @@ async def ready_url(proc: asyncio.subprocess.Process) -> str:
         pytest.param(
             (str(CONSOLE_SCRIPT),),
             (),
-            {"AUTOGEN_HTTP_PORT": "0", "AUTOGEN_HTTP_LOG_FORMAT": "json", "AUTOGEN_HTTP_GRACE": "1"},
+            {
+                "AUTOGEN_HTTP_PORT": "0",
+                "AUTOGEN_HTTP_LOG_FORMAT": "json",
+                "AUTOGEN_HTTP_GRACE": "1",
+                "AUTOGEN_HTTP_LOOP": "uvloop",
+            },
             signal.SIGINT,
             id="console-script-env-sigint",
         ),
@@ -112,6 +117,14 @@ async def test_serve_runs_a_host_until_a_signal_then_exits_0(
     assert "Signal received; stopping the host" in messages
     assert messages[-1].endswith(" stopped")
     assert {entry["level"] for entry in lines} == {"INFO"}  # nothing went wrong: no warning, no error
+
+
+def test_loop_auto_is_uvloop_when_installed_and_asyncio_on_request() -> None:
+    import uvloop  # the [fast] extra, part of the dev install
+
+    assert _runner("auto") is uvloop.run
+    assert _runner("uvloop") is uvloop.run
+    assert _runner("asyncio") is asyncio.run
 
 
 async def test_serve_on_a_taken_port_exits_1_with_one_line() -> None:

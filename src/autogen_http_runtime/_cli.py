@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(server, "port", "port to listen on; 0 picks a free one", type=int, metavar="PORT")
     _option(
         server, "grace", "seconds calls in flight get to finish on SIGTERM/SIGINT", type=float, metavar="S"
+    )
+    _option(
+        server,
+        "loop",
+        "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
+        choices=["auto", "asyncio", "uvloop"],
+        type=str.lower,
     )
 
     logs = serve_parser.add_argument_group("logging")
@@ -158,6 +165,17 @@ def _say_ready(server: HttpAgentServer) -> None:
     sys.stdout.flush()
 
 
+def _runner(loop: str) -> Callable[[Coroutine[Any, Any, None]], None] | None:
+    """What runs the host on the event loop ``loop`` names; ``None`` if it is not installed."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            return None if loop == "uvloop" else asyncio.run
+        return uvloop.run
+    return asyncio.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -171,8 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         parser.exit(2, f"{PROG} serve: invalid setting: {problems}\n")
     configure_logging(settings.log_level, settings.log_format)
+    run = _runner(settings.loop)
+    if run is None:
+        parser.exit(
+            2, f"{PROG} serve: --loop uvloop needs uvloop: pip install 'autogen-http-runtime[fast]'\n"
+        )
     try:
-        asyncio.run(serve(settings, _say_ready))
+        run(serve(settings, _say_ready))
     except OSError as exc:  # the port is taken, a certificate file is missing, ...
         sys.stderr.write(f"{PROG} serve: {exc}\n")
         return 1

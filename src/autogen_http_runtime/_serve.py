@@ -36,6 +36,7 @@ from ._service import DEFAULT_PUBLIC_ROUTES, HttpAgentService
 ENV_PREFIX = "AUTOGEN_HTTP_"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 
 
 class ServeSettings(BaseSettings):
@@ -45,6 +46,7 @@ class ServeSettings(BaseSettings):
 
     host: str = Field(DEFAULT_HOST, description="interface to bind; 0.0.0.0 for every IPv4 interface")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on; 0 picks a free one")
+    loop: EventLoop = Field("auto", description="event loop: uvloop when installed (auto), or asyncio")
     log_level: LogLevel = Field("info", description="level of the host's log lines")
     log_format: LogFormat = Field("text", description="text, or json for one JSON object per line")
 
@@ -109,7 +111,7 @@ class ServeSettings(BaseSettings):
         DEFAULT_GRACE, ge=0, description="seconds calls in flight get to finish on SIGTERM/SIGINT"
     )
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("loop", "log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
