@@ -203,6 +203,24 @@ async def test_16_mib_json_payload_by_default(make_worker: WorkerFactory) -> Non
     assert reply.content == "A" * (16 * MIB)
 
 
+async def test_a_worker_that_asks_for_compression_gets_it_and_its_messages_arrive_intact(
+    make_worker: WorkerFactory,
+) -> None:
+    serving = await make_worker(compression=True)
+    calling = await make_worker(compression=True)
+    plain = await make_worker()
+    negotiated = [
+        [type(e).__name__ for e in w._link.connection._ws.protocol.extensions]  # type: ignore[union-attr]
+        for w in (serving, calling, plain)
+    ]
+    assert negotiated == [["PerMessageDeflate"], ["PerMessageDeflate"], []]
+    await Upper.register(serving, "upper", Upper)
+    text = "compressible " * (MIB // 8)
+    for caller in (calling, plain):
+        reply = await bounded(caller.send_message(Text(text), AgentId("upper", "k")))
+        assert reply == Text(text.upper())
+
+
 async def test_16_mib_protobuf_payload_by_default(make_worker: WorkerFactory) -> None:
     serving = await protobuf_worker(make_worker)
     calling = await protobuf_worker(make_worker)

@@ -57,6 +57,8 @@ class ConnectionOptions:
     headers: dict[str, str]
     #: Bytes queued for sending above which :meth:`HostConnection.drain` waits.
     write_buffer_limit: int
+    #: Offer per-message deflate.
+    compression: bool = False
     #: TLS settings for a ``wss://`` host; ``None`` uses the system's trust store.
     ssl: ssl.SSLContext | None = None
 
@@ -135,7 +137,7 @@ class HostConnection:
                 connect(
                     url,
                     max_size=options.max_message_size,
-                    compression=None,
+                    compression="deflate" if options.compression else None,
                     ping_interval=options.ping_interval,
                     ping_timeout=options.ping_timeout,
                     additional_headers=options.headers,

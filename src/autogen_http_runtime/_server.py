@@ -169,7 +169,8 @@ class HttpAgentServer:
             ws_max_size=self._max_message_size,
             ws_ping_interval=self._ping_interval,
             ws_ping_timeout=self._ping_timeout,
-            ws_per_message_deflate=False,
+            # Accepted when a worker offers it (compression=True); workers do not by default.
+            ws_per_message_deflate=True,
             log_config=None,
             log_level=self._log_level,
             access_log=False,
