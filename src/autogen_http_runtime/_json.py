@@ -55,7 +55,8 @@ def _std_loads(text: str | bytes) -> Any:
 
 def _lenient_loads(text: str | bytes) -> Any:
     if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8")
+        # As json.loads reads bytes: a byte order mark, UTF-16 or UTF-32, lone surrogates.
+        text = bytes(text).decode(json.detect_encoding(text), "surrogatepass")
     return _lenient.decode(text)
 
 
@@ -99,15 +100,18 @@ if _codec is None:
     dumps, loads = _std_dumps, _std_loads
 else:
     dumps, loads = _codec
-# dumps(value) -> compact JSON text, pure ASCII (its length is its size in bytes); raises
-# TypeError for a value JSON cannot carry. loads(text or UTF-8 bytes) -> the value; raises
-# ValueError for text that is not JSON, RecursionError for text nested too deeply.
+# dumps(value) -> compact JSON text, pure ASCII (its length is its size in bytes). It is given
+# only what loads() returned, frames this package builds, and readable()'s results: msgspec
+# would also write bytes, sets, dates and the like, which the standard library refuses.
+# loads(text or bytes, read as json.loads reads them) -> the value; raises ValueError for
+# text that is not JSON, RecursionError for text nested too deeply.
 
 
 def readable(value: Any) -> Any:
     """``value`` (from user code) as :func:`loads` would give it back: safe to pass to :func:`dumps`.
 
     Raises:
-        TypeError: ``value`` holds something JSON cannot carry.
+        TypeError: ``value`` holds something JSON cannot carry (with msgspec on; without
+            it ``value`` comes back as it is, and :func:`dumps` raises the same error).
     """
     return loads(_std_dumps(value)) if FAST else value
