@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ._batching import joined, next_batch
+from ._batching import joined
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
@@ -238,7 +237,9 @@ class HttpAgentService:
             return
         session = self.core.open_session(identity=identity)
         # A peer that never says hello holds nothing and is not kept.
-        hello_timer = asyncio.get_running_loop().call_later(self._hello_timeout, _close_if_silent, session)
+        hello_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self._hello_timeout, _close_if_silent, session
+        )
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -259,7 +260,12 @@ class HttpAgentService:
                 text = message.get("text")
                 if text is None:
                     self.core.handle_binary(session)
-                elif (behind := self.core.handle_text(session, text)) is not None:
+                    continue
+                behind = self.core.handle_text(session, text)
+                if hello_timer is not None and session.greeted:
+                    hello_timer.cancel()  # frees what it holds now rather than when it was due
+                    hello_timer = None
+                if behind is not None:
                     await self._wait_to_catch_up(behind)
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
@@ -273,7 +279,8 @@ class HttpAgentService:
             reason = session.close_reason
             self._log.warning("Worker %s dropped: %s", session.worker_id, reason)
         finally:
-            hello_timer.cancel()
+            if hello_timer is not None:
+                hello_timer.cancel()
             self.core.close_session(session, reason)
             session.outbox.put_nowait(None)
             _, still_writing = await asyncio.wait({writer}, timeout=1.0)
@@ -289,11 +296,13 @@ class HttpAgentService:
             behind.drop_as_slow(f"did not catch up within {self._slow_consumer_timeout} s")
 
     async def _write(self, websocket: WebSocket, session: WorkerSession) -> None:
-        held: deque[str | None] = deque()
+        outbox = session.outbox
         try:
-            while (
-                batch := await next_batch(session.outbox, held, session.max_message_size, session.batching)
-            ) is not None:
+            while True:
+                while outbox.empty():
+                    await outbox.wait()
+                if (batch := outbox.take_batch(session.max_message_size, session.batching)) is None:
+                    break
                 await websocket.send_text(joined(batch))
                 for text in batch:
                     session.sent(text)

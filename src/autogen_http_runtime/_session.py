@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import _wire as wire
+from ._batching import take_batch
 from ._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
 from ._security import ANONYMOUS, Identity
 from ._wire import JsonObject, RequestId
@@ -25,13 +27,68 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
+class Outbox:
+    """The frames queued for one session, and ``None`` for "close": a FIFO with one reader.
+
+    Has ``asyncio.Queue``'s ``put_nowait``, ``get_nowait``, ``get`` and ``empty`` in a fifth
+    of its memory (one deque, and a future only while the reader waits): the host keeps
+    one per connection. One task at a time may wait on it.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[str | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: str | None) -> None:
+        self._items.append(item)
+        if self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+            self._waiter = None
+
+    def get_nowait(self) -> str | None:
+        """Raises: asyncio.QueueEmpty: Nothing is queued."""
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> str | None:
+        while not self._items:
+            await self.wait()
+        return self._items.popleft()
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future done once something is queued (at once if something is).
+
+        Raises:
+            RuntimeError: Another task is waiting already.
+        """
+        if self._waiter is not None and not self._waiter.done():
+            raise RuntimeError("Another task is already waiting on this outbox.")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._items:
+            waiter.set_result(None)
+        else:
+            self._waiter = waiter
+        return waiter
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def take_batch(self, limit: int, batching: bool) -> list[str] | None:
+        """The next frames to write (see :func:`_batching.take_batch`); the outbox must not be empty."""
+        return take_batch(self._items, limit, batching)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WorkerSession:
     """One connected worker, as the routing core sees it.
 
@@ -50,14 +107,14 @@ class WorkerSession:
     calls_made: dict[RequestId, int] = field(default_factory=dict)
     #: Calls this worker is serving: host request id -> the call.
     calls_served: dict[int, PendingCall] = field(default_factory=dict)
-    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    outbox: Outbox = field(default_factory=Outbox)
     #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the workers that
     #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
     queued_bytes: int = 0
     high_water: int = DEFAULT_HIGH_WATER
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
-    #: Set while ``queued_bytes`` is at most half of ``high_water``.
-    drained: asyncio.Event = field(default_factory=_set_event)
+    #: ``drained``, created when first needed: ``None`` means "set" (most workers never fall behind).
+    _drained: asyncio.Event | None = field(default=None, init=False, repr=False)
     #: The worker's own id for itself, the same across its reconnections.
     instance: str = ""
     bad_frames: int = 0
@@ -77,6 +134,14 @@ class WorkerSession:
     on_overflow: Callable[[WorkerSession], None] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
+
+    @property
+    def drained(self) -> asyncio.Event:
+        """Set while ``queued_bytes`` is at most half of ``high_water``."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+            self._drained.set()
+        return self._drained
 
     def send(self, frame: JsonObject) -> None:
         self.send_text(wire.encode(frame))
@@ -103,8 +168,8 @@ class WorkerSession:
         self.queued_bytes -= size
         self.frames_out += 1
         self.bytes_out += size
-        if self.queued_bytes <= self.high_water // 2:
-            self.drained.set()
+        if self._drained is not None and self.queued_bytes <= self.high_water // 2:
+            self._drained.set()
 
     def drop_as_slow(self, why: str) -> None:
         """Disconnect a worker that does not read as fast as frames arrive for it.
@@ -113,10 +178,10 @@ class WorkerSession:
         """
         if self.closed:
             return
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
+        self.outbox.clear()
         self.queued_bytes = 0
-        self.drained.set()
+        if self._drained is not None:
+            self._drained.set()
         self.overflowed = True
         self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
         if self.on_overflow is not None:
@@ -130,7 +195,7 @@ class WorkerSession:
             self.outbox.put_nowait(None)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingCall:
     """A routed call the host forwarded and is waiting to see answered."""
 
