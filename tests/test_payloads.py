@@ -210,10 +210,10 @@ async def test_a_worker_that_asks_for_compression_gets_it_and_its_messages_arriv
     calling = await make_worker(compression=True)
     plain = await make_worker()
     negotiated = [
-        [type(e).__name__ for e in w._link.connection._ws.protocol.extensions]  # type: ignore[union-attr]
+        w._link.connection._ws.extensions  # type: ignore[union-attr]
         for w in (serving, calling, plain)
     ]
-    assert negotiated == [["PerMessageDeflate"], ["PerMessageDeflate"], []]
+    assert negotiated == [["permessage-deflate"], ["permessage-deflate"], []]
     await Upper.register(serving, "upper", Upper)
     text = "compressible " * (MIB // 8)
     for caller in (calling, plain):

@@ -7,7 +7,6 @@ the worker send the frames queued for a socket as one JSON array (see ``docs/pro
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
 #: Most frames, and most bytes, one batch may carry.
@@ -15,28 +14,27 @@ MAX_BATCH_FRAMES = 512
 MAX_BATCH_BYTES = 512 * 1024
 
 
-async def next_batch(
-    queue: asyncio.Queue[str | None], held: deque[str | None], limit: int, batching: bool
-) -> list[str] | None:
-    """The next frames to write, at least one; ``None`` when the queue says "close".
+def take_batch(frames: deque[str | None], limit: int, batching: bool = True) -> list[str] | None:
+    """Take the next frames to write from the front of ``frames`` (which must not be empty),
+    at least one; ``None`` for the close marker.
 
-    Takes what is already queued, up to ``limit`` bytes on the wire (never more than one
-    frame past it, so a large frame still goes alone). A frame that does not fit, or the
-    close marker, is kept in ``held`` for the next call.
+    Takes up to ``limit`` bytes on the wire (a frame larger than that goes alone) and
+    :data:`MAX_BATCH_FRAMES` frames. A frame that does not fit, and the close marker, stay
+    in ``frames``.
     """
-    first = held.popleft() if held else await queue.get()
+    first = frames.popleft()
     if first is None:
         return None
     batch = [first]
     if not batching:
         return batch
-    size = len(first) + 2
+    size = len(first) + 2  # of joined(batch): the brackets, and a comma before each next frame
     limit = min(limit, MAX_BATCH_BYTES)
-    while not queue.empty() and len(batch) < MAX_BATCH_FRAMES:
-        following = queue.get_nowait()
+    while frames and len(batch) < MAX_BATCH_FRAMES:
+        following = frames[0]
         if following is None or size + len(following) + 1 > limit:
-            held.append(following)
             break
+        frames.popleft()
         batch.append(following)
         size += len(following) + 1
     return batch

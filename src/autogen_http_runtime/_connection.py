@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
 
+from . import _websocket
 from . import _wire as wire
 from ._address import HostEndpoint
-from ._batching import joined, next_batch
+from ._batching import MAX_BATCH_BYTES, joined, take_batch
 from ._constants import PROTOCOL_VERSION
 from ._exceptions import (
     AuthenticationError,
@@ -95,30 +95,28 @@ def client_ssl_context(
 
 
 class HostConnection:
-    """One open WebSocket to the host, after a successful ``hello``. Use :meth:`open`."""
+    """One open WebSocket to the host, after a successful ``hello``. Use :meth:`open`.
+
+    Frames sent during one turn of the event loop go out together, as one batch, at the end
+    of it; frames from the host are handled as soon as they arrive, in ``data_received``.
+    """
 
     def __init__(
-        self,
-        ws: ClientConnection,
-        options: ConnectionOptions,
-        handlers: ConnectionHandlers,
-        logger: logging.Logger,
+        self, options: ConnectionOptions, handlers: ConnectionHandlers, logger: logging.Logger
     ) -> None:
-        self._ws = ws
+        self._ws: _websocket.WebSocketClient | None = None
         self.max_message_size = options.max_message_size
         self.worker_id = ""
         self._handlers = handlers
         self._log = logger
         self._ids = itertools.count(1)
         self._pending: dict[RequestId, asyncio.Future[Any]] = {}
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self._queued_bytes = 0
-        self._write_buffer_limit = options.write_buffer_limit
-        self._writable = asyncio.Event()
-        self._writable.set()
+        #: Frames waiting for the end of this turn of the event loop, and their size.
+        self._outgoing: deque[str | None] = deque()
+        self._outgoing_bytes = 0
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
         self._closed_reason: str | None = None
-        self._reader = asyncio.create_task(self._read_loop(), name="autogen-http-worker-reader")
-        self._writer = asyncio.create_task(self._write_loop(), name="autogen-http-worker-writer")
 
     @classmethod
     async def open(
@@ -132,24 +130,25 @@ class HostConnection:
             RpcError: The host refused ``hello`` (e.g. an unsupported protocol version).
         """
         url = options.endpoint.ws_url
+        conn = cls(options, handlers, logger)
         try:
-            ws = await asyncio.wait_for(
-                connect(
+            conn._ws = await asyncio.wait_for(
+                _websocket.connect(
                     url,
+                    conn._received,
+                    conn._lost,
+                    headers=options.headers,
+                    ssl=options.ssl,
                     max_size=options.max_message_size,
-                    compression="deflate" if options.compression else None,
+                    compression=options.compression,
                     ping_interval=options.ping_interval,
                     ping_timeout=options.ping_timeout,
-                    additional_headers=options.headers,
-                    open_timeout=options.connect_timeout,
-                    # websockets wants ssl=True (system trust) or a context for wss, None for ws.
-                    ssl=(options.ssl or True) if url.startswith("wss://") else None,
+                    write_buffer_limit=options.write_buffer_limit,
                 ),
                 timeout=options.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise _connect_error(url, exc) from exc
-        conn = cls(ws, options, handlers, logger)
         try:
             hello = await conn.call(
                 Method.HELLO,
@@ -188,19 +187,40 @@ class HostConnection:
                 "(max_message_size on the worker and the host).",
                 code=ErrorCode.MESSAGE_TOO_LARGE,
             )
-        self._queued_bytes += size
-        if self._queued_bytes > self._write_buffer_limit:
-            self._writable.clear()
-        self._outbox.put_nowait(text)
+        self._outgoing.append(text)
+        self._outgoing_bytes += size
+        if self._outgoing_bytes >= MAX_BATCH_BYTES:
+            # A sender that never yields to the loop still gets its frames out, and then
+            # waits in drain() while the socket's buffer is full.
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write the frames sent so far, in batches the host reads (docs/protocol.md, "Batches")."""
+        self._flush_scheduled = False
+        frames, self._outgoing, self._outgoing_bytes = self._outgoing, deque(), 0
+        if self._ws is None or self._closed_reason is not None:
+            return
+        try:
+            while frames and (batch := take_batch(frames, self.max_message_size)) is not None:
+                self._ws.send_text(joined(batch).encode("ascii"))
+        except websockets.exceptions.InvalidState:
+            pass  # closing: the connection's end is reported by _lost()
+        except Exception:
+            self._log.exception("Writing to the host failed")
+            self._ws.abort()
 
     async def drain(self) -> None:
-        """Wait while more than ``write_buffer_limit`` bytes are queued: back-pressure for senders.
+        """Wait while more than ``write_buffer_limit`` bytes wait in the socket's buffer:
+        back-pressure for senders.
 
         Raises:
             HostConnectionError: The connection closed meanwhile.
         """
-        if not self._writable.is_set():
-            await self._writable.wait()
+        if self._ws is not None:
+            await self._ws.drain()
         if self._closed_reason is not None:
             raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
 
@@ -260,46 +280,22 @@ class HostConnection:
     def send_event(self, event: JsonObject) -> None:
         self._send(event)
 
-    # -- loops ------------------------------------------------------------------------
+    # -- receiving --------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        held: deque[str | None] = deque()
-        try:
-            # The host reads batches from any worker (docs/protocol.md, "Batches").
-            while (batch := await next_batch(self._outbox, held, self.max_message_size, True)) is not None:
-                await self._ws.send(joined(batch))
-                self._queued_bytes -= sum(len(text) for text in batch)
-                if self._queued_bytes <= self._write_buffer_limit // 2:
-                    self._writable.set()
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        except Exception:
-            self._log.exception("Writing to the host failed")
-            await self._ws.close(1011, "worker write error")
-        finally:
-            self._writable.set()  # wake senders; they see the closed connection
+    def _received(self, data: bytes, text: bool) -> None:
+        if not text:
+            self._log.warning("Ignored a binary frame from the host")
+            return
+        for frame in wire.decode_message(data):
+            try:
+                self._dispatch(frame)
+            except Exception:
+                # One frame we failed on must not cost the connection and every call on it.
+                self._log.exception("Failed to handle a frame from the host")
 
-    async def _read_loop(self) -> None:
-        reason = "connection closed"
-        try:
-            async for message in self._ws:
-                if isinstance(message, bytes):
-                    self._log.warning("Ignored a binary frame from the host")
-                    continue
-                for frame in wire.decode_message(message):
-                    try:
-                        self._dispatch(frame)
-                    except Exception:
-                        # One frame we failed on must not cost the connection and every call on it.
-                        self._log.exception("Failed to handle a frame from the host")
-        except websockets.exceptions.ConnectionClosed as exc:
-            reason = _describe_close(exc)
-        except Exception as exc:
-            self._log.exception("Reading from the host failed")
-            reason = f"read error: {exc!r}"
-        else:
-            reason = _describe_close(None, self._ws)
-        self._shut(reason)
+    def _lost(self, reason: str) -> None:
+        if self._ws is not None:  # not while connecting: open() reports that failure
+            self._shut(reason)
 
     def _dispatch(self, frame: wire.Frame | FrameError) -> None:
         if isinstance(frame, FrameError):
@@ -327,8 +323,7 @@ class HostConnection:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason
-        self._outbox.put_nowait(None)
-        self._writable.set()
+        self._outgoing, self._outgoing_bytes = deque(), 0
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -336,16 +331,12 @@ class HostConnection:
         self._handlers.closed(self, reason)
 
     async def close(self, code: int = 1000, reason: str = "worker stopping") -> None:
-        """Fail pending calls, close the WebSocket with ``code`` and wait for both loops. Idempotent."""
+        """Fail pending calls and close the WebSocket with ``code``. Idempotent."""
+        if self._ws is not None and self._closed_reason is None:
+            self._flush()  # what was sent before closing still goes out first
         self._shut(f"closed by this worker ({reason})")
-        # asyncio.wait neither raises for the tasks' outcomes nor cancels them on timeout.
-        _, writing = await asyncio.wait({self._writer}, timeout=2.0)
-        for task in writing:
-            task.cancel()
-        await self._ws.close(code, reason)
-        _, reading = await asyncio.wait({self._reader}, timeout=2.0)
-        for task in reading:
-            task.cancel()
+        if self._ws is not None:
+            await self._ws.close(code, reason)
 
 
 def _connect_error(url: str, exc: BaseException) -> HostConnectionError:
@@ -398,16 +389,3 @@ def _problem_detail(body: bytes | bytearray | None) -> str:
         return bytes(body[:200]).decode("utf-8", "replace")
     detail = value.get("detail") if isinstance(value, dict) else None
     return detail if isinstance(detail, str) else ""
-
-
-def _describe_close(
-    exc: websockets.exceptions.ConnectionClosed | None, ws: ClientConnection | None = None
-) -> str:
-    if exc is not None:
-        frame = exc.rcvd
-        code, reason = (frame.code, frame.reason) if frame is not None else (None, "")
-    else:
-        code, reason = (ws.close_code, ws.close_reason or "") if ws is not None else (None, "")
-    if code is None:
-        return "the connection dropped without a close frame"
-    return f"the host closed the connection (code {code}{': ' + reason if reason else ''})"

@@ -1,0 +1,295 @@
+"""A WebSocket client: an asyncio protocol driving websockets' sans-I/O ``ClientProtocol``.
+
+websockets' own asyncio client hands every message through a queue to a reader task, and
+every send through a lock and a coroutine. A worker's frames are small and many, and those
+hops cost about a third of its CPU per call (docs/performance.md). Here a message reaches
+its callback straight from ``data_received``, and :meth:`WebSocketClient.send_text` writes
+at once. What websockets' client does besides, this does too: the opening handshake with
+extra headers, TLS, keepalive pings, the closing handshake, and flow control (senders wait
+in :meth:`WebSocketClient.drain` while the socket's buffer is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl as ssl_module
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidMessage
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+#: Seconds to wait for the host's side of the closing handshake before dropping the socket.
+CLOSE_TIMEOUT: Final = 2.0
+
+#: Called with each complete message's bytes, and whether it is text.
+MessageHandler = Callable[[bytes, bool], None]
+#: Called once when the connection is gone, with why, in words.
+LostHandler = Callable[[str], None]
+
+
+class WebSocketClient(asyncio.Protocol):
+    """One client WebSocket connection. Use :func:`connect`."""
+
+    def __init__(
+        self,
+        protocol: ClientProtocol,
+        on_message: MessageHandler,
+        on_lost: LostHandler,
+        *,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        write_buffer_limit: int,
+    ) -> None:
+        self._ws = protocol
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._write_buffer_limit = write_buffer_limit
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._opened: asyncio.Future[None] = loop.create_future()
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self._ping_payload: bytes | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pong_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._failure: str | None = None
+        #: Set while the socket takes more data; cleared while its buffer is full.
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=self._write_buffer_limit)
+
+    def data_received(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+        self._handle_events()
+        self._write_out()
+
+    def eof_received(self) -> bool | None:
+        self._ws.receive_eof()
+        self._handle_events()
+        self._write_out()
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._ws.state is not State.CLOSED:
+            self._ws.receive_eof()
+            self._handle_events()
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self.writable.set()
+        reason = self.close_description()
+        if not self._opened.done():
+            self._opened.set_exception(
+                InvalidMessage("the host closed the connection before answering the WebSocket handshake")
+            )
+        if not self._lost.done():
+            self._lost.set_result(None)
+            self._on_lost(reason)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- what the connection's user calls --------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is State.OPEN and not self._lost.done()
+
+    @property
+    def extensions(self) -> list[str]:
+        """Names of the extensions the handshake agreed on (``permessage-deflate``)."""
+        return [extension.name for extension in self._ws.extensions]
+
+    def send_text(self, data: bytes) -> None:
+        """Send one text message now (``data`` is UTF-8).
+
+        Raises:
+            websockets.exceptions.InvalidState: The connection is closing or closed.
+        """
+        self._ws.send_text(data)
+        self._write_out()
+
+    async def drain(self) -> None:
+        """Wait while the socket's buffer holds more than the write buffer limit."""
+        if not self.writable.is_set():
+            await self.writable.wait()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code``: send the close frame, wait briefly for the host's answer."""
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(code, reason)
+            self._write_out()
+        if self._transport is not None and not self._lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                self._transport.abort()
+                await self._lost
+
+    def abort(self) -> None:
+        """Drop the socket now, without a closing handshake."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close_description(self) -> str:
+        """Why the connection closed, in words."""
+        received = self._ws.close_rcvd
+        if received is not None:
+            detail = f": {received.reason}" if received.reason else ""
+            return f"the host closed the connection (code {received.code}{detail})"
+        if self._failure is not None:
+            return self._failure
+        sent = self._ws.close_sent
+        if sent is not None and sent.code != 1000:
+            detail = f": {sent.reason}" if sent.reason else ""
+            return f"this worker closed the connection (code {sent.code}{detail})"
+        return "the connection dropped without a close frame"
+
+    # -- inside ---------------------------------------------------------------------------
+
+    async def _handshake(self, headers: Mapping[str, str]) -> None:
+        from . import __version__  # the package has finished importing by now
+
+        request = self._ws.connect()
+        for name, value in {"User-Agent": f"autogen-http-runtime/{__version__}", **headers}.items():
+            if name in request.headers:
+                del request.headers[name]
+            request.headers[name] = value
+        self._ws.send_request(request)
+        self._write_out()
+        await self._opened
+        if self._ping_interval is not None:
+            self._ping_timer = self._loop.call_later(self._ping_interval, self._ping)
+
+    def _handle_events(self) -> None:
+        for event in self._ws.events_received():
+            if isinstance(event, Response):
+                if self._opened.done():
+                    continue
+                if self._ws.handshake_exc is not None:
+                    self._opened.set_exception(self._ws.handshake_exc)
+                else:
+                    self._opened.set_result(None)
+            elif isinstance(event, Frame):
+                self._handle_frame(event)
+
+    def _handle_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._on_message(bytes(frame.data), opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(frame.data)]
+                self._fragmented_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), []
+                self._on_message(data, self._fragmented_text)
+        elif opcode is Opcode.PONG and self._ping_payload is not None and frame.data == self._ping_payload:
+            self._ping_payload = None
+        # Pings are answered, and close frames handled, by the protocol itself.
+
+    def _write_out(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        for data in self._ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if self._close_timer is None and self._ws.close_expected():
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
+    def _ping(self) -> None:
+        if self._ws.state is not State.OPEN:
+            return
+        if self._ping_payload is None:  # the last one was answered
+            self._ping_payload = os.urandom(4)
+            self._ws.send_ping(self._ping_payload)
+            self._write_out()
+            if self._ping_timeout is not None:
+                self._pong_timer = self._loop.call_later(
+                    self._ping_timeout, self._ping_timed_out, self._ping_payload
+                )
+        assert self._ping_interval is not None
+        self._ping_timer = self._loop.call_later(self._ping_interval, self._ping)
+
+    def _ping_timed_out(self, payload: bytes) -> None:
+        if self._ping_payload == payload and self._ws.state is State.OPEN:
+            self._failure = "keepalive ping timeout: the host did not answer in time"
+            self._ws.fail(1011, "keepalive ping timeout")
+            self._write_out()
+            self.abort()
+
+
+async def connect(
+    url: str,
+    on_message: MessageHandler,
+    on_lost: LostHandler,
+    *,
+    headers: Mapping[str, str],
+    ssl: ssl_module.SSLContext | None,
+    max_size: int,
+    compression: bool,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    write_buffer_limit: int,
+) -> WebSocketClient:
+    """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and return it once it is open.
+
+    Raises:
+        OSError: The host cannot be reached (``ssl.SSLError`` for TLS failures).
+        websockets.exceptions.InvalidHandshake: The host refused the WebSocket, e.g.
+            ``InvalidStatus`` for an HTTP error response, or closed before answering.
+    """
+    uri = parse_uri(url)
+    protocol = ClientProtocol(
+        uri,
+        max_size=max_size,
+        extensions=enable_client_permessage_deflate(None) if compression else None,
+    )
+    tls = (ssl or ssl_module.create_default_context()) if uri.secure else None
+
+    def make() -> WebSocketClient:
+        return WebSocketClient(
+            protocol,
+            on_message,
+            on_lost,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            write_buffer_limit=write_buffer_limit,
+        )
+
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        make, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
+    )
+    try:
+        await client._handshake(headers)
+    except BaseException:
+        client.abort()
+        raise
+    return client
