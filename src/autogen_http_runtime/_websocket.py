@@ -15,7 +15,7 @@ import asyncio
 import os
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Final, cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage
@@ -72,9 +72,9 @@ class WebSocketClient(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=self._write_buffer_limit)
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, but has its methods).
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._write_buffer_limit)
 
     def data_received(self, data: bytes) -> None:
         self._ws.receive_data(data)
