@@ -33,6 +33,7 @@ from autogen_http_runtime import (
 )
 from autogen_http_runtime._security import RateLimiter
 
+from .test_websocket_client import connect_proxy
 from .utils import SERIALIZERS, TIMEOUT, Recorder, Text, Upper, bounded
 
 TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token", "carol": "carol-secret-token"}
@@ -111,6 +112,22 @@ async def test_a_worker_talks_to_the_host_over_tls(tls: dict[str, str], ca: trus
         reply = await bounded(caller.send_message(Text("over tls"), AgentId("upper", "k")))
         assert reply == Text("OVER TLS")
         assert serving_worker._options.endpoint.ws_url.startswith("wss://")
+
+
+async def test_a_worker_reaches_a_tls_host_through_an_http_proxy(
+    tls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(ssl_settings=host_tls(tls)) as server, workers() as make, connect_proxy() as proxied:
+        proxy_url, asked = proxied
+        serving_worker = await make(server.url, ssl_ca=tls["ca"])
+        await Upper.register(serving_worker, "upper", lambda: Upper())
+        for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        caller = await make(server.url, ssl_ca=tls["ca"])  # TLS end to end, inside the tunnel
+        reply = await bounded(caller.send_message(Text("tunnelled"), AgentId("upper", "k")))
+        assert reply == Text("TUNNELLED")
+        assert asked == [server.url.removeprefix("https://")]
 
 
 async def test_a_certificate_from_another_ca_is_refused_clearly(tls: dict[str, str], tmp_path: Path) -> None:

@@ -149,6 +149,8 @@ class HostConnection:
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise _connect_error(url, exc) from exc
+        if conn._closed_reason is not None:
+            raise HostConnectionError(f"The connection to the host was lost: {conn._closed_reason}.")
         try:
             hello = await conn.call(
                 Method.HELLO,
@@ -192,14 +194,17 @@ class HostConnection:
         if self._outgoing_bytes >= MAX_BATCH_BYTES:
             # A sender that never yields to the loop still gets its frames out, and then
             # waits in drain() while the socket's buffer is full.
-            self._flush()
+            self._write_out()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Write the frames sent so far, in batches the host reads (docs/protocol.md, "Batches")."""
         self._flush_scheduled = False
+        self._write_out()
+
+    def _write_out(self) -> None:
+        """Write the frames sent so far, in batches the host reads (docs/protocol.md, "Batches")."""
         frames, self._outgoing, self._outgoing_bytes = self._outgoing, deque(), 0
         if self._ws is None or self._closed_reason is not None:
             return
@@ -294,8 +299,13 @@ class HostConnection:
                 self._log.exception("Failed to handle a frame from the host")
 
     def _lost(self, reason: str) -> None:
-        if self._ws is not None:  # not while connecting: open() reports that failure
+        if self._ws is not None:
             self._shut(reason)
+        else:
+            # Still connecting: a failed handshake is reported by open(). The WebSocket may
+            # also have opened and closed (a host that accepts and closes at once, 1013)
+            # before connect() returned: keep the reason, for open() to fail with.
+            self._closed_reason = reason
 
     def _dispatch(self, frame: wire.Frame | FrameError) -> None:
         if isinstance(frame, FrameError):
@@ -333,7 +343,7 @@ class HostConnection:
     async def close(self, code: int = 1000, reason: str = "worker stopping") -> None:
         """Fail pending calls and close the WebSocket with ``code``. Idempotent."""
         if self._ws is not None and self._closed_reason is None:
-            self._flush()  # what was sent before closing still goes out first
+            self._write_out()  # what was sent before closing still goes out first
         self._shut(f"closed by this worker ({reason})")
         if self._ws is not None:
             await self._ws.close(code, reason)

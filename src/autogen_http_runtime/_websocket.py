@@ -23,7 +23,7 @@ from websockets.extensions.permessage_deflate import enable_client_permessage_de
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -179,7 +179,7 @@ class WebSocketClient(asyncio.Protocol):
         self._ws.send_request(request)
         self._write_out()
         await self._opened
-        if self._ping_interval is not None:
+        if self._ping_interval is not None and not self._lost.done():
             self._ping_timer = self._loop.call_later(self._ping_interval, self._ping)
 
     def _handle_events(self) -> None:
@@ -231,6 +231,8 @@ class WebSocketClient(asyncio.Protocol):
             self._ws.send_ping(self._ping_payload)
             self._write_out()
             if self._ping_timeout is not None:
+                if self._pong_timer is not None:
+                    self._pong_timer.cancel()
                 self._pong_timer = self._loop.call_later(
                     self._ping_timeout, self._ping_timed_out, self._ping_payload
                 )
@@ -284,12 +286,52 @@ async def connect(
         )
 
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(
-        make, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
-    )
+    proxy = _proxy_for(uri)
+    if proxy is None:
+        _, client = await loop.create_connection(
+            make, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
+        )
+    else:
+        client = await _through_proxy(proxy, uri, tls, make)
     try:
         await client._handshake(headers)
     except BaseException:
         client.abort()
+        raise
+    return client
+
+
+def _proxy_for(uri: WebSocketURI) -> str | None:
+    """The proxy the environment names for ``uri`` (``HTTPS_PROXY``, ``NO_PROXY``, ...), if any."""
+    try:
+        from websockets.proxy import get_proxy  # websockets 15 and later
+    except ImportError:
+        return None
+    return get_proxy(uri)
+
+
+async def _through_proxy(
+    proxy_url: str, uri: WebSocketURI, tls: ssl_module.SSLContext | None, make: Callable[[], WebSocketClient]
+) -> WebSocketClient:
+    """Reach the host through an HTTP(S) proxy (``CONNECT``), as websockets' own client does."""
+    from websockets.asyncio.client import connect_http_proxy
+    from websockets.proxy import parse_proxy
+
+    proxy = parse_proxy(proxy_url)
+    if not proxy.scheme.startswith("http"):
+        raise OSError(f"The proxy {proxy_url!r} is not an HTTP(S) proxy, the only kind a worker can use.")
+    transport = await connect_http_proxy(proxy, uri, ssl=True if proxy.scheme == "https" else None)
+    try:
+        client = make()
+        transport.set_protocol(client)
+        if tls is not None:
+            upgraded = await asyncio.get_running_loop().start_tls(
+                transport, client, tls, server_hostname=uri.host
+            )
+            assert upgraded is not None
+            transport = upgraded
+        client.connection_made(transport)
+    except BaseException:
+        transport.abort()
         raise
     return client
