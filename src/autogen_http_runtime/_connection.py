@@ -17,7 +17,7 @@ import websockets
 from . import _websocket
 from . import _wire as wire
 from ._address import HostEndpoint
-from ._batching import MAX_BATCH_BYTES, joined, take_batch
+from ._batching import FLUSH_FRAMES, MAX_BATCH_BYTES, joined, take_batch
 from ._constants import PROTOCOL_VERSION
 from ._exceptions import (
     AuthenticationError,
@@ -191,9 +191,9 @@ class HostConnection:
             )
         self._outgoing.append(text)
         self._outgoing_bytes += size
-        if self._outgoing_bytes >= MAX_BATCH_BYTES:
-            # A sender that never yields to the loop still gets its frames out, and then
-            # waits in drain() while the socket's buffer is full.
+        if self._outgoing_bytes >= MAX_BATCH_BYTES or len(self._outgoing) >= FLUSH_FRAMES:
+            # Out now, for the host to work on while we make more (see FLUSH_FRAMES); a sender
+            # that never yields to the loop then waits in drain() while the socket's buffer is full.
             self._write_out()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
