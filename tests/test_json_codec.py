@@ -211,6 +211,9 @@ def test_dumps_always_writes_ascii(value: Any) -> None:
     # Even a value not made readable: msgspec writes a plain NaN as null, but never non-ASCII.
     for dumps, _ in CODECS:
         assert dumps(value).isascii()
+    # dumpb is dumps as bytes, for each codec.
+    assert _json.dumpb(value) == _json.dumps(value).encode("ascii")
+    assert _json._std_dumpb(value) == _json._std_dumps(value).encode("ascii")
 
 
 @CODEC

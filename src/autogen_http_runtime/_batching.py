@@ -10,6 +10,7 @@ runs, the worker what it sent during one turn of the event loop (or as soon as
 from __future__ import annotations
 
 from collections import deque
+from typing import AnyStr
 
 #: Most frames, and most bytes, one batch may carry.
 MAX_BATCH_FRAMES = 512
@@ -22,7 +23,7 @@ MAX_BATCH_BYTES = 512 * 1024
 FLUSH_FRAMES = 32
 
 
-def take_batch(frames: deque[str | None], limit: int, batching: bool = True) -> list[str] | None:
+def take_batch(frames: deque[AnyStr | None], limit: int, batching: bool = True) -> list[AnyStr] | None:
     """Take the next frames to write from the front of ``frames`` (which must not be empty),
     at least one; ``None`` for the close marker.
 
@@ -48,6 +49,10 @@ def take_batch(frames: deque[str | None], limit: int, batching: bool = True) -> 
     return batch
 
 
-def joined(batch: list[str]) -> str:
-    """One frame as itself; several as a JSON array of them."""
-    return batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]"
+def joined(batch: list[AnyStr]) -> AnyStr:
+    """One frame as itself; several as a JSON array of them (text or bytes, as the frames are)."""
+    if len(batch) == 1:
+        return batch[0]
+    first = batch[0]
+    comma, open_, close = (b",", b"[", b"]") if isinstance(first, bytes) else (",", "[", "]")
+    return open_ + comma.join(batch) + close

@@ -112,7 +112,7 @@ class HostConnection:
         self._ids = itertools.count(1)
         self._pending: dict[RequestId, asyncio.Future[Any]] = {}
         #: Frames waiting for the end of this turn of the event loop, and their size.
-        self._outgoing: deque[str | None] = deque()
+        self._outgoing: deque[bytes | None] = deque()
         self._outgoing_bytes = 0
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -181,8 +181,8 @@ class HostConnection:
     def _send(self, frame: JsonObject) -> None:
         if self._closed_reason is not None:
             raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
-        text = wire.encode(frame)
-        size = len(text)  # encode() writes ASCII: characters are bytes
+        text = wire.encode_bytes(frame)
+        size = len(text)
         if size > self.max_message_size:
             raise MessageTooLargeError(
                 f"The message is {size} bytes on the wire; the limit is {self.max_message_size} bytes "
@@ -210,7 +210,7 @@ class HostConnection:
             return
         try:
             while frames and (batch := take_batch(frames, self.max_message_size)) is not None:
-                self._ws.send_text(joined(batch).encode("ascii"))
+                self._ws.send_text(joined(batch))
         except websockets.exceptions.InvalidState:
             pass  # closing: the connection's end is reported by _lost()
         except Exception:

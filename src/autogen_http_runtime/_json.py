@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FAST", "NonFiniteFloat", "dumps", "loads", "readable"]
+__all__ = ["FAST", "NonFiniteFloat", "dumpb", "dumps", "loads", "readable"]
 
 
 class NonFiniteFloat(float):
@@ -49,6 +49,10 @@ def _std_dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _std_dumpb(value: Any) -> bytes:
+    return _std_dumps(value).encode("ascii")
+
+
 def _std_loads(text: str | bytes) -> Any:
     return json.loads(text)
 
@@ -60,7 +64,7 @@ def _lenient_loads(text: str | bytes) -> Any:
     return _lenient.decode(text)
 
 
-def _fast_codec() -> tuple[Callable[[Any], str], Callable[[str | bytes], Any]] | None:
+def _fast_codec() -> tuple[Callable[[Any], str], Callable[[Any], bytes], Callable[[str | bytes], Any]] | None:
     if os.environ.get("AUTOGEN_HTTP_JSON", "").lower() == "stdlib":
         return None
     try:
@@ -71,12 +75,15 @@ def _fast_codec() -> tuple[Callable[[Any], str], Callable[[str | bytes], Any]] |
     decode = msgspec.json.Decoder().decode
     DecodeError = msgspec.DecodeError
 
-    def fast_dumps(value: Any) -> str:
+    def fast_dumpb(value: Any) -> bytes:
         try:
             data = encode(value)
         except (TypeError, ValueError, OverflowError):  # a NonFiniteFloat, a lone surrogate, ...
-            return _std_dumps(value)
-        return data.decode("ascii") if data.isascii() else _std_dumps(value)
+            return _std_dumpb(value)
+        return data if data.isascii() else _std_dumpb(value)
+
+    def fast_dumps(value: Any) -> str:
+        return fast_dumpb(value).decode("ascii")
 
     def fast_loads(text: str | bytes) -> Any:
         try:
@@ -86,7 +93,7 @@ def _fast_codec() -> tuple[Callable[[Any], str], Callable[[str | bytes], Any]] |
             # read and raises its own error (a ValueError) for the rest.
             return _lenient_loads(text)
 
-    return fast_dumps, fast_loads
+    return fast_dumps, fast_dumpb, fast_loads
 
 
 _codec = _fast_codec()
@@ -95,12 +102,11 @@ _codec = _fast_codec()
 FAST = _codec is not None
 
 dumps: Callable[[Any], str]
+dumpb: Callable[[Any], bytes]
 loads: Callable[[str | bytes], Any]
-if _codec is None:
-    dumps, loads = _std_dumps, _std_loads
-else:
-    dumps, loads = _codec
-# dumps(value) -> compact JSON text, pure ASCII (its length is its size in bytes). It is given
+dumps, dumpb, loads = _codec or (_std_dumps, _std_dumpb, _std_loads)
+# dumps(value) -> compact JSON text, pure ASCII (its length is its size in bytes); dumpb(value)
+# -> the same as bytes, for a socket (no copy to str and back for a large frame). Each is given
 # only what loads() returned, frames this package builds, and readable()'s results: msgspec
 # would also write bytes, sets, dates and the like, which the standard library refuses.
 # loads(text or bytes, read as json.loads reads them) -> the value; raises ValueError for

@@ -161,6 +161,11 @@ def encode(message: JsonObject) -> str:
     return _json.dumps(message)
 
 
+def encode_bytes(message: JsonObject) -> bytes:
+    """:func:`encode`, as ASCII bytes."""
+    return _json.dumpb(message)
+
+
 def encoded_size(text: str) -> int:
     """Bytes ``text`` takes on the wire (UTF-8)."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
@@ -462,7 +467,7 @@ def _data_bytes(value: JsonObject, name: str, base64_member: str) -> bytes:
                 ErrorCode.INVALID_PARAMS, f"'{name}.{base64_member}' is not valid base64."
             ) from None
     if "data" in value:
-        return _json.dumps(value["data"]).encode("ascii")
+        return _json.dumpb(value["data"])
     raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' needs 'data' or '{base64_member}'.")
 
 
