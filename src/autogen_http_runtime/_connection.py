@@ -98,7 +98,8 @@ class HostConnection:
     """One open WebSocket to the host, after a successful ``hello``. Use :meth:`open`.
 
     Frames sent during one turn of the event loop go out together, as one batch, at the end
-    of it; frames from the host are handled as soon as they arrive, in ``data_received``.
+    of it (or as soon as ``FLUSH_FRAMES`` of them wait); frames from the host are handled as
+    soon as they arrive, in ``data_received``.
     """
 
     def __init__(

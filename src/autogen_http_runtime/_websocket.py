@@ -113,10 +113,6 @@ class WebSocketClient(asyncio.Protocol):
     # -- what the connection's user calls --------------------------------------------------
 
     @property
-    def open(self) -> bool:
-        return self._ws.state is State.OPEN and not self._lost.done()
-
-    @property
     def extensions(self) -> list[str]:
         """Names of the extensions the handshake agreed on (``permessage-deflate``)."""
         return [extension.name for extension in self._ws.extensions]
