@@ -32,7 +32,7 @@ from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 
 from .conftest import WorkerFactory
-from .utils import TIMEOUT, Text, Upper, bounded
+from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded
 
 MIB = 1024 * 1024
 PROTO_SERIALIZERS = [
@@ -203,22 +203,32 @@ async def test_16_mib_json_payload_by_default(make_worker: WorkerFactory) -> Non
     assert reply.content == "A" * (16 * MIB)
 
 
-async def test_a_worker_that_asks_for_compression_gets_it_and_its_messages_arrive_intact(
+async def test_compression_needs_the_host_to_allow_it_and_messages_arrive_intact(
     make_worker: WorkerFactory,
 ) -> None:
-    serving = await make_worker(compression=True)
-    calling = await make_worker(compression=True)
-    plain = await make_worker()
-    negotiated = [
-        w._link.connection._ws.extensions  # type: ignore[union-attr]
-        for w in (serving, calling, plain)
-    ]
-    assert negotiated == [["permessage-deflate"], ["permessage-deflate"], []]
-    await Upper.register(serving, "upper", Upper)
-    text = "compressible " * (MIB // 8)
-    for caller in (calling, plain):
-        reply = await bounded(caller.send_message(Text(text), AgentId("upper", "k")))
-        assert reply == Text(text.upper())
+    def negotiated(worker: HttpWorkerAgentRuntime) -> list[str]:
+        return worker._link.connection._ws.extensions  # type: ignore[union-attr]
+
+    asking = await make_worker(compression=True)  # the default host does not allow it
+    assert negotiated(asking) == []
+    host = HttpAgentServer("127.0.0.1", port=0, compression=True)
+    await bounded(host.start())
+    workers = [HttpWorkerAgentRuntime(host.url, compression=on) for on in (True, True, False)]
+    try:
+        for worker in workers:
+            worker.add_message_serializer(SERIALIZERS)
+            await bounded(worker.start())
+        serving, calling, plain = workers
+        assert [negotiated(w) for w in workers] == [["permessage-deflate"], ["permessage-deflate"], []]
+        await Upper.register(serving, "upper", Upper)
+        text = "compressible " * (MIB // 8)
+        for caller in (calling, plain):
+            reply = await bounded(caller.send_message(Text(text), AgentId("upper", "k")))
+            assert reply == Text(text.upper())
+    finally:
+        for worker in workers:
+            await bounded(worker.stop())
+        await bounded(host.stop(grace=1))
 
 
 async def test_16_mib_protobuf_payload_by_default(make_worker: WorkerFactory) -> None:

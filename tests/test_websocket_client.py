@@ -475,3 +475,31 @@ async def test_a_worker_reaches_the_host_through_the_http_proxy_the_environment_
         assert reply == Text("PROXIED")
         assert asked == ([] if bypassed else [f"127.0.0.1:{host_port}"])
         await bounded(caller.stop())
+
+
+async def test_a_sender_that_never_waits_still_lets_the_loop_run(make_worker: WorkerFactory) -> None:
+    # Publishing in a loop never waits while the socket takes the data; the loop must still
+    # get a turn now and then, for replies, pings and other tasks.
+    publisher = await make_worker()
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counting = asyncio.ensure_future(count_turns())
+    try:
+        await asyncio.sleep(0)
+        message = Text("x" * 100)
+        before = turns
+
+        async def flood() -> None:  # one task, awaiting nothing but the publishes
+            for _ in range(5000):
+                await publisher.publish_message(message, TopicId("nobody", "s"))
+
+        await bounded(flood())
+        assert turns - before >= 10
+    finally:
+        counting.cancel()

@@ -21,6 +21,10 @@ MAX_BATCH_BYTES = 512 * 1024
 #: all 128 kept the three processes taking turns on one core's worth of work); 32 to 64
 #: measured best.
 FLUSH_FRAMES = 32
+#: Early writes (of FLUSH_FRAMES each) in one turn of the loop after which a sender's next
+#: ``drain()`` lets the loop run once: a loop that publishes without ever waiting would
+#: otherwise hold it (replies, pings and other tasks wait) for as long as the socket takes data.
+YIELD_AFTER_WRITES = 8
 
 
 def take_batch(frames: deque[AnyStr | None], limit: int, batching: bool = True) -> list[AnyStr] | None:

@@ -36,6 +36,8 @@ An option on the command line wins over the environment."""
 def _option(group: argparse._ArgumentGroup, name: str, help: str, **kwargs: Any) -> None:
     field = ServeSettings.model_fields[name]
     default = "not set" if field.default is None else field.default
+    if isinstance(default, bool):
+        default = "on" if default else "off"
     group.add_argument(
         "--" + name.replace("_", "-"),
         dest=name,
@@ -156,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds to wait for a pong; 'none' waits forever",
         type=_seconds_or_none,
         metavar="S",
+    )
+    _option(
+        limits,
+        "compression",
+        "accept per-message deflate from workers that offer it",
+        choices=["on", "off"],
+        type=str.lower,
     )
     return parser
 

@@ -17,7 +17,7 @@ import websockets
 from . import _websocket
 from . import _wire as wire
 from ._address import HostEndpoint
-from ._batching import FLUSH_FRAMES, MAX_BATCH_BYTES, joined, take_batch
+from ._batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
 from ._constants import PROTOCOL_VERSION
 from ._exceptions import (
     AuthenticationError,
@@ -116,6 +116,7 @@ class HostConnection:
         self._outgoing: deque[bytes | None] = deque()
         self._outgoing_bytes = 0
         self._flush_scheduled = False
+        self._early_writes = 0
         self._loop = asyncio.get_running_loop()
         self._closed_reason: str | None = None
 
@@ -194,14 +195,17 @@ class HostConnection:
         self._outgoing_bytes += size
         if self._outgoing_bytes >= MAX_BATCH_BYTES or len(self._outgoing) >= FLUSH_FRAMES:
             # Out now, for the host to work on while we make more (see FLUSH_FRAMES); a sender
-            # that never yields to the loop then waits in drain() while the socket's buffer is full.
+            # that never yields to the loop then waits in drain() (see YIELD_AFTER_WRITES).
             self._write_out()
-        elif not self._flush_scheduled:
+            self._early_writes += 1
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """At the end of a turn of the loop: write what is left."""
         self._flush_scheduled = False
+        self._early_writes = 0
         self._write_out()
 
     def _write_out(self) -> None:
@@ -225,6 +229,8 @@ class HostConnection:
         Raises:
             HostConnectionError: The connection closed meanwhile.
         """
+        if self._early_writes >= YIELD_AFTER_WRITES:
+            await asyncio.sleep(0)  # let the loop run: this sender has not waited for a while
         if self._ws is not None:
             await self._ws.drain()
         if self._closed_reason is not None:

@@ -107,6 +107,9 @@ class ServeSettings(BaseSettings):
     ping_timeout: Optional[float] = Field(
         DEFAULT_PING_TIMEOUT, gt=0, description="seconds to wait for a pong; 'none' waits forever"
     )
+    compression: bool = Field(
+        False, description="accept per-message deflate from workers that offer it (on or off)"
+    )
     grace: float = Field(
         DEFAULT_GRACE, ge=0, description="seconds calls in flight get to finish on SIGTERM/SIGINT"
     )
@@ -178,6 +181,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         service=service,
+        compression=settings.compression,
         # uvicorn's own lines repeat ours (connection open/closed): only its warnings, but at DEBUG.
         log_level="debug" if settings.log_level == "debug" else "warning",
         ssl=settings.uvicorn_ssl(),

@@ -77,6 +77,10 @@ class HttpAgentServer:
         ping_timeout: Seconds to wait for a pong before dropping the worker.
         service: An existing service to serve; a new one by default.
         log_level: Level for uvicorn's own loggers; ``None`` leaves logging configuration alone.
+        compression: Accept per-message deflate from a worker that offers it
+            (``HttpWorkerAgentRuntime(compression=True)``). Off by default: each compressed
+            connection keeps zlib state (hundreds of KiB) and spends CPU on every message;
+            it pays on slow links with large text payloads.
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
@@ -94,6 +98,7 @@ class HttpAgentServer:
         ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
         service: HttpAgentService | None = None,
         log_level: str | None = None,
+        compression: bool = False,
         ssl: Mapping[str, Any] | None = None,
         extra_grpc_config: object = None,
     ) -> None:
@@ -103,6 +108,7 @@ class HttpAgentServer:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._log_level = log_level
+        self._compression = compression
         self._ssl = dict(ssl or {})
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
@@ -169,8 +175,7 @@ class HttpAgentServer:
             ws_max_size=self._max_message_size,
             ws_ping_interval=self._ping_interval,
             ws_ping_timeout=self._ping_timeout,
-            # Accepted when a worker offers it (compression=True); workers do not by default.
-            ws_per_message_deflate=True,
+            ws_per_message_deflate=self._compression,
             log_config=None,
             log_level=self._log_level,
             access_log=False,

@@ -5,8 +5,8 @@ every send through a lock and a coroutine. A worker's frames are small and many,
 hops cost about a third of its CPU per call (docs/performance.md). Here a message reaches
 its callback straight from ``data_received``, and :meth:`WebSocketClient.send_text` writes
 at once. What websockets' client does besides, this does too: the opening handshake with
-extra headers, TLS, keepalive pings, the closing handshake, and flow control (senders wait
-in :meth:`WebSocketClient.drain` while the socket's buffer is full).
+extra headers, TLS, keepalive pings, the closing handshake, and flow control for sending
+(senders wait in :meth:`WebSocketClient.drain` while the socket's buffer is full).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ class WebSocketClient(asyncio.Protocol):
         reason = self.close_description()
         if not self._opened.done():
             self._opened.set_exception(
-                InvalidMessage("the host closed the connection before answering the WebSocket handshake")
+                self._ws.handshake_exc
+                or InvalidMessage("the host closed the connection before answering the WebSocket handshake")
             )
         if not self._lost.done():
             self._lost.set_result(None)
@@ -321,9 +322,14 @@ async def _through_proxy(
         client = make()
         transport.set_protocol(client)
         if tls is not None:
-            upgraded = await asyncio.get_running_loop().start_tls(
-                transport, client, tls, server_hostname=uri.host
-            )
+            try:
+                upgraded = await asyncio.get_running_loop().start_tls(
+                    transport, client, tls, server_hostname=uri.host
+                )
+            except TypeError as exc:  # Python 3.10's asyncio cannot run TLS inside TLS
+                raise OSError(
+                    f"Cannot reach a wss:// host through the https:// proxy {proxy_url!r}: {exc}"
+                ) from exc
             assert upgraded is not None
             transport = upgraded
         client.connection_made(transport)

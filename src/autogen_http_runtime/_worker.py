@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import signal
 import ssl as ssl_module
 import uuid
@@ -105,9 +106,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         reconnect_timeout: Seconds a call made while reconnecting waits for the connection.
         write_buffer_limit: Bytes queued for the host above which ``send_message`` and
             ``publish_message`` wait for the queue to drain.
-        compression: Offer per-message deflate to the host. Off by default: on loopback and
-            data-centre links it costs more CPU than it saves; it can pay on a slow link
-            with large text payloads. The host accepts it when offered.
+        compression: Offer per-message deflate to the host, which uses it if it allows it
+            (``HttpAgentServer(compression=True)``, ``serve --compression on``). Off by
+            default: on loopback and data-centre links it costs more CPU than it saves; it
+            can pay on a slow link with large text payloads.
         headers: Extra HTTP headers for the WebSocket handshake (e.g. ``Authorization``).
         token: A bearer token for a host that authenticates (sent as
             ``Authorization: Bearer <token>``). A refused token makes ``start()`` raise
@@ -368,7 +370,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             }
             params.update(current_trace_context())
             deadline = timeout if timeout is not None else self._call_timeout
-            if deadline is not None:
+            if deadline is not None and math.isfinite(deadline):  # JSON has no Infinity
                 params["timeout"] = deadline
             request_id, future = connection.start_call(Method.SEND, params)
             if cancellation_token is not None:
