@@ -49,12 +49,12 @@ SERIALIZERS = [*try_get_known_serializers_for_type(Blob), *try_get_known_seriali
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on the event loop ``BENCH_LOOP`` names: ``uvloop``, or by default the standard one."""
-    if os.environ.get("BENCH_LOOP") == "uvloop":
-        import uvloop
+    from autogen_http_runtime._cli import _runner  # what `serve --loop` uses
 
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+    run = _runner("uvloop" if os.environ.get("BENCH_LOOP") == "uvloop" else "asyncio")
+    if run is None:
+        raise SystemExit("BENCH_LOOP=uvloop needs uvloop: pip install 'autogen-http-runtime[fast]'")
+    run(main)
 
 
 def say(line: str) -> None:

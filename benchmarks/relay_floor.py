@@ -22,16 +22,16 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from autogen_http_runtime._cli import _runner
+
 LINE = b'{"jsonrpc":"2.0","id":1,"method":"send","params":{"payload":{"data":"0123456789abcdef"}}}\n'
 
 
 def run(main: Coroutine[Any, Any, None], loop: str) -> None:
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+    runner = _runner(loop)  # what `serve --loop` uses
+    if runner is None:
+        raise SystemExit("--loop uvloop needs uvloop: pip install 'autogen-http-runtime[fast]'")
+    runner(main)
 
 
 async def relay() -> None:
