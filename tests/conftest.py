@@ -8,11 +8,18 @@ from typing import Any
 
 import pytest
 
-from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
+from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, _server
 
 from .utils import SERIALIZERS, bounded
 
 WorkerFactory = Callable[..., Awaitable[HttpWorkerAgentRuntime]]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets ``BOTH_PATHS = True`` runs its tests that use ``server`` twice: on the
+    direct WebSocket path HttpAgentServer takes and on the ASGI path a mounted service takes."""
+    if getattr(metafunc.module, "BOTH_PATHS", False) and "server" in metafunc.fixturenames:
+        metafunc.parametrize("server", ["direct", "asgi"], indirect=True)
 
 
 @pytest.fixture
@@ -29,7 +36,13 @@ def restore_root_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[HttpAgentServer]:
+async def server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[HttpAgentServer]:
+    """A host on an ephemeral port; its worker WebSockets take the direct path
+    (``_host_websocket.py``), or the ASGI path for ``"asgi"`` (see ``pytest_generate_tests``)."""
+    if getattr(request, "param", "direct") == "asgi":
+        monkeypatch.setattr(_server, "direct_protocol", lambda: None)
     host = HttpAgentServer("127.0.0.1", port=0)
     await bounded(host.start())
     try:

@@ -22,6 +22,9 @@ from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 from .conftest import WorkerFactory
 from .utils import TIMEOUT, Recorder, Text, Upper, bounded
 
+#: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
+BOTH_PATHS = True
+
 JsonObject = dict[str, Any]
 
 # -- a raw client -------------------------------------------------------------------------

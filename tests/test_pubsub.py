@@ -33,6 +33,9 @@ from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, Subscr
 from .conftest import WorkerFactory
 from .utils import Ping, Recorder, Text, bounded
 
+#: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
+BOTH_PATHS = True
+
 Delivery = tuple[AgentId, Any, MessageContext]
 Inbox = asyncio.Queue[Delivery]
 

@@ -30,6 +30,7 @@ from autogen_http_runtime import (
     ReconnectPolicy,
     TooManyCallsError,
     WorkerDisconnectedError,
+    _server,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 
@@ -38,6 +39,9 @@ from .test_processes import spawn
 from .test_rpc import Slow
 from .test_server import until
 from .utils import SERIALIZERS, Recorder, Text, Upper, bounded
+
+#: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
+BOTH_PATHS = True
 
 #: Bound for a worker to find a restarted host again: backoff tops out at 2 s.
 RECONNECTED = 15.0
@@ -139,6 +143,57 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS line")
+
+
+@pytest.mark.parametrize("path", ["direct", "asgi"])
+async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-pressure that ends well: a subscriber that reads slower than a publisher publishes
+    holds the publisher back (the host stops reading it) instead of being dropped, and gets
+    every event, in order, once it reads."""
+    if path == "asgi":
+        monkeypatch.setattr(_server, "direct_protocol", lambda: None)
+    limit = 256 * 1024
+    # 1 MiB may be queued for a worker; past 512 KiB the host holds its senders back.
+    service = HttpAgentService(max_message_size=limit, max_queued_bytes=4 * limit)
+    events, chunk = 400, "x" * 64 * 1024  # 25 MiB: more than the sockets' buffers take
+    async with HttpAgentServer("127.0.0.1", port=0, service=service, max_message_size=limit) as server:
+        publisher = worker(server.url)
+        try:
+            await bounded(publisher.start())
+            async with connect(server.url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1) as slow:
+                setup = [
+                    ("hello", {"protocol": PROTOCOL_VERSION}),
+                    ("register_agent_type", {"type": "slow"}),
+                    (
+                        "add_subscription",
+                        {"subscription": {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}},
+                    ),
+                ]
+                for n, (method, params) in enumerate(setup):
+                    await slow.send(
+                        json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params})
+                    )
+                    assert '"result"' in str(await bounded(slow.recv()))
+
+                async def publish() -> None:
+                    for i in range(events):
+                        await publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s"))
+
+                publishing = asyncio.create_task(publish())
+                # Nothing is read until the host has held the publisher back at least once.
+                await until(lambda: service.core.stats.senders_held > 0 or publishing.done())
+                received = []
+                for _ in range(events):
+                    frame = json.loads(await bounded(slow.recv()))
+                    received.append(int(frame["data"]["content"].split(":", 1)[0]))
+                await bounded(publishing)
+                assert received == list(range(events))
+                assert service.core.stats.senders_held > 0
+                assert len(service.core.workers()) == 2  # the slow subscriber was not dropped
+        finally:
+            await bounded(publisher.stop())
 
 
 async def test_a_slow_subscriber_under_a_publish_flood_keeps_the_host_bounded() -> None:

@@ -20,6 +20,9 @@ from autogen_http_runtime import (
 from .conftest import WorkerFactory
 from .utils import Text, Upper, bounded
 
+#: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
+BOTH_PATHS = True
+
 
 async def test_call_between_workers(make_worker: WorkerFactory) -> None:
     serving = await make_worker()

@@ -22,6 +22,7 @@ from autogen_http_runtime import (
     HttpAgentService,
     HttpWorkerAgentRuntime,
 )
+from autogen_http_runtime._host_websocket import HostWebSocketProtocol, direct_protocol
 
 from .conftest import WorkerFactory
 from .utils import SERIALIZERS, Text, Upper, bounded
@@ -232,6 +233,24 @@ async def test_graceful_stop_lets_calls_finish_within_grace(
     for worker in (calling, serving):
         with pytest.raises(HostConnectionError):
             await bounded(worker.send_message(Text("c"), AgentId("finishing", "default")))
+
+
+async def test_the_host_routes_worker_frames_on_the_direct_path(
+    server: HttpAgentServer, make_worker: WorkerFactory
+) -> None:
+    # If a uvicorn release changes what _host_websocket.py builds on, this fails rather than
+    # every host silently falling back to the (slower) ASGI path.
+    assert direct_protocol() is HostWebSocketProtocol
+    serving, calling = await make_worker(), await make_worker()
+    await serving.register_factory("upper", Upper)
+    assert await bounded(calling.send_message(Text("hi"), AgentId("upper", "k"))) == Text("HI")
+    assert server._uvicorn is not None
+    attached = [
+        connection
+        for connection in server._uvicorn.server_state.connections
+        if isinstance(connection, HostWebSocketProtocol) and connection._session is not None
+    ]
+    assert len(attached) == 2
 
 
 async def test_service_mounted_in_users_fastapi_app() -> None:

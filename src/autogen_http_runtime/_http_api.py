@@ -188,7 +188,8 @@ class _HttpApi:
                         status, kind, title, message = refused
                         detail = f"Event {index} was not published: {message} Events before it were."
                         return problem_response(status, kind, title, detail)
-                    detail = f"Event {index} was not published: {answer}; events before it were."
+                    what = (answer or b"the host closed").decode("ascii")
+                    detail = f"Event {index} was not published: {what}; events before it were."
                     return problem_response(500, "internal", "Internal error", detail)
                 if behind is not None:
                     await self._service._wait_to_catch_up(behind)
@@ -308,13 +309,13 @@ class _HttpApi:
     def _file(
         self,
         session: WorkerSession,
-        text: str | None,
+        data: bytes | None,
         calls: dict[int, _Call],
         waiting: set[int],
         answers: dict[int, JsonObject],
     ) -> bool:
         """File one frame from the session's outbox; False once the session is closed."""
-        if text is None:
+        if data is None:
             # The host shut down (it has already sent -32010 for every call it knew of).
             for index in sorted(waiting):
                 answers[index] = wire.error(
@@ -324,8 +325,8 @@ class _HttpApi:
                 )
             waiting.clear()
             return False
-        session.sent(text)
-        frame = _json.loads(text)
+        session.sent(data)
+        frame = _json.loads(data)
         index = frame.get("id")
         if isinstance(index, int) and index in waiting:
             waiting.discard(index)
@@ -447,9 +448,9 @@ def request_identity(request: Request) -> Identity:
     return identity if isinstance(identity, Identity) else ANONYMOUS
 
 
-def _refusal(answer: str | None) -> tuple[int, str, str, str] | None:
+def _refusal(answer: bytes | None) -> tuple[int, str, str, str] | None:
     try:
-        frame = _json.loads(answer or "")
+        frame = _json.loads(answer or b"")
         code, message = frame["error"]["code"], str(frame["error"]["message"])
     except (ValueError, TypeError, KeyError):
         return None

@@ -98,6 +98,11 @@ class RouterCollector:
         yield counter("received_bytes", "Bytes of WebSocket messages received from workers.", totals.bytes_in)
         yield counter("sent_bytes", "Bytes of WebSocket messages sent to workers.", totals.bytes_out)
         yield gauge("queued_bytes", "Bytes queued for all workers, not yet written.", totals.queued_bytes)
+        yield counter(
+            "senders_held",
+            "Times the host stopped reading from a worker until a worker it sends to caught up.",
+            stats.senders_held,
+        )
         per_worker = GaugeMetricFamily(
             PREFIX + "worker_queued_bytes",
             "Bytes queued for one worker, not yet written (the back-pressure signal).",

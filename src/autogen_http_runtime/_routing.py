@@ -169,8 +169,10 @@ class MessageRouter:
 
     # -- frames -----------------------------------------------------------------------
 
-    def handle_text(self, session: WorkerSession, text: str) -> WorkerSession | None:
+    def handle_text(self, session: WorkerSession, text: str | bytes) -> WorkerSession | None:
         """Route one text message received from ``session``: a frame or a batch of frames.
+
+        ``text`` is the message's text, or its bytes when they are ASCII (no copy to decode them).
 
         Never raises: a bad frame is answered with a JSON-RPC error (when it has an id to
         answer) and logged; an unexpected failure is logged and answered with -32603.
@@ -221,8 +223,8 @@ class MessageRouter:
                 wire.error(request_id, ErrorCode.INTERNAL_ERROR, "Internal error while routing the frame.")
             )
 
-    def _deliver(self, target: WorkerSession, text: str) -> None:
-        target.send_text(text)
+    def _deliver(self, target: WorkerSession, data: bytes) -> None:
+        target.send_encoded(data)
         if target.backlogged:
             self._backlog = target
 
@@ -417,8 +419,8 @@ class MessageRouter:
                 req.id,
             )
         host_id = next(self._ids)
-        text = wire.encode(wire.request(host_id, req.method, req.params))
-        size = len(text)  # wire.encode writes ASCII: characters are bytes
+        data = wire.encode_bytes(wire.request(host_id, req.method, req.params))
+        size = len(data)
         if size > target.max_message_size:
             raise FrameError(
                 ErrorCode.MESSAGE_TOO_LARGE,
@@ -433,7 +435,7 @@ class MessageRouter:
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id
         target.calls_served[host_id] = call
-        self._deliver(target, text)
+        self._deliver(target, data)
 
     def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
@@ -459,12 +461,12 @@ class MessageRouter:
             self.stats.count_error(frame.code, frame.message, call.caller.worker_id, call.caller_id)
             reply = wire.error(call.caller_id, frame.code, frame.message, frame.data)
         try:
-            text = wire.encode(reply)
+            data = wire.encode_bytes(reply)
         except RecursionError:
             # json reads as deep as the stack allows, and writing runs a few frames deeper.
             message = "The reply is nested too deeply to forward."
-            text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
-        size = len(text)  # wire.encode writes ASCII: characters are bytes
+            data = wire.encode_bytes(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
+        size = len(data)
         if size > call.caller.max_message_size:
             # Sending it would make the caller's WebSocket close (1009) and fail all its calls.
             self._log.warning(
@@ -477,8 +479,8 @@ class MessageRouter:
                 f"The reply is {size} bytes; the calling worker accepts at most "
                 f"{call.caller.max_message_size}."
             )
-            text = wire.encode(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
-        self._deliver(call.caller, text)
+            data = wire.encode_bytes(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
+        self._deliver(call.caller, data)
 
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
         if note.method != Method.CANCEL:
@@ -513,8 +515,8 @@ class MessageRouter:
                     "No worker serves %s, subscribed to %s; event %s skipped", recipient, topic, event
                 )
                 continue
-            text = wire.encode(wire.event_for_recipient(attributes, recipient))
-            size = len(text)  # wire.encode writes ASCII: characters are bytes
+            data = wire.encode_bytes(wire.event_for_recipient(attributes, recipient))
+            size = len(data)
             if size > target.max_message_size:
                 self._log.warning(
                     "Event %s of %d bytes too large for worker %s; not delivered to %s",
@@ -527,7 +529,7 @@ class MessageRouter:
                 self.stats.event_copies_dropped += 1
                 continue
             self.stats.event_copies_delivered += 1
-            self._deliver(target, text)
+            self._deliver(target, data)
 
     # -- authorisation ----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from ._constants import (
     DEFAULT_PING_TIMEOUT,
     SERVER_LOGGER,
 )
+from ._host_websocket import direct_protocol
 from ._service import HttpAgentService
 from ._signals import signals_received
 
@@ -171,7 +172,7 @@ class HttpAgentServer:
         config = uvicorn.Config(
             self.app,
             lifespan="off",
-            ws="websockets-sansio",
+            ws=direct_protocol() or "websockets-sansio",
             ws_max_size=self._max_message_size,
             ws_ping_interval=self._ping_interval,
             ws_ping_timeout=self._ping_timeout,

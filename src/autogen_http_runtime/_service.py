@@ -24,6 +24,7 @@ from ._constants import (
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
 )
+from ._host_websocket import DIRECT_FRAMES, Attach, Receive
 from ._http_api import IDENTITY_STATE, add_http_api, problem_response
 from ._ops import operations_router
 from ._routing import MessageRouter
@@ -240,6 +241,18 @@ class HttpAgentService:
         hello_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             self._hello_timeout, _close_if_silent, session
         )
+
+        def receive(text: str | bytes | None) -> WorkerSession | None:
+            nonlocal hello_timer
+            if text is None:
+                self.core.handle_binary(session)
+                return None
+            behind = self.core.handle_text(session, text)
+            if hello_timer is not None and session.greeted:
+                hello_timer.cancel()  # frees what it holds now rather than when it was due
+                hello_timer = None
+            return behind
+
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -249,24 +262,18 @@ class HttpAgentService:
             task.cancel()
 
         session.on_overflow = drop
-        writer = asyncio.create_task(self._write(websocket, session))
+        # Under HttpAgentServer the WebSocket protocol routes frames itself (_host_websocket.py).
+        direct: Attach | None = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("attach")
+        ended: asyncio.Future[str] | None = None
+        writer: asyncio.Task[None] | None = None
         reason = "connection closed"
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    reason = f"closed with code {message.get('code', 1000)}"
-                    break
-                text = message.get("text")
-                if text is None:
-                    self.core.handle_binary(session)
-                    continue
-                behind = self.core.handle_text(session, text)
-                if hello_timer is not None and session.greeted:
-                    hello_timer.cancel()  # frees what it holds now rather than when it was due
-                    hello_timer = None
-                if behind is not None:
-                    await self._wait_to_catch_up(behind)
+            if direct is not None:
+                ended = direct(session, receive, self._wait_to_catch_up)
+                reason = await asyncio.shield(ended)
+            else:
+                writer = asyncio.create_task(self._write(websocket, session))
+                reason = await self._read(websocket, receive)
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
         except asyncio.CancelledError:
@@ -283,13 +290,26 @@ class HttpAgentService:
                 hello_timer.cancel()
             self.core.close_session(session, reason)
             session.outbox.put_nowait(None)
-            _, still_writing = await asyncio.wait({writer}, timeout=1.0)
-            for stuck in still_writing:
-                stuck.cancel()
+            # Let the close frame (and what precedes it) go out, for a second at most.
+            flushing = writer or ended
+            if flushing is not None:
+                _, still_writing = await asyncio.wait({flushing}, timeout=1.0)
+                if writer is not None and still_writing:
+                    writer.cancel()
             self._connections.discard(task)
+
+    async def _read(self, websocket: WebSocket, receive: Receive) -> str:
+        """Route the messages of an ASGI WebSocket until it ends; return why it ended."""
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return f"closed with code {message.get('code', 1000)}"
+            if (behind := receive(message.get("text"))) is not None:
+                await self._wait_to_catch_up(behind)
 
     async def _wait_to_catch_up(self, behind: WorkerSession) -> None:
         """Back-pressure: read no more from a sender while a worker it sends to is behind."""
+        self.core.stats.senders_held += 1
         try:
             await asyncio.wait_for(behind.drained.wait(), self._slow_consumer_timeout)
         except asyncio.TimeoutError:
@@ -303,9 +323,9 @@ class HttpAgentService:
                     await outbox.wait()
                 if (batch := outbox.take_batch(session.max_message_size, session.batching)) is None:
                     break
-                await websocket.send_text(joined(batch))
-                for text in batch:
-                    session.sent(text)
+                await websocket.send_text(joined(batch).decode("ascii"))
+                for data in batch:
+                    session.sent(data)
             if websocket.client_state is WebSocketState.CONNECTED:
                 await websocket.close(code=session.close_code, reason=session.close_reason)
         except (WebSocketDisconnect, RuntimeError, OSError):

@@ -32,14 +32,20 @@ class Outbox:
 
     Has ``asyncio.Queue``'s ``put_nowait``, ``get_nowait``, ``get`` and ``empty`` in a fifth
     of its memory (one deque, and a future only while the reader waits): the host keeps
-    one per connection. One task at a time may wait on it.
+    one per connection. One task at a time may wait on it; or a transport may
+    :meth:`listen` to it instead.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_listener", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[str | None] = deque()
+        self._items: deque[bytes | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[], None] | None = None
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (which must not raise) each time something is queued."""
+        self._listener = listener
 
     def qsize(self) -> int:
         return len(self._items)
@@ -47,20 +53,22 @@ class Outbox:
     def empty(self) -> bool:
         return not self._items
 
-    def put_nowait(self, item: str | None) -> None:
+    def put_nowait(self, item: bytes | None) -> None:
         self._items.append(item)
+        if self._listener is not None:
+            self._listener()
         if self._waiter is not None:
             if not self._waiter.done():
                 self._waiter.set_result(None)
             self._waiter = None
 
-    def get_nowait(self) -> str | None:
+    def get_nowait(self) -> bytes | None:
         """Raises: asyncio.QueueEmpty: Nothing is queued."""
         if not self._items:
             raise asyncio.QueueEmpty
         return self._items.popleft()
 
-    async def get(self) -> str | None:
+    async def get(self) -> bytes | None:
         while not self._items:
             await self.wait()
         return self._items.popleft()
@@ -83,7 +91,7 @@ class Outbox:
     def clear(self) -> None:
         self._items.clear()
 
-    def take_batch(self, limit: int, batching: bool) -> list[str] | None:
+    def take_batch(self, limit: int, batching: bool) -> list[bytes] | None:
         """The next frames to write (see :func:`_batching.take_batch`); the outbox must not be empty."""
         return take_batch(self._items, limit, batching)
 
@@ -144,27 +152,28 @@ class WorkerSession:
         return self._drained
 
     def send(self, frame: JsonObject) -> None:
-        self.send_text(wire.encode(frame))
+        self.send_encoded(wire.encode_bytes(frame))
 
-    def send_text(self, text: str) -> None:
+    def send_encoded(self, data: bytes) -> None:
+        """Queue a frame the core has encoded (ASCII JSON)."""
         if self.closed:
             return
-        size = len(text)  # the core only writes ASCII JSON: characters are bytes
+        size = len(data)
         if self.queued_bytes + size > self.max_queued_bytes:
             self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
             return
         self.queued_bytes += size
         if self.queued_bytes > self.high_water:
             self.drained.clear()
-        self.outbox.put_nowait(text)
+        self.outbox.put_nowait(data)
 
     @property
     def backlogged(self) -> bool:
         return self.queued_bytes > self.high_water
 
-    def sent(self, text: str) -> None:
-        """The transport wrote ``text`` to the socket."""
-        size = len(text)
+    def sent(self, data: bytes) -> None:
+        """The transport wrote ``data`` to the socket."""
+        size = len(data)
         self.queued_bytes -= size
         self.frames_out += 1
         self.bytes_out += size

@@ -177,6 +177,8 @@ class RouterStats:
     call_outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CallOutcome.ALL, 0))
     #: Seconds from forwarding a call to its answer, for answered calls.
     call_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Times the host stopped reading from a worker until one it sends to caught up (back-pressure).
+    senders_held: int = 0
     #: The last few errors, newest last.
     recent_errors: deque[ErrorRecord] = field(default_factory=recent_errors)
     #: Frames and bytes of workers that have disconnected (connected ones count on their session).
