@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -222,3 +223,54 @@ def test_runtime_tracer_makes_no_spans_while_nobody_collects_them() -> None:
     [span] = exporter.get_finished_spans()
     assert span.name == "autogen create x" and span.attributes is not None
     assert span.attributes["messaging.message.type"] == "Text"
+
+
+async def test_a_provider_installed_globally_later_is_picked_up_at_once() -> None:
+    # A fresh interpreter: the global provider can be installed only once per process.
+    code = (
+        "from contextlib import nullcontext\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from autogen_http_runtime._tracing import RuntimeTracer\n"
+        "tracer = RuntimeTracer(None, 'Worker Runtime')\n"
+        "assert isinstance(tracer.span('create', 'x'), nullcontext)\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "with tracer.span('create', 'x', 'Text'):\n"
+        "    pass\n"
+        "[span] = exporter.get_finished_spans()\n"
+        "assert span.name == 'autogen create x', span.name\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await bounded(process.communicate())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+
+
+async def test_a_provider_named_in_the_environment_is_used() -> None:
+    code = (
+        "from contextlib import nullcontext\n"
+        "from autogen_http_runtime._tracing import RuntimeTracer\n"
+        "assert not isinstance(RuntimeTracer(None, 'Worker Runtime').span('create', 'x'), nullcontext)\n"
+    )
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await bounded(process.communicate())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()

@@ -503,3 +503,27 @@ async def test_a_sender_that_never_waits_still_lets_the_loop_run(make_worker: Wo
         assert turns - before >= 10
     finally:
         counting.cancel()
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, MAX_BATCH_BYTES + 1])
+def test_text_frames_written_directly_are_what_websockets_reads(length: int) -> None:
+    from autogen_http_runtime._websocket import _text_frame
+
+    server = ServerProtocol(state=State.OPEN)
+    data = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+    header, masked = _text_frame(data, b"\x01\x02\x03\x04")
+    assert len(masked) == length and (length < 4 or masked != data)  # masked
+    server.receive_data(header + masked)
+    [frame] = server.events_received()
+    assert isinstance(frame, Frame) and frame.opcode is Opcode.TEXT and frame.fin
+    assert frame.data == data
+    assert server.state is State.OPEN and server.parser_exc is None
+
+
+def test_masking_keys_are_fresh_for_each_frame() -> None:
+    from autogen_http_runtime._websocket import _mask_keys
+
+    keys = _mask_keys()
+    drawn = [next(keys) for _ in range(3000)]  # across several draws from os.urandom
+    assert all(len(key) == 4 for key in drawn)
+    assert len(set(drawn)) > 2990  # 4 random bytes each: a few repeats at most

@@ -178,6 +178,12 @@ class HostConnection:
     def closed(self) -> bool:
         return self._closed_reason is not None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this connection runs on (asking asyncio for it costs a system call
+        on Python 3.11: it checks the process id)."""
+        return self._loop
+
     # -- sending ----------------------------------------------------------------------
 
     def _send(self, frame: JsonObject) -> None:
@@ -239,7 +245,7 @@ class HostConnection:
     def start_call(self, method: str, params: JsonObject) -> tuple[RequestId, asyncio.Future[Any]]:
         """Send a request and return its id and the future of its result."""
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._send(wire.request(request_id, method, params))
         self._pending[request_id] = future
         return request_id, future
@@ -294,7 +300,7 @@ class HostConnection:
 
     # -- receiving --------------------------------------------------------------------
 
-    def _received(self, data: bytes, text: bool) -> None:
+    def _received(self, data: bytes | bytearray, text: bool) -> None:
         if not text:
             self._log.warning("Ignored a binary frame from the host")
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
@@ -56,15 +56,15 @@ class Inbound:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, connection: HostConnection, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = connection.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def request(self, connection: HostConnection, req: wire.Request) -> None:
         token = CancellationToken()
         self._serving[(connection, req.id)] = token
-        self._spawn(self._serve_request(connection, req, token))
+        self._spawn(connection, self._serve_request(connection, req, token))
 
     def cancel(self, connection: HostConnection, request_id: RequestId) -> None:
         token = self._serving.get((connection, request_id))
@@ -151,7 +151,7 @@ class Inbound:
         return {"payload": wire.payload_to_wire(self._codec.encode(response))}
 
     def event(self, connection: HostConnection, event: wire.Event) -> None:
-        self._spawn(self._deliver_event(event))
+        self._spawn(connection, self._deliver_event(event))
 
     async def _deliver_event(self, event: wire.Event) -> None:
         attributes = event.attributes

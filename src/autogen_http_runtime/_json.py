@@ -53,18 +53,20 @@ def _std_dumpb(value: Any) -> bytes:
     return _std_dumps(value).encode("ascii")
 
 
-def _std_loads(text: str | bytes) -> Any:
+def _std_loads(text: str | bytes | bytearray) -> Any:
     return json.loads(text)
 
 
-def _lenient_loads(text: str | bytes) -> Any:
+def _lenient_loads(text: str | bytes | bytearray) -> Any:
     if isinstance(text, (bytes, bytearray)):
         # As json.loads reads bytes: a byte order mark, UTF-16 or UTF-32, lone surrogates.
         text = bytes(text).decode(json.detect_encoding(text), "surrogatepass")
     return _lenient.decode(text)
 
 
-def _fast_codec() -> tuple[Callable[[Any], str], Callable[[Any], bytes], Callable[[str | bytes], Any]] | None:
+def _fast_codec() -> (
+    tuple[Callable[[Any], str], Callable[[Any], bytes], Callable[[str | bytes | bytearray], Any]] | None
+):
     if os.environ.get("AUTOGEN_HTTP_JSON", "").lower() == "stdlib":
         return None
     try:
@@ -85,7 +87,7 @@ def _fast_codec() -> tuple[Callable[[Any], str], Callable[[Any], bytes], Callabl
     def fast_dumps(value: Any) -> str:
         return fast_dumpb(value).decode("ascii")
 
-    def fast_loads(text: str | bytes) -> Any:
+    def fast_loads(text: str | bytes | bytearray) -> Any:
         try:
             return decode(text)
         except (DecodeError, ValueError):
@@ -103,13 +105,13 @@ FAST = _codec is not None
 
 dumps: Callable[[Any], str]
 dumpb: Callable[[Any], bytes]
-loads: Callable[[str | bytes], Any]
+loads: Callable[[str | bytes | bytearray], Any]
 dumps, dumpb, loads = _codec or (_std_dumps, _std_dumpb, _std_loads)
 # dumps(value) -> compact JSON text, pure ASCII (its length is its size in bytes); dumpb(value)
 # -> the same as bytes, for a socket (no copy to str and back for a large frame). Each is given
 # only what loads() returned, frames this package builds, and readable()'s results: msgspec
 # would also write bytes, sets, dates and the like, which the standard library refuses.
-# loads(text or bytes, read as json.loads reads them) -> the value; raises ValueError for
+# loads(text, bytes or a bytearray, read as json.loads reads them) -> the value; raises ValueError for
 # text that is not JSON, RecursionError for text nested too deeply.
 
 

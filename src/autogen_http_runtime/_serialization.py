@@ -16,11 +16,17 @@ Besides the serializers registered with it, a codec makes some on its own; the r
   in this process made or was given a serializer for, or else a subclass of a class this
   codec has a serializer for; otherwise autogen-core's ``UnknownPayload``, as the gRPC
   runtime does.
+
+A flat dataclass with autogen-core's ``DataclassJsonMessageSerializer`` skips the JSON text:
+its fields go to the frame as a JSON value, and a JSON value from a frame becomes the
+dataclass, each exactly as the serializer and the JSON reader would have made it; a value
+that might come out differently (see :func:`reads_back_the_same`) takes the serializer's path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -39,7 +45,7 @@ from pydantic import BaseModel
 
 from ._exceptions import SerializationError
 from ._polymorphic import ModelJsonSerializer, has_model_fields, is_model_class, resolve_class
-from ._wire import Payload
+from ._wire import NO_VALUE, Payload
 
 SUPPORTED_CONTENT_TYPES = (JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE)
 
@@ -68,6 +74,9 @@ class PayloadCodec:
         #: Classes this codec serializes as JSON models, by type name: where decoding
         #: looks for subclasses of a declared handler type.
         self._model_classes: dict[str, type[Any]] = {}
+        #: Type name -> (class, field names) of the dataclasses whose JSON serializer is
+        #: exactly autogen-core's DataclassJsonMessageSerializer: those skip the text.
+        self._dataclasses: dict[str, tuple[type[Any], tuple[str, ...]]] = {}
 
     def add(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
         serializers = serializer if isinstance(serializer, Sequence) else [serializer]
@@ -79,6 +88,12 @@ class PayloadCodec:
             ):
                 one = ModelJsonSerializer(cls)
             self.registry.add_serializer(one)
+            if one.data_content_type == JSON_DATA_CONTENT_TYPE:
+                if cls is not None and type(one) is DataclassJsonMessageSerializer:
+                    names = tuple(field.name for field in dataclasses.fields(cls))
+                    self._dataclasses[one.type_name] = (cls, names)
+                else:
+                    self._dataclasses.pop(one.type_name, None)
             if cls is not None and one.data_content_type == JSON_DATA_CONTENT_TYPE:
                 self._model_classes[one.type_name] = cls
                 _known_classes.add(one.type_name, cls)
@@ -108,6 +123,10 @@ class PayloadCodec:
     def _encode(self, message: Any, type_name: str) -> Payload | None:
         for content_type in self._order:
             if self.registry.is_registered(type_name, content_type):
+                if content_type == JSON_DATA_CONTENT_TYPE and type_name in self._dataclasses:
+                    value = self._dataclass_value(message, *self._dataclasses[type_name])
+                    if value is not NO_VALUE:
+                        return Payload(type_name, content_type, value=value)
                 try:
                     data = self.registry.serialize(
                         message, type_name=type_name, data_content_type=content_type
@@ -124,7 +143,30 @@ class PayloadCodec:
             cls = _known_classes.get(name) or self._subclass_named(name)
             if cls is not None:
                 self.add(serializers_for(cls))
+        if (
+            payload.value is not NO_VALUE
+            and content_type == JSON_DATA_CONTENT_TYPE
+            and name in self._dataclasses
+        ):
+            fields = payload.value
+            if type(fields) is dict and reads_back_the_same(fields):
+                cls, _ = self._dataclasses[name]
+                return cls(**fields)  # what DataclassJsonMessageSerializer.deserialize does
         return self.registry.deserialize(payload.data, type_name=name, data_content_type=content_type)
+
+    @staticmethod
+    def _dataclass_value(message: Any, cls: type[Any], names: tuple[str, ...]) -> Any:
+        """``json.loads(DataclassJsonMessageSerializer(cls).serialize(message))``, made without
+        the text; :data:`NO_VALUE` when it might come out differently."""
+        if type(message) is not cls:
+            return NO_VALUE
+        try:
+            fields = {name: getattr(message, name) for name in names}
+        except Exception:
+            return NO_VALUE  # the serializer fails the same way, and says so
+        # As asdict(message) for fields holding JSON values, lists and dicts copied: the
+        # message may change before the frame is written.
+        return json_round_trip(fields)
 
     def _subclass_named(self, name: str) -> type[Any] | None:
         """A subclass called ``name`` of a class this codec has a serializer for (e.g. a handler's
@@ -138,6 +180,58 @@ class PayloadCodec:
             if match is not None and match is not base and match.__name__ == name:
                 found.add(match)
         return found.pop() if len(found) == 1 else None
+
+
+#: Integers beyond this go through the serializer: the standard library writes only so many digits.
+_INT_LIMIT = 2**64
+
+
+def json_round_trip(value: Any) -> Any:
+    """``json.loads(json.dumps(value))``, made without the text: ``value`` with its lists and
+    dicts copied, when :func:`reads_back_the_same`; else :data:`NO_VALUE`."""
+    try:
+        return _copied(value) if _same_after_round_trip(value) else NO_VALUE
+    except RecursionError:
+        return NO_VALUE  # nested too deeply to walk: the serializer decides
+
+
+def reads_back_the_same(value: Any) -> bool:
+    """Whether ``json.loads(json.dumps(value))`` gives back ``value`` exactly.
+
+    True when ``value`` holds only exact ``dict`` (with ``str`` keys), ``list``, ``str``,
+    ``int`` (up to 2**64 either way), finite ``float``, ``bool`` and ``None``: those come
+    back equal and of the same type, whether msgspec or the standard library reads and
+    writes them. False for anything else (tuples, subclasses such as enums, ``NaN``, keys
+    that are not strings, other objects), which is left to the serializer: it converts,
+    refuses or fails as it always did. False, too, for a value nested too deeply to walk.
+    """
+    try:
+        return _same_after_round_trip(value)
+    except RecursionError:
+        return False
+
+
+def _same_after_round_trip(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_INT_LIMIT < value < _INT_LIMIT)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(map(_same_after_round_trip, value))
+    if kind is dict:
+        return all(type(key) is str for key in value) and all(map(_same_after_round_trip, value.values()))
+    return False
+
+
+def _copied(value: Any) -> Any:
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    return value
 
 
 def serializers_for(cls: type[Any]) -> list[MessageSerializer[Any]]:

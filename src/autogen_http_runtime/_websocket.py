@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as ssl_module
-from collections.abc import Callable, Mapping
+import struct
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final, cast
 
 from websockets.client import ClientProtocol
@@ -25,11 +26,17 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
+try:
+    from websockets.speedups import apply_mask  # websockets' own choice, in frames.py
+except ImportError:  # pragma: no cover - a build of websockets without its C extension
+    from websockets.utils import apply_mask
+
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
 
-#: Called with each complete message's bytes, and whether it is text.
-MessageHandler = Callable[[bytes, bool], None]
+#: Called with each complete message's bytes, and whether it is text. The bytes may be a
+#: bytearray (websockets reads into one): no copy of a large message just to make it bytes.
+MessageHandler = Callable[[bytes | bytearray, bool], None]
 #: Called once when the connection is gone, with why, in words.
 LostHandler = Callable[[str], None]
 
@@ -65,6 +72,7 @@ class WebSocketClient(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._failure: str | None = None
+        self._mask_keys = _mask_keys()
         #: Set while the socket takes more data; cleared while its buffer is full.
         self.writable = asyncio.Event()
         self.writable.set()
@@ -124,8 +132,21 @@ class WebSocketClient(asyncio.Protocol):
         Raises:
             websockets.exceptions.InvalidState: The connection is closing or closed.
         """
-        self._ws.send_text(data)
-        self._write_out()
+        transport, ws = self._transport, self._ws
+        if (
+            ws.state is not State.OPEN
+            or ws.extensions
+            or ws.debug
+            or transport is None
+            or transport.is_closing()
+        ):
+            # Compressed, logged frame by frame, closing or closed: websockets frames it, or raises.
+            ws.send_text(data)
+            self._write_out()
+            return
+        # What websockets would write, without copying a large message into one buffer with
+        # its header: the header and the masked data go to the socket as they are.
+        transport.writelines(_text_frame(data, next(self._mask_keys)))
 
     async def drain(self) -> None:
         """Wait while the socket's buffer holds more than the write buffer limit."""
@@ -195,7 +216,8 @@ class WebSocketClient(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
-                self._on_message(bytes(frame.data), opcode is Opcode.TEXT)
+                data = frame.data
+                self._on_message(data if isinstance(data, bytearray) else bytes(data), opcode is Opcode.TEXT)
             else:
                 self._fragments = [bytes(frame.data)]
                 self._fragmented_text = opcode is Opcode.TEXT
@@ -242,6 +264,32 @@ class WebSocketClient(asyncio.Protocol):
             self._ws.fail(1011, "keepalive ping timeout")
             self._write_out()
             self.abort()
+
+
+def _text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
+    """A client's unfragmented, uncompressed text frame (RFC 6455, section 5.2): its header,
+    with the masking key ``mask``, and the masked data."""
+    length = len(data)
+    if length < 126:
+        header = struct.pack("!BB", _FIN_TEXT, _MASKED | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", _FIN_TEXT, _MASKED | 126, length)
+    else:
+        header = struct.pack("!BBQ", _FIN_TEXT, _MASKED | 127, length)
+    return header + mask, apply_mask(data, mask)
+
+
+def _mask_keys() -> Iterator[bytes]:
+    """Fresh masking keys, from the source websockets draws them from (``os.urandom``), a
+    thousand at a time: one system call for that many frames, not one each."""
+    while True:
+        pool = os.urandom(4096)
+        for start in range(0, len(pool), 4):
+            yield pool[start : start + 4]
+
+
+_FIN_TEXT: Final = 0x80 | Opcode.TEXT
+_MASKED: Final = 0x80
 
 
 async def connect(

@@ -139,13 +139,58 @@ class Event:
 Frame = Union[Request, Notification, Response, ErrorResponse, Event]
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
-    """A serialized message: the serializer's type name, its content type and the bytes."""
+class _NoValue:
+    def __repr__(self) -> str:
+        return "NO_VALUE"
 
-    data_type: str
-    data_content_type: str
-    data: bytes
+
+#: What :attr:`Payload.value` is for a payload known only by its bytes.
+NO_VALUE: Final = _NoValue()
+
+
+class Payload:
+    """A serialized message: the serializer's type name, its content type and the bytes.
+
+    A JSON payload may be known by its JSON value instead (``value``; :data:`NO_VALUE`
+    otherwise): one read from a frame, or made from a message without writing it as text
+    (see ``_serialization``). Its ``data`` is then that value as compact JSON, written when
+    first asked for: a payload that only passes from a frame to a message, or from a message
+    to a frame, never becomes bytes.
+    """
+
+    __slots__ = ("data_type", "data_content_type", "_data", "value")
+
+    def __init__(
+        self, data_type: str, data_content_type: str, data: bytes | None = None, *, value: Any = NO_VALUE
+    ) -> None:
+        if (data is None) == (value is NO_VALUE):
+            raise TypeError("A payload has either bytes (data) or a JSON value (value).")
+        self.data_type = data_type
+        self.data_content_type = data_content_type
+        self._data = data
+        self.value = value
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = _json.dumpb(self.value)
+        return self._data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Payload):
+            return NotImplemented
+        return (self.data_type, self.data_content_type, self.data) == (
+            other.data_type,
+            other.data_content_type,
+            other.data,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.data_type, self.data_content_type, self.data))
+
+    def __repr__(self) -> str:
+        held = f"value={self.value!r}" if self.value is not NO_VALUE else f"data={self._data!r}"
+        return f"Payload({self.data_type!r}, {self.data_content_type!r}, {held})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,7 +226,7 @@ def decode(text: str | bytes) -> Frame:
     return _decode_object(_parse(text))
 
 
-def decode_message(text: str | bytes) -> list[Frame | FrameError]:
+def decode_message(text: str | bytes | bytearray) -> list[Frame | FrameError]:
     """Parse one WebSocket message: a frame, or a batch of frames (a JSON array of them).
 
     Never raises: each frame that breaks the protocol stands in the list as the
@@ -198,7 +243,7 @@ def decode_message(text: str | bytes) -> list[Frame | FrameError]:
     return [_frame_or_error(obj)]
 
 
-def _parse(text: str | bytes) -> Any:
+def _parse(text: str | bytes | bytearray) -> Any:
     try:
         return _json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -418,6 +463,8 @@ def optional_number(params: JsonObject, name: str) -> float | None:
 def _data_members(payload: Payload) -> JsonObject:
     if payload.data_content_type == JSON_DATA_CONTENT_TYPE:
         # JSON payloads travel as JSON, so any language reads them without a second decode.
+        if payload.value is not NO_VALUE:
+            return {"data": payload.value}
         try:
             return {"data": _json.loads(payload.data)}
         except ValueError:
@@ -434,6 +481,8 @@ def payload_to_wire(payload: Payload) -> JsonObject:
 def payload_from_wire(value: Any, name: str = "payload") -> Payload:
     """Read a payload object ``{"data_type", "data_content_type", "data" | "data_base64"}``.
 
+    The payload holds ``data`` as its JSON value; its bytes are written only if asked for.
+
     Raises:
         FrameError: ``INVALID_PARAMS`` when the object is malformed.
     """
@@ -445,29 +494,29 @@ def payload_from_wire(value: Any, name: str = "payload") -> Payload:
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.data_type' must be a string.")
     if not isinstance(content_type, str):
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.data_content_type' must be a string.")
-    return Payload(data_type, content_type, _data_bytes(value, name, "data_base64"))
+    return _payload(data_type, content_type, value, name, "data_base64")
 
 
 def event_payload(attributes: JsonObject) -> Payload:
     """The payload of a decoded CloudEvent."""
     data_type = attributes.get(EXT_MESSAGE_TYPE, "")
     content_type = attributes.get("datacontenttype", JSON_DATA_CONTENT_TYPE)
-    return Payload(data_type, content_type, _data_bytes(attributes, "event", "data_base64"))
+    return _payload(data_type, content_type, attributes, "event", "data_base64")
 
 
-def _data_bytes(value: JsonObject, name: str, base64_member: str) -> bytes:
+def _payload(data_type: str, content_type: str, value: JsonObject, name: str, base64_member: str) -> Payload:
     if base64_member in value:
         encoded = value[base64_member]
         if not isinstance(encoded, str):
             raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.{base64_member}' must be a base64 string.")
         try:
-            return base64.b64decode(encoded, validate=True)
+            return Payload(data_type, content_type, base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):
             raise FrameError(
                 ErrorCode.INVALID_PARAMS, f"'{name}.{base64_member}' is not valid base64."
             ) from None
     if "data" in value:
-        return _json.dumpb(value["data"])
+        return Payload(data_type, content_type, value=value["data"])
     raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' needs 'data' or '{base64_member}'.")
 
 
