@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +31,7 @@ from websockets.protocol import State
 
 from ._batching import joined
 from ._session import WorkerSession
+from ._websocket import text_frame_header
 
 __all__ = ["DIRECT_FRAMES", "Attach", "CatchUp", "Receive", "direct_protocol"]
 
@@ -192,7 +192,7 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_text(data)
                 self.transport.write(b"".join(self.conn.data_to_send()))
             else:  # the header alone: no copy of a large message to prefix it
-                self.transport.writelines((text_frame_header(len(data)), data))
+                self.transport.writelines((text_frame_header(len(data), masked=False), data))
             for one in batch:
                 session.sent(one)
 
@@ -228,12 +228,3 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
     def _end(self, reason: str) -> None:
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(reason)
-
-
-def text_frame_header(length: int) -> bytes:
-    """The header of an unfragmented, unmasked text frame of ``length`` bytes (RFC 6455, 5.2)."""
-    if length < 126:
-        return struct.pack("!BB", 0x81, length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)

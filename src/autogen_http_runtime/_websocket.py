@@ -266,17 +266,20 @@ class WebSocketClient(asyncio.Protocol):
             self.abort()
 
 
-def _text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
-    """A client's unfragmented, uncompressed text frame (RFC 6455, section 5.2): its header,
-    with the masking key ``mask``, and the masked data."""
-    length = len(data)
+def text_frame_header(length: int, *, masked: bool) -> bytes:
+    """The header of an unfragmented, uncompressed text frame of ``length`` bytes (RFC 6455,
+    section 5.2), without the masking key that follows it in a masked frame."""
+    second = 0x80 if masked else 0
     if length < 126:
-        header = struct.pack("!BB", _FIN_TEXT, _MASKED | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", _FIN_TEXT, _MASKED | 126, length)
-    else:
-        header = struct.pack("!BBQ", _FIN_TEXT, _MASKED | 127, length)
-    return header + mask, apply_mask(data, mask)
+        return struct.pack("!BB", _FIN_TEXT, second | length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", _FIN_TEXT, second | 126, length)
+    return struct.pack("!BBQ", _FIN_TEXT, second | 127, length)
+
+
+def _text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
+    """A client's text frame with the masking key ``mask``: its header, and the masked data."""
+    return text_frame_header(len(data), masked=True) + mask, apply_mask(data, mask)
 
 
 def _mask_keys() -> Iterator[bytes]:
@@ -289,7 +292,6 @@ def _mask_keys() -> Iterator[bytes]:
 
 
 _FIN_TEXT: Final = 0x80 | Opcode.TEXT
-_MASKED: Final = 0x80
 
 
 async def connect(
