@@ -160,7 +160,13 @@ async def rpc_throughput(runtime: str, calls: int, in_flight: int) -> dict[str, 
         elapsed = time.perf_counter() - start
         procs_after = (host.cpu_seconds(), workers[0].cpu_seconds(), cpu_seconds("self"))
     cpu = [(after - before) / calls * 1e3 for before, after in zip(procs_before, procs_after, strict=True)]
-    return {"rpc_per_s": calls / elapsed, "cpu_ms_per_rpc": sum(cpu), "host_cpu_ms": cpu[0]}
+    return {
+        "rpc_per_s": calls / elapsed,
+        "cpu_ms_per_rpc": sum(cpu),
+        "host_cpu_ms": cpu[0],
+        "echo_cpu_ms": cpu[1],
+        "driver_cpu_ms": cpu[2],
+    }
 
 
 async def in_process_throughput(calls: int, in_flight: int) -> dict[str, float]:
