@@ -196,6 +196,76 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
             await bounded(publisher.stop())
 
 
+async def slow_subscriber(url: str) -> Any:
+    """A raw worker WebSocket subscribed to topic type 'flood' that reads only when told to."""
+    slow = await connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1)
+    subscription = {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}
+    setup = [
+        ("hello", {"protocol": PROTOCOL_VERSION}),
+        ("register_agent_type", {"type": "slow"}),
+        ("add_subscription", {"subscription": subscription}),
+    ]
+    for n, (method, params) in enumerate(setup):
+        await slow.send(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}))
+        assert '"result"' in str(await bounded(slow.recv()))
+    return slow
+
+
+@pytest.mark.parametrize("path", ["direct", "asgi"])
+async def test_a_publisher_held_for_a_subscriber_that_vanishes_goes_on_at_once(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "asgi":
+        monkeypatch.setattr(_server, "direct_protocol", lambda: None)
+    limit = 256 * 1024
+    # A slow consumer would hold the publisher for five minutes: far past bounded()'s limit.
+    service = HttpAgentService(max_message_size=limit, max_queued_bytes=4 * limit, slow_consumer_timeout=300)
+    chunk = "x" * 64 * 1024
+    async with HttpAgentServer("127.0.0.1", port=0, service=service, max_message_size=limit) as server:
+        publisher = worker(server.url)
+        try:
+            await bounded(publisher.start())
+            slow = await slow_subscriber(server.url)
+
+            async def publish() -> None:
+                for i in range(400):
+                    await publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s"))
+
+            publishing = asyncio.create_task(publish())
+            await until(lambda: service.core.stats.senders_held > 0 or publishing.done())
+            assert not publishing.done()
+            assert slow.transport is not None
+            slow.transport.abort()  # the subscriber vanishes with the publisher held for it
+            await bounded(publishing)  # released when its session closes, not after 300 s
+            assert len(service.core.workers()) == 1
+        finally:
+            await bounded(publisher.stop())
+
+
+async def test_a_worker_dropped_as_too_slow_is_disconnected_though_it_reads_nothing() -> None:
+    limit = 256 * 1024
+    service = HttpAgentService(max_message_size=limit, max_queued_bytes=4 * limit, slow_consumer_timeout=0.5)
+    chunk = "x" * 64 * 1024
+    async with HttpAgentServer("127.0.0.1", port=0, service=service, max_message_size=limit) as server:
+        publisher = worker(server.url)
+        try:
+            await bounded(publisher.start())
+            slow = await slow_subscriber(server.url)
+            assert server._uvicorn is not None
+            connections = server._uvicorn.server_state.connections
+            assert len(connections) == 2
+            for i in range(400):
+                await bounded(publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s")))
+            await until(lambda: len(service.core.workers()) == 1)  # dropped as too slow
+            # ... and its socket closed, though it never reads the close frame.
+            await until(lambda: len(connections) == 1)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await bounded(slow.recv())
+        finally:
+            await bounded(publisher.stop())
+
+
 async def test_a_slow_subscriber_under_a_publish_flood_keeps_the_host_bounded() -> None:
     queue_limit = 4 * 1024 * 1024
     args = ("--max-message-size", str(1024 * 1024), "--max-queued-bytes", str(queue_limit))

@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
-from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
 
 from ._batching import joined
 from ._session import WorkerSession
-from ._websocket import text_frame_header
+from ._websocket import text_frame_header, write_pieces
 
 __all__ = ["DIRECT_FRAMES", "Attach", "CatchUp", "Receive", "direct_protocol"]
 
@@ -47,20 +49,26 @@ CatchUp = Callable[[WorkerSession], Awaitable[None]]
 #: :meth:`HostWebSocketProtocol.attach`.
 Attach = Callable[[WorkerSession, Receive, CatchUp], "asyncio.Future[str]"]
 
-# What this module relies on in uvicorn's protocol; another version without them gets the
-# ASGI path instead (direct_protocol() returns None).
-_NEEDED = (
-    "handle_connect",
-    "handle_close",
-    "send_receive_event_to_app",
-    "connection_lost",
-    "resume_writing",
-)
+# What this module relies on in uvicorn's protocol, methods and attributes. A uvicorn whose
+# protocol lacks any of them gets the ASGI path instead (direct_protocol() returns None).
+_METHODS = ("handle_connect", "send_receive_event_to_app", "handle_parser_exception", "connection_lost")
+_ATTRIBUTES = (
+    "conn", "transport", "loop", "logger", "queue", "scope", "response", "frames", "curr_msg_data_type",
+    "close_sent", "close_timer", "close_timeout", "read_paused", "writable", "disconnected",
+)  # fmt: skip
 
 
+@functools.cache
 def direct_protocol() -> type[asyncio.Protocol] | None:
-    """The protocol class for ``uvicorn.Config(ws=...)``, or ``None`` if this uvicorn lacks what it needs."""
-    if not all(hasattr(WebSocketsSansIOProtocol, name) for name in _NEEDED):
+    """The protocol class for ``uvicorn.Config(ws=...)``, or ``None`` if this uvicorn's
+    sans-I/O protocol is not the one this module was written against."""
+    try:
+        source = inspect.getsource(WebSocketsSansIOProtocol)
+    except (OSError, TypeError):  # pragma: no cover - installed without its sources
+        return None
+    if not all(callable(getattr(WebSocketsSansIOProtocol, name, None)) for name in _METHODS):
+        return None  # pragma: no cover
+    if not all(re.search(rf"self\.{name}\b\s*[:=]", source) for name in _ATTRIBUTES):
         return None  # pragma: no cover
     return HostWebSocketProtocol
 
@@ -72,7 +80,8 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
     _receive: Receive | None = None
     _catch_up: CatchUp | None = None
     _ended: asyncio.Future[str] | None = None
-    _end_reason = "connection lost"
+    #: Why the connection ended, kept while messages read before it are held.
+    _end_reason: str | None = None
     _flush_scheduled = False
     #: Messages read while waiting for a worker to catch up, routed once it has.
     _held: deque[str | bytes | None] | None = None
@@ -97,15 +106,12 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         # Whatever uvicorn queued for the ASGI app before this (a hello sent right after
-        # the handshake, say) is routed first, in order.
-        while not self.queue.empty():
-            message: Any = self.queue.get_nowait()
-            if message["type"] == "websocket.receive":
-                self._route(message.get("text"))
-            elif message["type"] == "websocket.disconnect":
-                self._end(f"closed with code {message.get('code', 1000)}")
-        if self.disconnected:
-            self._end(self._end_reason)
+        # the handshake, say) is routed first, in order. From now on uvicorn's "disconnect"
+        # events (a close frame, a protocol error, a shutdown, the socket lost) end the
+        # connection here at once, as they end the ASGI endpoint's loop.
+        queued, self.queue = self.queue, _Disconnects(self)  # type: ignore[assignment]
+        while not queued.empty():
+            self.queue.put_nowait(queued.get_nowait())
         self._schedule_flush()
         return self._ended
 
@@ -147,19 +153,23 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
     async def _wait_for(self, behind: WorkerSession) -> None:
         assert self._catch_up is not None and self._held is not None
         held = self._held
-        while True:
-            await self._catch_up(behind)
-            while held:
-                assert self._receive is not None
-                if (next_behind := self._receive(held.popleft())) is not None:
-                    behind = next_behind
+        try:
+            while True:
+                await self._catch_up(behind)
+                while held:
+                    assert self._receive is not None
+                    if (next_behind := self._receive(held.popleft())) is not None:
+                        behind = next_behind
+                        break
+                else:
                     break
-            else:
-                break
-        self._held = None
-        if self.read_paused and not self.disconnected:
-            self.read_paused = False
-            self.transport.resume_reading()
+        finally:
+            self._held = None
+            if self.read_paused and not self.disconnected:
+                self.read_paused = False
+                self.transport.resume_reading()
+            if self._end_reason is not None:
+                self._end(self._end_reason)  # what ended meanwhile, now that the held are routed
 
     # -- writing ----------------------------------------------------------------------
 
@@ -174,8 +184,19 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
         session = self._session
         assert session is not None
         outbox = session.outbox
+        if session.overflowed:
+            outbox.clear()
+            if not self.close_sent:
+                # Dropped for not reading: the close frame goes out if the socket takes it,
+                # but waiting for the worker's side of the handshake could take forever.
+                self._close(session.close_code, session.close_reason)
+                if self.close_timer is not None:
+                    self.close_timer.cancel()
+                self.close_timer = self.loop.call_later(1.0, self.transport.abort)
+                self.close_sent = True
+            return
         while not outbox.empty():
-            if self.disconnected or self.close_sent:
+            if self.disconnected or self.close_sent or self.transport.is_closing():
                 outbox.clear()
                 return
             if not self.writable.is_set():
@@ -192,7 +213,7 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_text(data)
                 self.transport.write(b"".join(self.conn.data_to_send()))
             else:  # the header alone: no copy of a large message to prefix it
-                self.transport.writelines((text_frame_header(len(data), masked=False), data))
+                write_pieces(self.transport, (text_frame_header(len(data), masked=False), data))
             for one in batch:
                 session.sent(one)
 
@@ -216,15 +237,33 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- the end ----------------------------------------------------------------------
 
-    def handle_close(self, event: Frame) -> None:
-        if self.conn.close_rcvd is not None:
-            self._end_reason = f"closed with code {self.conn.close_rcvd.code}"
-        super().handle_close(event)
-
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._end(self._end_reason)
+        super().connection_lost(exc)  # queues a "disconnect": see _Disconnects
+        if self._waiting is not None:
+            self._waiting.cancel()  # nobody to read from: the held messages go with it
 
     def _end(self, reason: str) -> None:
+        if self._held is not None:
+            # Messages read before the end are routed first, as under ASGI: once the
+            # worker it waits for has caught up (see _wait_for).
+            self._end_reason = reason
+            return
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(reason)
+
+
+class _Disconnects:
+    """Stands in for uvicorn's ASGI queue once a connection is attached: the "disconnect"
+    events uvicorn puts there end the connection, as they end the ASGI endpoint's loop."""
+
+    def __init__(self, protocol: HostWebSocketProtocol) -> None:
+        self._protocol = protocol
+
+    def put_nowait(self, message: Any) -> None:
+        if message["type"] == "websocket.receive":
+            self._protocol._route(message.get("text"))
+        elif message["type"] == "websocket.disconnect":
+            self._protocol._end(f"closed with code {message.get('code', 1000)}")
+
+    def empty(self) -> bool:
+        return True

@@ -129,6 +129,7 @@ class MessageRouter:
         if self.sessions.pop(session.worker_id, None) is None:
             return
         session.closed = True
+        session.release_senders()  # a sender held back for it would wait for nothing
         if not session.local:
             self.stats.closed_frames_in += session.frames_in
             self.stats.closed_frames_out += session.frames_out

@@ -180,6 +180,11 @@ class WorkerSession:
         if self._drained is not None and self.queued_bytes <= self.high_water // 2:
             self._drained.set()
 
+    def release_senders(self) -> None:
+        """Let the senders held back for this worker go on: it is gone."""
+        if self._drained is not None:
+            self._drained.set()
+
     def drop_as_slow(self, why: str) -> None:
         """Disconnect a worker that does not read as fast as frames arrive for it.
 
@@ -189,8 +194,7 @@ class WorkerSession:
             return
         self.outbox.clear()
         self.queued_bytes = 0
-        if self._drained is not None:
-            self._drained.set()
+        self.release_senders()
         self.overflowed = True
         self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
         if self.on_overflow is not None:

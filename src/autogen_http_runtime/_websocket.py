@@ -15,7 +15,8 @@ import asyncio
 import os
 import ssl as ssl_module
 import struct
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final, cast
 
 from websockets.client import ClientProtocol
@@ -146,7 +147,7 @@ class WebSocketClient(asyncio.Protocol):
             return
         # What websockets would write, without copying a large message into one buffer with
         # its header: the header and the masked data go to the socket as they are.
-        transport.writelines(_text_frame(data, next(self._mask_keys)))
+        write_pieces(transport, _text_frame(data, next(self._mask_keys)))
 
     async def drain(self) -> None:
         """Wait while the socket's buffer holds more than the write buffer limit."""
@@ -275,6 +276,22 @@ def text_frame_header(length: int, *, masked: bool) -> bytes:
     if length < 1 << 16:
         return struct.pack("!BBH", _FIN_TEXT, second | 126, length)
     return struct.pack("!BBQ", _FIN_TEXT, second | 127, length)
+
+
+#: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills
+#: except on 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a write of many
+#: pieces would bypass flow control, so the pieces are joined and written as one.
+_WRITELINES_PAUSES = not (
+    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+)
+
+
+def write_pieces(transport: asyncio.WriteTransport, pieces: Sequence[bytes]) -> None:
+    """Write ``pieces`` in order, without joining them where the transport allows it."""
+    if _WRITELINES_PAUSES:
+        transport.writelines(pieces)
+    else:  # pragma: no cover - only on the Pythons named above
+        transport.write(b"".join(pieces))
 
 
 def _text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
