@@ -196,9 +196,9 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
             await bounded(publisher.stop())
 
 
-async def slow_subscriber(url: str) -> Any:
+async def slow_subscriber(url: str, **kwargs: Any) -> Any:
     """A raw worker WebSocket subscribed to topic type 'flood' that reads only when told to."""
-    slow = await connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1)
+    slow = await connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1, **kwargs)
     subscription = {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}
     setup = [
         ("hello", {"protocol": PROTOCOL_VERSION}),
@@ -240,6 +240,43 @@ async def test_a_publisher_held_for_a_subscriber_that_vanishes_goes_on_at_once(
             assert len(service.core.workers()) == 1
         finally:
             await bounded(publisher.stop())
+
+
+@pytest.mark.parametrize("path", ["direct", "asgi"])
+async def test_a_worker_that_closes_with_data_unread_is_forgotten_at_once(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its close frame ends its session though the host still holds data for it (which it
+    will never read): the socket lingers, the agent types it served do not."""
+    if path == "asgi":
+        monkeypatch.setattr(_server, "direct_protocol", lambda: None)
+    service = HttpAgentService()
+    chunk = "x" * 60_000
+    async with HttpAgentServer("127.0.0.1", port=0, service=service) as server:
+        publisher = worker(server.url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server._port))
+        slow = None
+        try:
+            await bounded(publisher.start())
+            slow = await slow_subscriber(server.url, sock=sock)
+            for i in range(120):  # 7.2 MB: more than the sockets take, less than high water (8 MiB)
+                await bounded(publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s")))
+            assert server._uvicorn is not None
+            connections = server._uvicorn.server_state.connections
+            # The host holds data for it that the kernel did not take.
+            await until(lambda: any(c.transport.get_write_buffer_size() > 0 for c in connections))
+            slow.protocol.send_close(1000, "done")
+            slow.send_data()  # the close frame goes out; nothing more is read
+            await until(lambda: "slow" not in service.core.agent_types)
+            assert len(service.core.workers()) == 1
+        finally:
+            await bounded(publisher.stop())
+            if slow is not None:
+                slow.transport.abort()
+            sock.close()
 
 
 async def test_a_worker_dropped_as_too_slow_is_disconnected_though_it_reads_nothing() -> None:
