@@ -145,6 +145,21 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS line")
 
 
+async def slow_subscriber(url: str, **kwargs: Any) -> Any:
+    """A raw worker WebSocket subscribed to topic type 'flood' that reads only when told to."""
+    slow = await connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1, **kwargs)
+    subscription = {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}
+    setup = [
+        ("hello", {"protocol": PROTOCOL_VERSION}),
+        ("register_agent_type", {"type": "slow"}),
+        ("add_subscription", {"subscription": subscription}),
+    ]
+    for n, (method, params) in enumerate(setup):
+        await slow.send(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}))
+        assert '"result"' in str(await bounded(slow.recv()))
+    return slow
+
+
 @pytest.mark.parametrize("path", ["direct", "asgi"])
 async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
     path: str, monkeypatch: pytest.MonkeyPatch
@@ -162,20 +177,7 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
         publisher = worker(server.url)
         try:
             await bounded(publisher.start())
-            async with connect(server.url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1) as slow:
-                setup = [
-                    ("hello", {"protocol": PROTOCOL_VERSION}),
-                    ("register_agent_type", {"type": "slow"}),
-                    (
-                        "add_subscription",
-                        {"subscription": {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}},
-                    ),
-                ]
-                for n, (method, params) in enumerate(setup):
-                    await slow.send(
-                        json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params})
-                    )
-                    assert '"result"' in str(await bounded(slow.recv()))
+            async with await slow_subscriber(server.url) as slow:
 
                 async def publish() -> None:
                     for i in range(events):
@@ -194,21 +196,6 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
                 assert len(service.core.workers()) == 2  # the slow subscriber was not dropped
         finally:
             await bounded(publisher.stop())
-
-
-async def slow_subscriber(url: str, **kwargs: Any) -> Any:
-    """A raw worker WebSocket subscribed to topic type 'flood' that reads only when told to."""
-    slow = await connect(url.replace("http", "ws", 1) + WORKER_WS_PATH, max_queue=1, **kwargs)
-    subscription = {"id": "s", "kind": "type", "agent_type": "slow", "topic": "flood"}
-    setup = [
-        ("hello", {"protocol": PROTOCOL_VERSION}),
-        ("register_agent_type", {"type": "slow"}),
-        ("add_subscription", {"subscription": subscription}),
-    ]
-    for n, (method, params) in enumerate(setup):
-        await slow.send(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}))
-        assert '"result"' in str(await bounded(slow.recv()))
-    return slow
 
 
 @pytest.mark.parametrize("path", ["direct", "asgi"])
