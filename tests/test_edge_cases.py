@@ -30,6 +30,7 @@ from autogen_http_runtime import (
     RemoteAgentError,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._worker import _State
 
 from .conftest import WorkerFactory
 from .test_server import until
@@ -120,6 +121,9 @@ async def test_stop_during_start_wins(server: HttpAgentServer) -> None:
     worker = HttpWorkerAgentRuntime(server.url)
     await worker.register_factory("upper", Upper)
     starting = asyncio.ensure_future(worker.start())
+    # stop() while start() is under way: on Python 3.12 bounded() runs stop() before the
+    # start task has begun unless we wait for it.
+    await until(lambda: worker._state is _State.STARTING)
     await bounded(worker.stop())
     with pytest.raises(HostConnectionError):
         await bounded(starting)

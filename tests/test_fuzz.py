@@ -685,7 +685,9 @@ def test_requests_and_events_nested_at_the_edge_get_a_protocol_error_not_an_inte
     )
     event = '{"specversion":"1.0","id":"e","source":"s","type":"t","data":INNER}'
     outcomes: set[int | str] = set()
-    for depth in range(1010, 900, -1):
+    # Around the standard library's depth limit on CPython 3.11, and far past every reader's
+    # (on 3.12 and later json reads deeper than 1,010).
+    for depth in [100_000, *range(1010, 900, -1)]:
         inner = "[" * depth + "]" * depth
         router.handle_text(caller, request.replace("INNER", inner))
         router.handle_text(caller, event.replace("INNER", inner))
