@@ -192,16 +192,7 @@ async def test_package_imports_without_the_opentelemetry_sdk() -> None:
         "HttpWorkerAgentRuntime('127.0.0.1:9')\n"
         "assert 'opentelemetry.sdk.trace' not in sys.modules\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await bounded(process.communicate())
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
+    await runs_cleanly(code)
 
 
 def test_runtime_tracer_makes_no_spans_while_nobody_collects_them() -> None:
@@ -245,16 +236,7 @@ async def test_a_provider_installed_globally_later_is_picked_up_at_once() -> Non
         "[span] = exporter.get_finished_spans()\n"
         "assert span.name == 'autogen create x', span.name\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await bounded(process.communicate())
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
+    await runs_cleanly(code)
 
 
 async def test_a_provider_named_in_the_environment_is_used() -> None:
@@ -263,7 +245,12 @@ async def test_a_provider_named_in_the_environment_is_used() -> None:
         "from autogen_http_runtime._tracing import RuntimeTracer\n"
         "assert not isinstance(RuntimeTracer(None, 'Worker Runtime').span('create', 'x'), nullcontext)\n"
     )
-    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    await runs_cleanly(code, env={**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"})
+
+
+async def runs_cleanly(code: str, env: dict[str, str] | None = None) -> None:
+    """Run ``code`` in a fresh interpreter (what a process does once, such as installing a
+    global tracer provider); it must exit 0."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
