@@ -32,8 +32,9 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 from ._batching import joined
+from ._frames import TextFrameReader, text_frame_header
 from ._session import WorkerSession
-from ._websocket import text_frame_header, write_pieces
+from ._websocket import write_pieces
 
 __all__ = ["DIRECT_FRAMES", "Attach", "CatchUp", "Receive", "direct_protocol"]
 
@@ -86,6 +87,8 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
     #: Messages read while waiting for a worker to catch up, routed once it has.
     _held: deque[str | bytes | None] | None = None
     _waiting: asyncio.Task[None] | None = None
+    #: Reads whole text frames once attached; websockets reads the rest (see _frames.py).
+    _frames: TextFrameReader | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -100,6 +103,7 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
         more ASGI messages. Returns a future of why the connection ended.
         """
         self._session, self._receive, self._catch_up = session, receive, catch_up
+        self._frames = TextFrameReader(self.conn, masked=True)
         self._ended = self.loop.create_future()
         session.outbox.listen(self._schedule_flush)
         if self.read_paused:  # uvicorn pauses reading while the ASGI app has a message to take
@@ -117,6 +121,18 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- reading ----------------------------------------------------------------------
 
+    def data_received(self, data: bytes) -> None:
+        if self._frames is None:
+            super().data_received(data)
+            return
+        messages, rest = self._frames.read(data)
+        for message in messages:
+            if self.close_sent:
+                break  # closing: as uvicorn does, read on only for the peer's close
+            self._route_text(message)
+        if rest:
+            super().data_received(bytes(rest))  # a copy only after a held frame
+
     def send_receive_event_to_app(self) -> None:
         if self._receive is None:
             super().send_receive_event_to_app()
@@ -125,16 +141,21 @@ class HostWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return  # closing: as uvicorn does, read on only for the peer's close
-        text: str | bytes | None = None
         if self.curr_msg_data_type == "text":
-            try:
-                # What workers send is ASCII (JSON with \u escapes): read as it is, no copy.
-                text = data if data.isascii() else data.decode()
-            except UnicodeDecodeError:
-                self.logger.warning("Invalid UTF-8 in a text message from a worker; closing it")
-                self.conn.send_close(1007, "invalid UTF-8")
-                self.handle_parser_exception()
-                return
+            self._route_text(data)
+        else:
+            self._route(None)
+
+    def _route_text(self, data: bytes | bytearray) -> None:
+        try:
+            # What workers send is ASCII (JSON with \u escapes): routed as it is, not decoded
+            # (bytes() of bytes is the same object).
+            text = bytes(data) if data.isascii() else data.decode()
+        except UnicodeDecodeError:
+            self.logger.warning("Invalid UTF-8 in a text message from a worker; closing it")
+            self.conn.send_close(1007, "invalid UTF-8")
+            self.handle_parser_exception()
+            return
         self._route(text)
 
     def _route(self, text: str | bytes | None) -> None:

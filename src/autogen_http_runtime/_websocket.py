@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as ssl_module
-import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final, cast
@@ -27,10 +26,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
-try:
-    from websockets.speedups import apply_mask  # websockets' own choice, in frames.py
-except ImportError:  # pragma: no cover - a build of websockets without its C extension
-    from websockets.utils import apply_mask
+from ._frames import TextFrameReader, masked_text_frame
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -56,6 +52,8 @@ class WebSocketClient(asyncio.Protocol):
         write_buffer_limit: int,
     ) -> None:
         self._ws = protocol
+        #: Whole text frames are read there; websockets reads the rest (see _frames.py).
+        self._frames = TextFrameReader(protocol, masked=False)
         self._on_message = on_message
         self._on_lost = on_lost
         self._ping_interval = ping_interval
@@ -86,9 +84,13 @@ class WebSocketClient(asyncio.Protocol):
         self._transport.set_write_buffer_limits(high=self._write_buffer_limit)
 
     def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
-        self._handle_events()
-        self._write_out()
+        messages, rest = self._frames.read(data)
+        for message in messages:
+            self._on_message(message, True)
+        if rest:
+            self._ws.receive_data(rest)
+            self._handle_events()
+            self._write_out()
 
     def eof_received(self) -> bool | None:
         self._ws.receive_eof()
@@ -147,7 +149,7 @@ class WebSocketClient(asyncio.Protocol):
             return
         # What websockets would write, without copying a large message into one buffer with
         # its header: the header and the masked data go to the socket as they are.
-        write_pieces(transport, _text_frame(data, next(self._mask_keys)))
+        write_pieces(transport, masked_text_frame(data, next(self._mask_keys)))
 
     async def drain(self) -> None:
         """Wait while the socket's buffer holds more than the write buffer limit."""
@@ -267,17 +269,6 @@ class WebSocketClient(asyncio.Protocol):
             self.abort()
 
 
-def text_frame_header(length: int, *, masked: bool) -> bytes:
-    """The header of an unfragmented, uncompressed text frame of ``length`` bytes (RFC 6455,
-    section 5.2), without the masking key that follows it in a masked frame."""
-    second = 0x80 if masked else 0
-    if length < 126:
-        return struct.pack("!BB", _FIN_TEXT, second | length)
-    if length < 1 << 16:
-        return struct.pack("!BBH", _FIN_TEXT, second | 126, length)
-    return struct.pack("!BBQ", _FIN_TEXT, second | 127, length)
-
-
 #: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills
 #: except on 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a write of many
 #: pieces would bypass flow control, so the pieces are joined and written as one.
@@ -294,11 +285,6 @@ def write_pieces(transport: asyncio.WriteTransport, pieces: Sequence[bytes]) -> 
         transport.write(b"".join(pieces))
 
 
-def _text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
-    """A client's text frame with the masking key ``mask``: its header, and the masked data."""
-    return text_frame_header(len(data), masked=True) + mask, apply_mask(data, mask)
-
-
 def _mask_keys() -> Iterator[bytes]:
     """Fresh masking keys, from the source websockets draws them from (``os.urandom``), a
     thousand at a time: one system call for that many frames, not one each."""
@@ -306,9 +292,6 @@ def _mask_keys() -> Iterator[bytes]:
         pool = os.urandom(4096)
         for start in range(0, len(pool), 4):
             yield pool[start : start + 4]
-
-
-_FIN_TEXT: Final = 0x80 | Opcode.TEXT
 
 
 async def connect(

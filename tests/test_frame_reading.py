@@ -1,0 +1,325 @@
+"""Whole text frames read without websockets' parser (``_frames.py``) give what it would give.
+
+The unit tests hold ``read_text_frame`` and ``parser_idle`` to websockets' own framing. The
+stream tests send a mix of frames websockets must handle (pings, fragments, binary frames,
+frames split across reads) over real sockets, in random pieces, to the real worker client
+and to the real host, and check that every message arrives whole, once, and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from autogen_http_runtime import HttpAgentServer
+from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._frames import TextFrameReader, parser_idle, read_text_frame, size_limit
+from autogen_http_runtime._websocket import connect
+
+from .utils import bounded
+
+LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+
+
+def frame_bytes(opcode: Opcode, data: bytes, *, fin: bool = True, masked: bool) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=masked)
+
+
+# -- read_text_frame ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize("length", LENGTHS)
+def test_reads_what_websockets_writes(length: int, masked: bool) -> None:
+    data = random.Random(length).randbytes(length)
+    raw = b"xy" + frame_bytes(Opcode.TEXT, data, masked=masked) + b"rest"
+    assert read_text_frame(raw, 2, masked=masked, max_size=None) == (data, len(raw) - 4)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize("length", [0, 5, 126, 65536])
+def test_an_incomplete_frame_is_left_alone(length: int, masked: bool) -> None:
+    raw = frame_bytes(Opcode.TEXT, b"a" * length, masked=masked)
+    for cut in range(len(raw)) if length < 200 else [0, 1, 2, 3, 9, 13, len(raw) - 1]:
+        assert read_text_frame(raw[:cut], 0, masked=masked, max_size=None) is None
+
+
+OTHER_FRAMES = {
+    "binary": frame_bytes(Opcode.BINARY, b"data", masked=True),
+    "not final": frame_bytes(Opcode.TEXT, b"part", fin=False, masked=True),
+    "continuation": frame_bytes(Opcode.CONT, b"part", masked=True),
+    "ping": frame_bytes(Opcode.PING, b"p", masked=True),
+    "pong": frame_bytes(Opcode.PONG, b"p", masked=True),
+    "close": frame_bytes(Opcode.CLOSE, b"\x03\xe8", masked=True),
+    "compressed": bytes([0xC1]) + frame_bytes(Opcode.TEXT, b"data", masked=True)[1:],  # RSV1 set
+    "unmasked": frame_bytes(Opcode.TEXT, b"data", masked=False),
+    "reserved opcode": bytes([0x8B, 0x80, 0, 0, 0, 0]),
+}
+
+
+@pytest.mark.parametrize("raw", OTHER_FRAMES.values(), ids=OTHER_FRAMES.keys())
+def test_anything_else_is_for_websockets(raw: bytes) -> None:
+    assert read_text_frame(raw, 0, masked=True, max_size=None) is None
+
+
+def test_a_frame_over_the_limit_is_for_websockets() -> None:
+    raw = frame_bytes(Opcode.TEXT, b"a" * 200, masked=False)
+    assert read_text_frame(raw, 0, masked=False, max_size=199) is None
+    assert read_text_frame(raw, 0, masked=False, max_size=200) == (b"a" * 200, len(raw))
+
+
+# -- TextFrameReader ---------------------------------------------------------------------------
+
+
+def read_all(reader: TextFrameReader, protocol: ServerProtocol, data: bytes) -> list[tuple[bytes, bool]]:
+    """What a connection does with ``data``: the reader's messages, then websockets' for the rest."""
+    messages, rest = reader.read(data)
+    found = [(bytes(message), True) for message in messages]
+    if rest:
+        protocol.receive_data(rest)
+        for event in protocol.events_received():
+            assert isinstance(event, Frame)
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY):
+                found.append((event.data, event.opcode is Opcode.TEXT))
+    return found
+
+
+def test_reader_takes_text_frames_up_to_the_first_other_frame() -> None:
+    protocol = ServerProtocol(state=State.OPEN)
+    reader = TextFrameReader(protocol, masked=True)
+    first, second = (frame_bytes(Opcode.TEXT, data, masked=True) for data in (b"one", b"two"))
+    ping, third = frame_bytes(Opcode.PING, b"", masked=True), frame_bytes(Opcode.TEXT, b"three", masked=True)
+    messages, rest = reader.read(first + second + ping + third)
+    assert messages == [b"one", b"two"] and rest == ping + third
+
+
+def test_reader_holds_a_text_frame_cut_short() -> None:
+    protocol = ServerProtocol(state=State.OPEN)
+    reader = TextFrameReader(protocol, masked=True)
+    big = frame_bytes(Opcode.TEXT, b"a" * 70000, masked=True)
+    found = []
+    cuts = [0, 1, 3, 9, 5000, len(big)]  # inside the header, the extended length, the data
+    for start, end in itertools.pairwise(cuts):
+        found += read_all(reader, protocol, big[start:end])
+    found += read_all(reader, protocol, frame_bytes(Opcode.TEXT, b"after", masked=True))
+    assert found == [(b"a" * 70000, True), (b"after", True)]
+    assert parser_idle(protocol), "websockets saw none of it"
+
+
+def test_reader_leaves_a_frame_websockets_is_inside_of_to_it() -> None:
+    """What follows the start of a frame websockets holds is its data, even when it looks
+    like a text frame."""
+    protocol = ServerProtocol(state=State.OPEN)
+    reader = TextFrameReader(protocol, masked=True)
+    lookalike = frame_bytes(Opcode.TEXT, b"not a frame", masked=True)
+    # A binary frame whose data is the lookalike, masked with a key of zeros: unchanged.
+    header = bytes([0x82, 0x80 | len(lookalike)]) + bytes(4)
+    assert read_all(reader, protocol, header) == []  # websockets now waits for the data
+    found = read_all(reader, protocol, lookalike + lookalike)
+    assert found == [(lookalike, False), (b"not a frame", True)]
+
+
+# -- parser_idle and size_limit --------------------------------------------------------------
+
+
+def test_parser_idle_between_frames_only() -> None:
+    client = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN)
+    assert parser_idle(client), "the installed websockets must let frames be read directly"
+    raw = frame_bytes(Opcode.TEXT, b"hello", masked=False)
+    client.receive_data(raw[:3])  # a frame split across reads
+    assert not parser_idle(client)
+    client.receive_data(raw[3:])
+    assert parser_idle(client)
+    client.receive_data(frame_bytes(Opcode.TEXT, b"he", fin=False, masked=False))
+    assert not parser_idle(client), "a fragmented message is under way"
+    client.receive_data(frame_bytes(Opcode.CONT, b"llo", masked=False))
+    assert parser_idle(client)
+    client.send_close(1000)
+    assert not parser_idle(client), "closing"
+
+
+def test_parser_not_idle_with_extensions_or_debug_logging() -> None:
+    server = ServerProtocol(state=State.OPEN)
+    assert parser_idle(server)
+    server.debug = True
+    assert not parser_idle(server)
+    server.debug = False
+    server.extensions = [object()]  # type: ignore[list-item]
+    assert not parser_idle(server)
+
+
+def test_size_limit() -> None:
+    assert size_limit(ServerProtocol(max_size=1234)) == 1234
+    assert size_limit(ServerProtocol(max_size=None)) is None
+
+
+# -- streams over real sockets ------------------------------------------------------------------
+
+
+def mixed_messages(rng: random.Random, count: int) -> list[tuple[Opcode, bytes, int]]:
+    """(opcode, data, fragments) for ``count`` messages of every kind and size."""
+    messages = []
+    for n in range(count):
+        pad = "x" * rng.choice([0, 3, 40, 125, 126, 3000, 65536, 200_000])
+        data = json.dumps({"jsonrpc": "2.0", "id": n, "method": "no_such_method", "params": {"pad": pad}})
+        opcode = Opcode.BINARY if rng.random() < 0.1 else Opcode.TEXT
+        messages.append((opcode, data.encode(), 1 if rng.random() < 0.7 else rng.randint(2, 4)))
+    return messages
+
+
+def encode(
+    messages: list[tuple[Opcode, bytes, int]], rng: random.Random, *, masked: bool
+) -> tuple[list[bytes], int]:
+    """Each message's frames, fragmented as asked, some after a ping; and how many pings."""
+    encoded, pings = [], 0
+    for opcode, data, fragments in messages:
+        out = bytearray()
+        if rng.random() < 0.2:
+            out += frame_bytes(Opcode.PING, b"ping", masked=masked)
+            pings += 1
+        step = -(-len(data) // fragments)
+        pieces = [data[i : i + step] for i in range(0, len(data), step)]
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            out += frame_bytes(Opcode.CONT if i else opcode, piece, fin=last, masked=masked)
+            if not last and rng.random() < 0.3:
+                out += frame_bytes(Opcode.PING, b"mid", masked=masked)  # control frames may interleave
+                pings += 1
+        encoded.append(bytes(out))
+    return encoded, pings
+
+
+async def write_in_pieces(writer: asyncio.StreamWriter, data: bytes, rng: random.Random) -> None:
+    """Write ``data``, mostly whole, sometimes cut at random places."""
+    position = 0
+    while position < len(data):
+        step = rng.choice([1, 2, 7, 100, 1500]) if rng.random() < 0.3 else len(data)
+        writer.write(data[position : position + step])
+        await writer.drain()
+        position += step
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_worker_reads_every_message_whole_once_and_in_order(seed: int) -> None:
+    """Each message is written in pieces once the one before it has arrived: the reads start
+    on a frame, as they mostly do, and some end inside one."""
+    rng = random.Random(seed)
+    messages = mixed_messages(rng, 60)
+    encoded, pings = encode(messages, rng, masked=False)
+    received: list[tuple[bytes, bool]] = []
+    arrived = asyncio.Event()
+    pongs: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_message(data: bytes | bytearray, text: bool) -> None:
+        received.append((bytes(data), text))
+        arrived.set()
+
+    async def host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol(max_size=None)
+        request = None
+        while request is None:
+            protocol.receive_data(await reader.read(65536))
+            request = next((e for e in protocol.events_received() if isinstance(e, Request)), None)
+        protocol.send_response(protocol.accept(request))
+        writer.write(b"".join(protocol.data_to_send()))
+        for count, message in enumerate(encoded, 1):
+            await write_in_pieces(writer, message, rng)
+            while len(received) < count:
+                arrived.clear()
+                await bounded(arrived.wait())
+        writer.write(frame_bytes(Opcode.CLOSE, b"\x03\xe8done", masked=False))
+        answered = 0
+        while protocol.close_rcvd is None:  # the worker's pongs, then its side of the close
+            protocol.receive_data(await bounded(reader.read(65536)))
+            answered += sum(
+                isinstance(e, Frame) and e.opcode is Opcode.PONG for e in protocol.events_received()
+            )
+        pongs.set_result(answered)
+        writer.close()
+
+    server = await asyncio.start_server(host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    try:
+        await bounded(
+            connect(
+                f"ws://127.0.0.1:{port}/",
+                on_message,
+                lost.set_result,
+                headers={},
+                ssl=None,
+                max_size=1 << 24,
+                compression=False,
+                ping_interval=None,
+                ping_timeout=None,
+                write_buffer_limit=1 << 20,
+            )
+        )
+        assert await bounded(lost) == "the host closed the connection (code 1000: done)"
+        assert await bounded(pongs) == pings > 0
+    finally:
+        server.close()
+        await bounded(server.wait_closed())
+    assert received == [(data, opcode is Opcode.TEXT) for opcode, data, _ in messages]
+
+
+@asynccontextmanager
+async def raw_worker(
+    server: HttpAgentServer,
+) -> AsyncIterator[tuple[ClientProtocol, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A WebSocket to the host, opened by hand: the test writes its frames' bytes itself."""
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    protocol = ClientProtocol(parse_uri(f"ws://{url.netloc}{WORKER_WS_PATH}"), max_size=None)
+    reader, writer = await bounded(asyncio.open_connection(url.hostname, url.port))
+    try:
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        while not any(isinstance(e, Response) for e in protocol.events_received()):
+            protocol.receive_data(await bounded(reader.read(65536)))
+        assert protocol.state is State.OPEN
+        yield protocol, reader, writer
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_host_reads_every_message_whole_once_and_in_order(server: HttpAgentServer, seed: int) -> None:
+    """Calls of a method the host does not know: each gets its error back, by id, in order."""
+    rng = random.Random(seed)
+    hello = {"jsonrpc": "2.0", "id": "hi", "method": "hello", "params": {"protocol": PROTOCOL_VERSION}}
+    calls = [m for m in mixed_messages(rng, 40) if m[0] is Opcode.TEXT]
+    encoded, pings = encode([(Opcode.TEXT, json.dumps(hello).encode(), 1), *calls], rng, masked=True)
+    async with raw_worker(server) as (protocol, reader, writer):
+        answers: list[Any] = []
+        pongs = 0
+        for count, message in enumerate(encoded, 1):  # each once the answer before it is in
+            await bounded(write_in_pieces(writer, message, rng))
+            while len(answers) < count:
+                protocol.receive_data(await bounded(reader.read(1 << 20)))
+                for event in protocol.events_received():
+                    assert isinstance(event, Frame)
+                    if event.opcode is Opcode.PONG:
+                        pongs += 1
+                    elif event.opcode is Opcode.TEXT:
+                        answers.append(json.loads(event.data))
+        while pongs < pings:
+            protocol.receive_data(await bounded(reader.read(1 << 20)))
+            pongs += sum(isinstance(e, Frame) and e.opcode is Opcode.PONG for e in protocol.events_received())
+    assert [answer["id"] for answer in answers] == ["hi", *(json.loads(data)["id"] for _, data, _ in calls)]
+    assert "result" in answers[0] and all(answer["error"]["code"] == -32601 for answer in answers[1:])
+    assert pongs == pings > 0
