@@ -120,6 +120,15 @@ def test_reader_holds_a_text_frame_cut_short() -> None:
     assert parser_idle(protocol), "websockets saw none of it"
 
 
+def test_reader_leaves_frames_to_websockets_once_this_side_closes() -> None:
+    protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN)
+    reader = TextFrameReader(protocol, masked=False)
+    frame = frame_bytes(Opcode.TEXT, b"data", masked=False)
+    assert reader.read(frame) == ([b"data"], b"")
+    protocol.send_close(1000)
+    assert reader.read(frame) == ([], frame)
+
+
 def test_reader_leaves_a_frame_websockets_is_inside_of_to_it() -> None:
     """What follows the start of a frame websockets holds is its data, even when it looks
     like a text frame."""

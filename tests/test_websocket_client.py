@@ -518,12 +518,3 @@ def test_text_frames_written_directly_are_what_websockets_reads(length: int) -> 
     assert isinstance(frame, Frame) and frame.opcode is Opcode.TEXT and frame.fin
     assert frame.data == data
     assert server.state is State.OPEN and server.parser_exc is None
-
-
-def test_masking_keys_are_fresh_for_each_frame() -> None:
-    from autogen_http_runtime._websocket import _mask_keys
-
-    keys = _mask_keys()
-    drawn = [next(keys) for _ in range(3000)]  # across several draws from os.urandom
-    assert all(len(key) == 4 for key in drawn)
-    assert len(set(drawn)) > 2990  # 4 random bytes each: a few repeats at most

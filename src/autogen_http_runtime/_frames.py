@@ -55,6 +55,8 @@ class TextFrameReader:
         self._size_limit = size_limit(protocol)
         #: The start of a text frame cut short, waiting for the rest.
         self._partial: bytearray | None = None
+        #: websockets' parser when it was last seen idle, and fed nothing since.
+        self._idle_parser: object = None
 
     def read(self, data: bytes) -> tuple[list[bytes | bytearray], bytes | bytearray]:
         """The messages of the whole text frames at the start of ``data``, and the rest of
@@ -63,7 +65,7 @@ class TextFrameReader:
         if self._partial is not None:
             self._partial += data
             buffer, self._partial = self._partial, None
-        elif not parser_idle(self._protocol):
+        elif not self._parser_idle():
             return [], data
         messages: list[bytes | bytearray] = []
         start, masked, limit = 0, self._masked, self._size_limit
@@ -77,7 +79,20 @@ class TextFrameReader:
                 buffer if start == 0 and isinstance(buffer, bytearray) else bytearray(buffer[start:])
             )
             return messages, b""
+        self._idle_parser = None  # websockets reads from here on
         return messages, buffer[start:]
+
+    def _parser_idle(self) -> bool:
+        """:func:`parser_idle`, without walking the parser again while it has been fed
+        nothing (its state can change without being fed, on a close or failure we start:
+        the latter replaces the parser)."""
+        protocol = self._protocol
+        if self._idle_parser is protocol.parser and protocol.state is State.OPEN:
+            return True
+        if parser_idle(protocol):
+            self._idle_parser = protocol.parser
+            return True
+        return False
 
 
 def read_text_frame(

@@ -15,7 +15,7 @@ import asyncio
 import os
 import ssl as ssl_module
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, cast
 
 from websockets.client import ClientProtocol
@@ -27,6 +27,7 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from ._frames import TextFrameReader, masked_text_frame
+from ._randomness import random_chunks
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -71,7 +72,7 @@ class WebSocketClient(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._failure: str | None = None
-        self._mask_keys = _mask_keys()
+        self._mask_keys = random_chunks(4)
         #: Set while the socket takes more data; cleared while its buffer is full.
         self.writable = asyncio.Event()
         self.writable.set()
@@ -283,15 +284,6 @@ def write_pieces(transport: asyncio.WriteTransport, pieces: Sequence[bytes]) -> 
         transport.writelines(pieces)
     else:  # pragma: no cover - only on the Pythons named above
         transport.write(b"".join(pieces))
-
-
-def _mask_keys() -> Iterator[bytes]:
-    """Fresh masking keys, from the source websockets draws them from (``os.urandom``), a
-    thousand at a time: one system call for that many frames, not one each."""
-    while True:
-        pool = os.urandom(4096)
-        for start in range(0, len(pool), 4):
-            yield pool[start : start + 4]
 
 
 async def connect(

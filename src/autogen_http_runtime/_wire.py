@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import sys
 from dataclasses import dataclass
 from enum import IntEnum
@@ -415,13 +416,22 @@ def agent_id_from_wire(params: JsonObject, name: str, *, optional: bool = False)
     if not isinstance(value, dict):
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' must be an object with 'type' and 'key'.")
     agent_type, key = value.get("type"), value.get("key")
+    if isinstance(agent_type, str) and isinstance(key, str):
+        agent_id = _agent_id(agent_type, key)
+        if agent_id is not None:
+            return agent_id
     if not isinstance(agent_type, str) or not is_valid_agent_type(agent_type):
         raise FrameError(
             ErrorCode.INVALID_PARAMS, f"'{name}.type' must be a valid agent type (letters, digits, _-.)."
         )
-    if not isinstance(key, str):
-        raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.key' must be a string.")
-    return AgentId(agent_type, key)
+    raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.key' must be a string.")
+
+
+@functools.lru_cache(maxsize=4096)
+def _agent_id(agent_type: str, key: str) -> AgentId | None:
+    """The AgentId, or ``None`` for an invalid type: the ids calls name recur, and checking
+    a type takes autogen-core's regular expression twice (ours, then ``AgentId()``'s)."""
+    return AgentId(agent_type, key) if is_valid_agent_type(agent_type) else None
 
 
 def required_agent_id(params: JsonObject, name: str) -> AgentId:

@@ -52,6 +52,7 @@ from ._exceptions import (
 )
 from ._inbound import Inbound
 from ._link import HostLink, ReconnectPolicy
+from ._randomness import message_ids
 from ._serialization import PayloadCodec
 from ._signals import signals_received
 from ._tracing import RuntimeTracer, current_trace_context
@@ -174,6 +175,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._codec = PayloadCodec(payload_serialization_format)
         self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
         self._call_timeout = call_timeout
+        self._message_ids = message_ids()  # str(uuid4()) without a system call each
         self._control_timeout = control_timeout
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
@@ -365,7 +367,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             params: JsonObject = {
                 "recipient": wire.agent_id_to_wire(recipient),
                 "sender": None if sender is None else wire.agent_id_to_wire(sender),
-                "message_id": message_id or str(uuid.uuid4()),
+                "message_id": message_id or next(self._message_ids),
                 "payload": wire.payload_to_wire(payload),
             }
             params.update(current_trace_context())
@@ -408,7 +410,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         with self._tracer.span("publish", topic_id, payload.data_type):
             connection.send_event(
                 wire.event(
-                    event_id=message_id or str(uuid.uuid4()),
+                    event_id=message_id or next(self._message_ids),
                     topic_type=topic_id.type,
                     topic_source=topic_id.source,
                     payload=payload,
