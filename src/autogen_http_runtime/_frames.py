@@ -68,11 +68,11 @@ class TextFrameReader:
         elif not self._parser_idle():
             return [], data
         messages: list[bytes | bytearray] = []
-        start, masked, limit = 0, self._masked, self._size_limit
-        while (frame := read_text_frame(buffer, start, masked=masked, max_size=limit)) is not None:
+        start, end, masked, limit = 0, len(buffer), self._masked, self._size_limit
+        while start < end and (frame := read_text_frame(buffer, start, masked=masked, max_size=limit)):
             message, start = frame
             messages.append(message)
-        if start == len(buffer):
+        if start == end:
             return messages, b""
         if _cut_short(buffer, start, masked=masked, max_size=limit):
             self._partial = (
