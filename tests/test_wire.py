@@ -413,6 +413,18 @@ def test_agent_id_round_trip() -> None:
     assert wire.required_agent_id(params, "recipient") == agent
 
 
+def test_agent_ids_are_cached_only_when_short() -> None:
+    """Ids recur and are cached; a long key is read each time, so callers cannot fill the
+    cache with large keys."""
+    short, long = AgentId("cached", "k" * 10), AgentId("cached", "k" * 10_000)
+    before = wire._cached_agent_id.cache_info().currsize
+    for agent in (short, long, short, long):
+        assert wire.required_agent_id({"recipient": wire.agent_id_to_wire(agent)}, "recipient") == agent
+    assert wire._cached_agent_id.cache_info().currsize == before + 1
+    with pytest.raises(FrameError, match="recipient.type"):
+        wire.required_agent_id({"recipient": {"type": "bad type", "key": "k" * 10_000}}, "recipient")
+
+
 def test_optional_agent_id() -> None:
     assert wire.agent_id_from_wire({}, "sender", optional=True) is None
     assert wire.agent_id_from_wire({"sender": None}, "sender", optional=True) is None

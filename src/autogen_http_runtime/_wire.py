@@ -417,7 +417,10 @@ def agent_id_from_wire(params: JsonObject, name: str, *, optional: bool = False)
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' must be an object with 'type' and 'key'.")
     agent_type, key = value.get("type"), value.get("key")
     if isinstance(agent_type, str) and isinstance(key, str):
-        agent_id = _agent_id(agent_type, key)
+        if len(agent_type) + len(key) <= _CACHED_ID_LENGTH:
+            agent_id = _cached_agent_id(agent_type, key)
+        else:
+            agent_id = AgentId(agent_type, key) if is_valid_agent_type(agent_type) else None
         if agent_id is not None:
             return agent_id
     if not isinstance(agent_type, str) or not is_valid_agent_type(agent_type):
@@ -427,8 +430,13 @@ def agent_id_from_wire(params: JsonObject, name: str, *, optional: bool = False)
     raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}.key' must be a string.")
 
 
+#: Agent ids up to this many characters (type and key) are cached, so that the cache holds
+#: at most about a megabyte whatever keys callers send.
+_CACHED_ID_LENGTH: Final = 200
+
+
 @functools.lru_cache(maxsize=4096)
-def _agent_id(agent_type: str, key: str) -> AgentId | None:
+def _cached_agent_id(agent_type: str, key: str) -> AgentId | None:
     """The AgentId, or ``None`` for an invalid type: the ids calls name recur, and checking
     a type takes autogen-core's regular expression twice (ours, then ``AgentId()``'s)."""
     return AgentId(agent_type, key) if is_valid_agent_type(agent_type) else None
