@@ -1,9 +1,10 @@
 """Whole text frames read without websockets' parser (``_frames.py``) give what it would give.
 
-The unit tests hold ``read_text_frame`` and ``parser_idle`` to websockets' own framing. The
-stream tests send a mix of frames websockets must handle (pings, fragments, binary frames,
-frames split across reads) over real sockets, in random pieces, to the real worker client
-and to the real host, and check that every message arrives whole, once, and in order.
+The unit tests hold ``read_text_frame``, ``parser_idle`` and ``TextFrameReader`` to
+websockets' own framing. The stream tests send a mix of frames websockets must handle
+(pings, fragments, frames split across reads; binary frames to the worker) over real
+sockets, in random pieces, to the real worker client and to the real host, and check that
+every message arrives whole, once, and in order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from autogen_core import AgentId
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -30,7 +32,8 @@ from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 from autogen_http_runtime._frames import TextFrameReader, parser_idle, read_text_frame, size_limit
 from autogen_http_runtime._websocket import connect
 
-from .utils import bounded
+from .conftest import WorkerFactory
+from .utils import Text, Upper, bounded
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
 
@@ -129,6 +132,48 @@ def test_reader_leaves_frames_to_websockets_once_this_side_closes() -> None:
     assert reader.read(frame) == ([], frame)
 
 
+def test_reader_leaves_a_frame_over_the_limit_to_websockets_from_its_header() -> None:
+    """Not held until a gigabyte has come: websockets refuses it from the header (1009)."""
+    protocol = ServerProtocol(state=State.OPEN, max_size=1000)
+    reader = TextFrameReader(protocol, masked=True)
+    header = bytes([0x81, 0x80 | 127]) + (1 << 30).to_bytes(8, "big") + bytes(4)
+    assert reader.read(header[:5]) == ([], b"")  # its length not known yet: held
+    messages, rest = reader.read(header[5:] + b"x" * 100)
+    assert messages == [] and rest == header + b"x" * 100
+    protocol.receive_data(rest)
+    assert protocol.close_sent is not None and protocol.close_sent.code == 1009
+
+
+def test_reader_hands_a_held_frame_to_websockets_once_it_failed() -> None:
+    """After fail() websockets discards what comes; the held start of a frame goes to it too."""
+    protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN)
+    reader = TextFrameReader(protocol, masked=False)
+    frame = frame_bytes(Opcode.TEXT, b"a" * 300, masked=False)
+    assert reader.read(frame[:100]) == ([], b"")
+    protocol.fail(1011, "keepalive ping timeout")
+    assert reader.read(frame[100:] + frame) == ([], frame + frame)
+
+
+async def test_real_workers_and_host_read_their_frames_directly(
+    make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader is in use on both sides: a call between two workers is read by it."""
+    taken = {True: 0, False: 0}  # by masked (the host) and unmasked (workers) readers
+    read = TextFrameReader.read
+
+    def counting(self: TextFrameReader, data: bytes) -> tuple[list[bytes | bytearray], bytes | bytearray]:
+        messages, rest = read(self, data)
+        taken[self._masked] += len(messages)
+        return messages, rest
+
+    monkeypatch.setattr(TextFrameReader, "read", counting)
+    serving, calling = await make_worker(), await make_worker()
+    await Upper.register(serving, "upper", Upper)
+    before = dict(taken)
+    assert await bounded(calling.send_message(Text("direct"), AgentId("upper", "k"))) == Text("DIRECT")
+    assert taken[True] - before[True] >= 2 and taken[False] - before[False] >= 2
+
+
 def test_reader_leaves_a_frame_websockets_is_inside_of_to_it() -> None:
     """What follows the start of a frame websockets holds is its data, even when it looks
     like a text frame."""
@@ -174,6 +219,14 @@ def test_parser_not_idle_with_extensions_or_debug_logging() -> None:
 def test_size_limit() -> None:
     assert size_limit(ServerProtocol(max_size=1234)) == 1234
     assert size_limit(ServerProtocol(max_size=None)) is None
+
+
+@pytest.mark.skipif(not hasattr(ServerProtocol(), "max_message_size"), reason="websockets < 15: one limit")
+@pytest.mark.parametrize(
+    ("limits", "expected"), [((1000, 100), 100), ((100, 1000), 100), ((None, 100), 100), ((1000, None), 1000)]
+)
+def test_size_limit_is_the_smaller_of_message_and_fragment(limits: Any, expected: int) -> None:
+    assert size_limit(ServerProtocol(max_size=limits)) == expected
 
 
 # -- streams over real sockets ------------------------------------------------------------------

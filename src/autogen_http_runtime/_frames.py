@@ -2,8 +2,8 @@
 
 Nearly every frame a worker and its host exchange is one whole text message: final and
 uncompressed. websockets' sans-I/O parser handles each through a chain of generators, an
-event list and a frame object, about ten microseconds a frame on a loaded machine
-(docs/performance.md). :class:`TextFrameReader` takes such frames straight from the bytes
+event list and a frame object: about 3 us a frame warm, several times that in a process
+woken for each frame (docs/performance.md). :class:`TextFrameReader` takes such frames straight from the bytes
 a socket reads, while websockets' parser has nothing of its own under way
 (:func:`parser_idle`), so that its protocol ends in the state it would have reached itself.
 
@@ -53,20 +53,25 @@ class TextFrameReader:
         self._protocol = protocol
         self._masked = masked
         self._size_limit = size_limit(protocol)
+        #: A websockets that does not say its size limit in a way known here reads it all.
+        self._usable = hasattr(protocol, "max_message_size") or hasattr(protocol, "max_size")
         #: The start of a text frame cut short, waiting for the rest.
         self._partial: bytearray | None = None
-        #: websockets' parser when it was last seen idle, and fed nothing since.
-        self._idle_parser: object = None
 
     def read(self, data: bytes) -> tuple[list[bytes | bytearray], bytes | bytearray]:
-        """The messages of the whole text frames at the start of ``data``, and the rest of
-        ``data`` (from the first frame of another kind on), for websockets' parser."""
+        """The messages of the whole text frames at the start of what was read, and the
+        rest, from the first frame of another kind on, for websockets' parser.
+
+        What was read is ``data``, after the start of a frame held from earlier reads if
+        there is one: the rest may begin with those held bytes.
+        """
         buffer: bytes | bytearray = data
         if self._partial is not None:
             self._partial += data
             buffer, self._partial = self._partial, None
-        elif not self._parser_idle():
-            return [], data
+        if not self._usable or not parser_idle(self._protocol):
+            # Held bytes go too: websockets' parser stopped where they start, between frames.
+            return [], buffer
         messages: list[bytes | bytearray] = []
         start, end, masked, limit = 0, len(buffer), self._masked, self._size_limit
         while start < end and (frame := read_text_frame(buffer, start, masked=masked, max_size=limit)):
@@ -79,20 +84,7 @@ class TextFrameReader:
                 buffer if start == 0 and isinstance(buffer, bytearray) else bytearray(buffer[start:])
             )
             return messages, b""
-        self._idle_parser = None  # websockets reads from here on
         return messages, buffer[start:]
-
-    def _parser_idle(self) -> bool:
-        """:func:`parser_idle`, without walking the parser again while it has been fed
-        nothing (its state can change without being fed, on a close or failure we start:
-        the latter replaces the parser)."""
-        protocol = self._protocol
-        if self._idle_parser is protocol.parser and protocol.state is State.OPEN:
-            return True
-        if parser_idle(protocol):
-            self._idle_parser = protocol.parser
-            return True
-        return False
 
 
 def read_text_frame(
@@ -169,7 +161,7 @@ def parser_idle(protocol: Protocol) -> bool:
         return False  # a fragmented message is under way (``cur_size`` before websockets 14)
     # The parser is a chain of generators: the handshake's parse(), Protocol.parse(), and
     # the innermost, which between frames is the reader's at_eof() (not discard(), which
-    # replaces parse() once the connection is closing).
+    # replaces parse() once a close frame is received or the connection failed).
     outer, inner = None, protocol.parser
     while (next_inner := getattr(inner, "gi_yieldfrom", None)) is not None:
         outer, inner = inner, next_inner

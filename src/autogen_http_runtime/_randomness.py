@@ -15,11 +15,37 @@ __all__ = ["message_ids", "random_chunks"]
 _PAGE = 4096
 
 
+#: Counts the forks this process came out of: a child draws a fresh page, so that it does
+#: not hand out the rest of its parent's.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forked)
+
+
 def random_chunks(size: int) -> Iterator[bytes]:
-    """Endless random ``size``-byte strings (``size`` divides 4096)."""
+    """Endless random ``size``-byte strings.
+
+    Raises:
+        ValueError: ``size`` does not divide 4096.
+    """
+    if size <= 0 or _PAGE % size:
+        raise ValueError(f"size must divide {_PAGE}, not {size}")
+    return _chunks(size)
+
+
+def _chunks(size: int) -> Iterator[bytes]:
     while True:
-        page = os.urandom(_PAGE)
+        page, drawn_after = os.urandom(_PAGE), _forks
         for start in range(0, _PAGE, size):
+            if _forks != drawn_after:
+                break
             yield page[start : start + size]
 
 

@@ -431,7 +431,7 @@ def agent_id_from_wire(params: JsonObject, name: str, *, optional: bool = False)
 
 
 #: Agent ids up to this many characters (type and key) are cached, so that the cache holds
-#: at most about a megabyte whatever keys callers send.
+#: a few megabytes at most whatever keys callers send.
 _CACHED_ID_LENGTH: Final = 200
 
 
