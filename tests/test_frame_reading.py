@@ -111,16 +111,31 @@ def test_reader_takes_text_frames_up_to_the_first_other_frame() -> None:
 
 
 def test_reader_holds_a_text_frame_cut_short() -> None:
-    protocol = ServerProtocol(state=State.OPEN)
+    protocol = ServerProtocol(state=State.OPEN, max_size=None)
     reader = TextFrameReader(protocol, masked=True)
-    big = frame_bytes(Opcode.TEXT, b"a" * 70000, masked=True)
+    big = frame_bytes(Opcode.TEXT, b"a" * 60000, masked=True)
     found = []
     cuts = [0, 1, 3, 9, 5000, len(big)]  # inside the header, the extended length, the data
     for start, end in itertools.pairwise(cuts):
-        found += read_all(reader, protocol, big[start:end])
+        messages, rest = reader.read(big[start:end])
+        assert rest == b"", "websockets is fed none of it"
+        found += messages
+    found += reader.read(frame_bytes(Opcode.TEXT, b"after", masked=True))[0]
+    assert found == [b"a" * 60000, b"after"]
+
+
+def test_reader_leaves_a_large_frame_cut_short_to_websockets() -> None:
+    """Over 64 KiB websockets' own buffer does better; the reader takes frames again after it."""
+    protocol = ServerProtocol(state=State.OPEN, max_size=None)
+    reader = TextFrameReader(protocol, masked=True)
+    large = frame_bytes(Opcode.TEXT, b"a" * 70000, masked=True)
+    assert reader.read(large[:5]) == ([], b"")  # its length not known yet: held
+    assert reader.read(large[5:5000]) == ([], large[:5000])  # too large to hold: all of it
+    protocol.receive_data(large[:5000])
+    found = read_all(reader, protocol, large[5000:])
     found += read_all(reader, protocol, frame_bytes(Opcode.TEXT, b"after", masked=True))
     assert found == [(b"a" * 70000, True), (b"after", True)]
-    assert parser_idle(protocol), "websockets saw none of it"
+    assert reader.read(frame_bytes(Opcode.TEXT, b"direct", masked=True)) == ([b"direct"], b"")
 
 
 def test_reader_leaves_frames_to_websockets_once_this_side_closes() -> None:
