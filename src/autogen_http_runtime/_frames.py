@@ -3,9 +3,10 @@
 Nearly every frame a worker and its host exchange is one whole text message: final and
 uncompressed. websockets' sans-I/O parser handles each through a chain of generators, an
 event list and a frame object: about 3 us a frame warm, several times that in a process
-woken for each frame (docs/performance.md). :class:`TextFrameReader` takes such frames straight from the bytes
-a socket reads, while websockets' parser has nothing of its own under way
-(:func:`parser_idle`), so that its protocol ends in the state it would have reached itself.
+woken for each frame (docs/performance.md). :class:`TextFrameReader` takes such frames
+straight from the bytes a socket reads, while websockets' parser has nothing of its own
+under way (:func:`parser_idle`), so that its protocol ends in the state it would have
+reached itself.
 
 Everything else (control frames, fragments, binary or compressed frames, a frame over the
 size limit, a protocol error) goes to websockets, from that frame on, which answers pings,
