@@ -400,3 +400,76 @@ async def test_host_reads_every_message_whole_once_and_in_order(server: HttpAgen
     assert [answer["id"] for answer in answers] == ["hi", *(json.loads(data)["id"] for _, data, _ in calls)]
     assert "result" in answers[0] and all(answer["error"]["code"] == -32601 for answer in answers[1:])
     assert pongs == pings > 0
+
+
+async def test_host_reads_nothing_more_once_it_closes(server: HttpAgentServer) -> None:
+    """A message that is not UTF-8 closes the connection (1007); a call read with it, in the
+    same read, gets no answer."""
+    hello = {"jsonrpc": "2.0", "id": "hi", "method": "hello", "params": {"protocol": PROTOCOL_VERSION}}
+    call = {"jsonrpc": "2.0", "id": 5, "method": "no_such_method", "params": {}}
+    async with raw_worker(server) as (protocol, reader, writer):
+        writer.write(frame_bytes(Opcode.TEXT, json.dumps(hello).encode(), masked=True))
+        while not (answers := [e for e in protocol.events_received() if isinstance(e, Frame)]):
+            protocol.receive_data(await bounded(reader.read(65536)))
+        assert json.loads(answers[0].data)["id"] == "hi"
+        bad = frame_bytes(Opcode.TEXT, b'"\xff\xfe"', masked=True)
+        writer.write(bad + frame_bytes(Opcode.TEXT, json.dumps(call).encode(), masked=True))
+        answered, close = [], None
+        while close is None:
+            data = await bounded(reader.read(65536))
+            assert data, "the host closed the socket before its close frame"
+            protocol.receive_data(data)
+            for event in protocol.events_received():
+                assert isinstance(event, Frame)
+                if event.opcode is Opcode.TEXT:
+                    answered.append(json.loads(event.data)["id"])
+                elif event.opcode is Opcode.CLOSE:
+                    close = event
+    assert answered == []
+    assert protocol.close_rcvd is not None and protocol.close_rcvd.code == 1007
+
+
+async def test_worker_masks_each_frame_with_a_fresh_key() -> None:
+    keys: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+    async def host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol()
+        request = None
+        while request is None:
+            protocol.receive_data(await reader.read(65536))
+            request = next((e for e in protocol.events_received() if isinstance(e, Request)), None)
+        protocol.send_response(protocol.accept(request))
+        writer.write(b"".join(protocol.data_to_send()))
+        raw = b""
+        while len(raw) < 3 * (2 + 4 + 5):  # three masked 5-byte text frames
+            raw += await reader.read(65536)
+        frames = [raw[i : i + 11] for i in range(0, 33, 11)]
+        protocol.receive_data(raw)
+        assert [e.data for e in protocol.events_received() if isinstance(e, Frame)] == [b"hello"] * 3
+        keys.set_result([frame[2:6] for frame in frames])
+        writer.close()
+
+    server = await asyncio.start_server(host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await bounded(
+            connect(
+                f"ws://127.0.0.1:{port}/",
+                lambda data, text: None,
+                lambda reason: None,
+                headers={},
+                ssl=None,
+                max_size=1 << 20,
+                compression=False,
+                ping_interval=None,
+                ping_timeout=None,
+                write_buffer_limit=1 << 20,
+            )
+        )
+        for _ in range(3):
+            client.send_text(b"hello")
+        assert len(set(await bounded(keys))) == 3
+        client.abort()
+    finally:
+        server.close()
+        await bounded(server.wait_closed())
