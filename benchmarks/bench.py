@@ -319,7 +319,8 @@ RUNTIMES: dict[str, dict[str, str]] = {
 }
 
 
-#: Seconds any one scenario may take before the run fails: what bounds every call in it.
+#: Seconds any one scenario may take before the run fails (``--deadline``): what bounds
+#: every call in it.
 SCENARIO_DEADLINE = 600.0
 
 
@@ -327,19 +328,19 @@ def transport(runtime: str) -> str:
     return "grpc" if runtime == "grpc" else "http"
 
 
-async def measure(runtime: str, quick: bool, only: str | None) -> dict[str, dict[str, Any]]:
+async def measure(
+    runtime: str, quick: bool, only: str | None, deadline: float = SCENARIO_DEADLINE
+) -> dict[str, dict[str, Any]]:
     """Every scenario (whose name contains ``only``) on one runtime, in this process."""
     results: dict[str, dict[str, Any]] = {}
     for name, scenario in scenarios(quick):
         if only and only.lower() not in name.lower():
             continue
-        results[name] = await asyncio.wait_for(scenario(transport(runtime)), SCENARIO_DEADLINE)
+        results[name] = await asyncio.wait_for(scenario(transport(runtime)), deadline)
         print(f"# {name} [{runtime}]: {json.dumps(results[name])}", file=sys.stderr)
     if runtime != "grpc" and (not only or "128" in only or "in-process" in only.lower()):
         name = "In-process runtime, 128 in flight"
-        results[name] = await asyncio.wait_for(
-            in_process_throughput(200 if quick else 20000, 128), SCENARIO_DEADLINE
-        )
+        results[name] = await asyncio.wait_for(in_process_throughput(200 if quick else 20000, 128), deadline)
         print(f"# {name} [{runtime}]: {json.dumps(results[name])}", file=sys.stderr)
     return results
 
@@ -351,6 +352,7 @@ def measure_in_child(runtime: str, args: argparse.Namespace) -> dict[str, dict[s
         command.append("--quick")
     if args.only:
         command += ["--only", args.only]
+    command += ["--deadline", str(args.deadline)]
     env = {k: v for k, v in os.environ.items() if k not in ("AUTOGEN_HTTP_JSON", "BENCH_LOOP")}
     env.update(RUNTIMES[runtime])
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
@@ -402,13 +404,19 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat everything; the table shows medians")
     parser.add_argument("--json", type=Path, help="also write every run's results here")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=SCENARIO_DEADLINE,
+        help="seconds one scenario may take (default: 600)",
+    )
     parser.add_argument("--child", choices=list(RUNTIMES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one runtime's measurements, as JSON on stdout
         found: dict[str, Any] = {}
 
         async def child() -> None:
-            found.update(await measure(args.child, args.quick, args.only))
+            found.update(await measure(args.child, args.quick, args.only, args.deadline))
 
         run_loop(child())
         print(json.dumps(found))
