@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from websockets.uri import parse_uri
 from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 from autogen_http_runtime._frames import TextFrameReader, parser_idle, read_text_frame, size_limit
-from autogen_http_runtime._websocket import connect
+from autogen_http_runtime._websocket import LostHandler, MessageHandler, WebSocketClient, connect
 
 from .conftest import WorkerFactory
 from .utils import Text, Upper, bounded
@@ -290,6 +290,51 @@ async def write_in_pieces(writer: asyncio.StreamWriter, data: bytes, rng: random
         position += step
 
 
+async def accept_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ServerProtocol:
+    """A host's side of the opening handshake, by hand: the test writes its frames' bytes itself."""
+    protocol = ServerProtocol(max_size=None)
+    request = None
+    while request is None:
+        protocol.receive_data(await bounded(reader.read(65536)))
+        request = next((e for e in protocol.events_received() if isinstance(e, Request)), None)
+    protocol.send_response(protocol.accept(request))
+    writer.write(b"".join(protocol.data_to_send()))
+    return protocol
+
+
+@asynccontextmanager
+async def worker_client(
+    host: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    on_message: MessageHandler,
+    on_lost: LostHandler,
+) -> AsyncIterator[WebSocketClient]:
+    """The real worker client, connected to a host played by ``host`` on a real socket."""
+    server = await asyncio.start_server(host, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = None
+    try:
+        client = await bounded(
+            connect(
+                f"ws://127.0.0.1:{port}/",
+                on_message,
+                on_lost,
+                headers={},
+                ssl=None,
+                max_size=1 << 24,
+                compression=False,
+                ping_interval=None,
+                ping_timeout=None,
+                write_buffer_limit=1 << 20,
+            )
+        )
+        yield client
+    finally:
+        if client is not None:
+            client.abort()
+        server.close()
+        await bounded(server.wait_closed())
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_worker_reads_every_message_whole_once_and_in_order(seed: int) -> None:
     """Each message is written in pieces once the one before it has arrived: the reads start
@@ -306,13 +351,7 @@ async def test_worker_reads_every_message_whole_once_and_in_order(seed: int) -> 
         arrived.set()
 
     async def host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        protocol = ServerProtocol(max_size=None)
-        request = None
-        while request is None:
-            protocol.receive_data(await reader.read(65536))
-            request = next((e for e in protocol.events_received() if isinstance(e, Request)), None)
-        protocol.send_response(protocol.accept(request))
-        writer.write(b"".join(protocol.data_to_send()))
+        protocol = await accept_worker(reader, writer)
         for count, message in enumerate(encoded, 1):
             await write_in_pieces(writer, message, rng)
             while len(received) < count:
@@ -328,29 +367,10 @@ async def test_worker_reads_every_message_whole_once_and_in_order(seed: int) -> 
         pongs.set_result(answered)
         writer.close()
 
-    server = await asyncio.start_server(host, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    try:
-        await bounded(
-            connect(
-                f"ws://127.0.0.1:{port}/",
-                on_message,
-                lost.set_result,
-                headers={},
-                ssl=None,
-                max_size=1 << 24,
-                compression=False,
-                ping_interval=None,
-                ping_timeout=None,
-                write_buffer_limit=1 << 20,
-            )
-        )
+    async with worker_client(host, on_message, lost.set_result):
         assert await bounded(lost) == "the host closed the connection (code 1000: done)"
         assert await bounded(pongs) == pings > 0
-    finally:
-        server.close()
-        await bounded(server.wait_closed())
     assert received == [(data, opcode is Opcode.TEXT) for opcode, data, _ in messages]
 
 
@@ -433,13 +453,7 @@ async def test_worker_masks_each_frame_with_a_fresh_key() -> None:
     keys: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
 
     async def host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        protocol = ServerProtocol()
-        request = None
-        while request is None:
-            protocol.receive_data(await reader.read(65536))
-            request = next((e for e in protocol.events_received() if isinstance(e, Request)), None)
-        protocol.send_response(protocol.accept(request))
-        writer.write(b"".join(protocol.data_to_send()))
+        protocol = await accept_worker(reader, writer)
         raw = b""
         while len(raw) < 3 * (2 + 4 + 5):  # three masked 5-byte text frames
             raw += await reader.read(65536)
@@ -449,27 +463,7 @@ async def test_worker_masks_each_frame_with_a_fresh_key() -> None:
         keys.set_result([frame[2:6] for frame in frames])
         writer.close()
 
-    server = await asyncio.start_server(host, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        client = await bounded(
-            connect(
-                f"ws://127.0.0.1:{port}/",
-                lambda data, text: None,
-                lambda reason: None,
-                headers={},
-                ssl=None,
-                max_size=1 << 20,
-                compression=False,
-                ping_interval=None,
-                ping_timeout=None,
-                write_buffer_limit=1 << 20,
-            )
-        )
+    async with worker_client(host, lambda data, text: None, lambda reason: None) as client:
         for _ in range(3):
             client.send_text(b"hello")
         assert len(set(await bounded(keys))) == 3
-        client.abort()
-    finally:
-        server.close()
-        await bounded(server.wait_closed())

@@ -417,10 +417,8 @@ def agent_id_from_wire(params: JsonObject, name: str, *, optional: bool = False)
         raise FrameError(ErrorCode.INVALID_PARAMS, f"'{name}' must be an object with 'type' and 'key'.")
     agent_type, key = value.get("type"), value.get("key")
     if isinstance(agent_type, str) and isinstance(key, str):
-        if len(agent_type) + len(key) <= _CACHED_ID_LENGTH:
-            agent_id = _cached_agent_id(agent_type, key)
-        else:
-            agent_id = AgentId(agent_type, key) if is_valid_agent_type(agent_type) else None
+        short = len(agent_type) + len(key) <= _CACHED_ID_LENGTH
+        agent_id = (_cached_agent_id if short else _cached_agent_id.__wrapped__)(agent_type, key)
         if agent_id is not None:
             return agent_id
     if not isinstance(agent_type, str) or not is_valid_agent_type(agent_type):
