@@ -49,7 +49,7 @@ SERIALIZERS = [*try_get_known_serializers_for_type(Blob), *try_get_known_seriali
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on the event loop ``BENCH_LOOP`` names: ``uvloop``, or by default the standard one."""
-    from autogen_http_runtime._cli import _runner  # what `serve --loop` uses
+    from autogen_http_runtime._cli.main import _runner  # what `serve --loop` uses
 
     run = _runner("uvloop" if os.environ.get("BENCH_LOOP") == "uvloop" else "asyncio")
     if run is None:

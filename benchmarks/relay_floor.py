@@ -22,7 +22,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from autogen_http_runtime._cli import _runner
+from autogen_http_runtime._cli.main import _runner
 
 LINE = b'{"jsonrpc":"2.0","id":1,"method":"send","params":{"payload":{"data":"0123456789abcdef"}}}\n'
 

@@ -17,8 +17,8 @@ import json
 import time
 
 from autogen_http_runtime._constants import PROTOCOL_VERSION
-from autogen_http_runtime._routing import MessageRouter
-from autogen_http_runtime._session import WorkerSession
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.session import WorkerSession
 
 SEND = {"recipient": {"type": "b", "key": "k"}, "payload": {"data_type": "T", "data": {"x": 1}}}
 

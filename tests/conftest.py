@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, _server
+from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
+from autogen_http_runtime._http import server as _server
 
 from .utils import SERIALIZERS, bounded
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autogen_http_runtime._address import (
+from autogen_http_runtime._protocol.address import (
     HostEndpoint,
     format_host_port,
     parse_host_address,

@@ -24,8 +24,8 @@ import pytest
 from autogen_core import AgentId
 
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
-from autogen_http_runtime._cli import _runner, main
-from autogen_http_runtime._serve import ServeSettings, make_server
+from autogen_http_runtime._cli.main import _runner, main
+from autogen_http_runtime._cli.settings import ServeSettings, make_server
 
 from .utils import SERIALIZERS, Text, Upper, bounded
 

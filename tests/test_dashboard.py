@@ -20,8 +20,8 @@ from autogen_core import AgentId, TopicId, TypePrefixSubscription, TypeSubscript
 from playwright.async_api import Page, async_playwright, expect
 
 from autogen_http_runtime import AgentNotFoundError, HttpAgentServer, RemoteAgentError
-from autogen_http_runtime._dashboard import snapshot
-from autogen_http_runtime._routing import MessageRouter
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._ops.dashboard import snapshot
 
 from .conftest import WorkerFactory
 from .test_routing import SEND, frames, greeted, rpc

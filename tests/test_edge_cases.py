@@ -30,7 +30,7 @@ from autogen_http_runtime import (
     RemoteAgentError,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._worker import _State
+from autogen_http_runtime._worker.runtime import _State
 
 from .conftest import WorkerFactory
 from .test_server import until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from websockets.frames import Frame, Opcode
 
-from autogen_http_runtime._frames import text_frame_header
+from autogen_http_runtime._transport.frames import text_frame_header
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 1 << 20, 32 * 1024 * 1024])

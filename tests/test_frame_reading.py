@@ -29,8 +29,8 @@ from websockets.uri import parse_uri
 
 from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._frames import TextFrameReader, parser_idle, read_text_frame, size_limit
-from autogen_http_runtime._websocket import LostHandler, MessageHandler, WebSocketClient, connect
+from autogen_http_runtime._transport.client import LostHandler, MessageHandler, WebSocketClient, connect
+from autogen_http_runtime._transport.frames import TextFrameReader, parser_idle, read_text_frame, size_limit
 
 from .conftest import WorkerFactory
 from .utils import Text, Upper, bounded

@@ -26,12 +26,13 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from autogen_http_runtime import HttpAgentServer, _json
-from autogen_http_runtime import _wire as wire
+from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime._constants import AGENTS_PATH, HOST_LOGGER, PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._routing import MessageRouter
-from autogen_http_runtime._session import WorkerSession
-from autogen_http_runtime._wire import ErrorCode, FrameError, JsonObject, Method, Payload
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.session import WorkerSession
+from autogen_http_runtime._protocol import json_codec as _json
+from autogen_http_runtime._protocol import wire
+from autogen_http_runtime._protocol.wire import ErrorCode, FrameError, JsonObject, Method, Payload
 
 from .conftest import WorkerFactory
 from .utils import TIMEOUT, Recorder, Text, Upper, bounded

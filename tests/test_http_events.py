@@ -31,7 +31,7 @@ from google.protobuf import any_pb2
 from google.protobuf.wrappers_pb2 import StringValue
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService
-from autogen_http_runtime._http_events import EventProblem, events_from_http
+from autogen_http_runtime._http.cloudevents import EventProblem, events_from_http
 
 from .conftest import WorkerFactory
 from .utils import TIMEOUT, Recorder, Text, bounded

@@ -18,7 +18,8 @@ from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from autogen_http_runtime import HttpAgentServer, _schemas
+from autogen_http_runtime import HttpAgentServer
+from autogen_http_runtime._protocol import schemas as _schemas
 
 from .conftest import WorkerFactory
 from .utils import Recorder, Upper

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from autogen_core import AgentId, TopicId, TypeSubscription
 
+from autogen_http_runtime._host.core import MessageRouter
 from autogen_http_runtime._logging import (
     JsonFormatter,
     TextFormatter,
@@ -18,7 +19,6 @@ from autogen_http_runtime._logging import (
     configure_logging,
     trace_id,
 )
-from autogen_http_runtime._routing import MessageRouter
 
 from .conftest import WorkerFactory
 from .test_routing import frames, greeted, rpc

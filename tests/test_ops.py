@@ -18,9 +18,9 @@ from autogen_http_runtime import (
     HttpAgentService,
     RemoteAgentError,
 )
-from autogen_http_runtime._routing import MessageRouter
-from autogen_http_runtime._stats import LATENCY_BUCKETS, CallOutcome, LatencyHistogram
-from autogen_http_runtime._wire import ErrorCode
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.stats import LATENCY_BUCKETS, CallOutcome, LatencyHistogram
+from autogen_http_runtime._protocol.wire import ErrorCode
 
 from .conftest import WorkerFactory
 from .test_routing import SEND, frames, greeted, rpc

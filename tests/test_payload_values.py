@@ -22,11 +22,11 @@ from autogen_core._serialization import DataclassJsonMessageSerializer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autogen_http_runtime import _json
-from autogen_http_runtime import _wire as wire
 from autogen_http_runtime._exceptions import SerializationError
-from autogen_http_runtime._serialization import PayloadCodec, json_round_trip, reads_back_the_same
-from autogen_http_runtime._wire import NO_VALUE, Payload
+from autogen_http_runtime._protocol import json_codec as _json
+from autogen_http_runtime._protocol import wire
+from autogen_http_runtime._protocol.wire import NO_VALUE, Payload
+from autogen_http_runtime._worker.serialization import PayloadCodec, json_round_trip, reads_back_the_same
 
 from .test_json_codec import json_values
 

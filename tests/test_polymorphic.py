@@ -53,9 +53,9 @@ from PIL import Image as PILImage
 from pydantic import BaseModel, model_serializer
 
 from autogen_http_runtime import SerializationError
-from autogen_http_runtime._polymorphic import ModelJsonSerializer
-from autogen_http_runtime._serialization import PayloadCodec
-from autogen_http_runtime._wire import Payload
+from autogen_http_runtime._protocol.wire import Payload
+from autogen_http_runtime._worker.polymorphic import ModelJsonSerializer
+from autogen_http_runtime._worker.serialization import PayloadCodec
 
 
 class Shape(BaseModel, ABC):
@@ -326,7 +326,7 @@ def test_the_package_works_without_agentchat() -> None:
         "sys.modules['autogen_agentchat'] = None  # any import of it fails\n"
         "from pydantic import BaseModel\n"
         "import autogen_http_runtime\n"
-        "from autogen_http_runtime._serialization import PayloadCodec\n"
+        "from autogen_http_runtime._worker.serialization import PayloadCodec\n"
         "class M(BaseModel):\n"
         "    x: int\n"
         "codec = PayloadCodec()\n"

@@ -19,9 +19,9 @@ from autogen_http_runtime import (
     ProtocolError,
     ReconnectPolicy,
     RemoteAgentError,
-    _link,
 )
-from autogen_http_runtime._link import HostLink
+from autogen_http_runtime._worker import link as _link
+from autogen_http_runtime._worker.link import HostLink
 
 from .utils import bounded
 

@@ -30,9 +30,9 @@ from autogen_http_runtime import (
     ReconnectPolicy,
     TooManyCallsError,
     WorkerDisconnectedError,
-    _server,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._http import server as _server
 
 from .conftest import WorkerFactory
 from .test_processes import spawn

@@ -10,9 +10,9 @@ import pytest
 from autogen_core import AgentId, TopicId
 
 from autogen_http_runtime._constants import PROTOCOL_VERSION
-from autogen_http_runtime._routing import MessageRouter
-from autogen_http_runtime._session import CLOSE_GOING_AWAY, WorkerSession
-from autogen_http_runtime._wire import ErrorCode
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.session import CLOSE_GOING_AWAY, WorkerSession
+from autogen_http_runtime._protocol.wire import ErrorCode
 
 from .utils import bounded
 

@@ -40,9 +40,9 @@ from autogen_http_runtime import (
     HttpAgentServer,
     RemoteAgentError,
     SubscriptionError,
-    _schemas,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._protocol import schemas as _schemas
 
 from .conftest import WorkerFactory
 from .utils import TIMEOUT, Text, Upper, bounded

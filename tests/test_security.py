@@ -31,7 +31,7 @@ from autogen_http_runtime import (
     TLSError,
     TooManyCallsError,
 )
-from autogen_http_runtime._security import RateLimiter
+from autogen_http_runtime._host.security import RateLimiter
 
 from .test_websocket_client import connect_proxy
 from .utils import SERIALIZERS, TIMEOUT, Recorder, Text, Upper, bounded
@@ -480,8 +480,8 @@ async def test_connections_past_max_connections_are_refused_until_one_leaves() -
 
 
 def test_the_serve_command_builds_a_secured_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autogen_http_runtime._cli import main
-    from autogen_http_runtime._serve import ServeSettings, make_server
+    from autogen_http_runtime._cli.main import main
+    from autogen_http_runtime._cli.settings import ServeSettings, make_server
 
     policy = tmp_path / "policy.json"
     policy.write_text('{"rules": {"alice": {"register": ["upper*"], "call": "*"}}}')

@@ -22,7 +22,7 @@ from autogen_http_runtime import (
     HttpAgentService,
     HttpWorkerAgentRuntime,
 )
-from autogen_http_runtime._host_websocket import HostWebSocketProtocol, direct_protocol
+from autogen_http_runtime._transport.uvicorn_protocol import HostWebSocketProtocol, direct_protocol
 
 from .conftest import WorkerFactory
 from .utils import SERIALIZERS, Text, Upper, bounded

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from autogen_http_runtime._batching import MAX_BATCH_BYTES, MAX_BATCH_FRAMES, joined
-from autogen_http_runtime._session import Outbox, WorkerSession
+from autogen_http_runtime._host.session import Outbox, WorkerSession
+from autogen_http_runtime._protocol.batching import MAX_BATCH_BYTES, MAX_BATCH_FRAMES, joined
 
 from .utils import bounded
 

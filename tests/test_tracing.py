@@ -202,7 +202,7 @@ def test_runtime_tracer_makes_no_spans_while_nobody_collects_them() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from autogen_http_runtime._tracing import RuntimeTracer
+    from autogen_http_runtime._worker.tracing import RuntimeTracer
 
     # No provider given and none installed globally: no span object at all.
     assert isinstance(RuntimeTracer(None, "Worker Runtime").span("create", "x"), nullcontext)
@@ -224,7 +224,7 @@ async def test_a_provider_installed_globally_later_is_picked_up_at_once() -> Non
         "from opentelemetry.sdk.trace import TracerProvider\n"
         "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
         "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-        "from autogen_http_runtime._tracing import RuntimeTracer\n"
+        "from autogen_http_runtime._worker.tracing import RuntimeTracer\n"
         "tracer = RuntimeTracer(None, 'Worker Runtime')\n"
         "assert isinstance(tracer.span('create', 'x'), nullcontext)\n"
         "exporter = InMemorySpanExporter()\n"
@@ -242,7 +242,7 @@ async def test_a_provider_installed_globally_later_is_picked_up_at_once() -> Non
 async def test_a_provider_named_in_the_environment_is_used() -> None:
     code = (
         "from contextlib import nullcontext\n"
-        "from autogen_http_runtime._tracing import RuntimeTracer\n"
+        "from autogen_http_runtime._worker.tracing import RuntimeTracer\n"
         "assert not isinstance(RuntimeTracer(None, 'Worker Runtime').span('create', 'x'), nullcontext)\n"
     )
     await runs_cleanly(code, env={**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"})

@@ -32,8 +32,8 @@ from autogen_http_runtime import (
     HttpAgentServer,
     HttpWorkerAgentRuntime,
 )
-from autogen_http_runtime._batching import MAX_BATCH_BYTES
 from autogen_http_runtime._constants import WORKER_LOGGER
+from autogen_http_runtime._protocol.batching import MAX_BATCH_BYTES
 
 from .conftest import WorkerFactory
 from .test_server import until
@@ -507,7 +507,7 @@ async def test_a_sender_that_never_waits_still_lets_the_loop_run(make_worker: Wo
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, MAX_BATCH_BYTES + 1])
 def test_text_frames_written_directly_are_what_websockets_reads(length: int) -> None:
-    from autogen_http_runtime._frames import masked_text_frame
+    from autogen_http_runtime._transport.frames import masked_text_frame
 
     server = ServerProtocol(state=State.OPEN)
     data = bytes(range(256)) * (length // 256) + b"x" * (length % 256)

@@ -15,8 +15,8 @@ from autogen_core import (
 )
 from google.protobuf.wrappers_pb2 import StringValue
 
-from autogen_http_runtime import _wire as wire
-from autogen_http_runtime._wire import ErrorCode, FrameError
+from autogen_http_runtime._protocol import wire
+from autogen_http_runtime._protocol.wire import ErrorCode, FrameError
 
 from .utils import Text
 

@@ -12,9 +12,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from autogen_http_runtime import _schemas
-from autogen_http_runtime._routing import MessageRouter
-from autogen_http_runtime._session import WorkerSession
+from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.session import WorkerSession
+from autogen_http_runtime._protocol import schemas as _schemas
 
 #: The frame schemas under ws/, by name, except the union of them all.
 WS_FRAME_SCHEMAS = sorted(

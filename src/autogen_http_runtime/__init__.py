@@ -27,11 +27,11 @@ from ._exceptions import (
     TooManyCallsError,
     WorkerDisconnectedError,
 )
-from ._link import ReconnectPolicy
-from ._security import AccessPolicy, AccessRule, BearerTokens, Identity, RateLimit
-from ._server import HttpAgentServer
-from ._service import HttpAgentService
-from ._worker import HttpWorkerAgentRuntime
+from ._host.security import AccessPolicy, AccessRule, BearerTokens, Identity, RateLimit
+from ._http.server import HttpAgentServer
+from ._http.service import HttpAgentService
+from ._worker.link import ReconnectPolicy
+from ._worker.runtime import HttpWorkerAgentRuntime
 
 __version__ = "0.1.0"
 

@@ -20,8 +20,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from ._routing import MessageRouter
-from ._stats import error_code_name, traffic
+from .._host.core import MessageRouter
+from .._host.stats import error_code_name, traffic
 
 METRICS_PATH = "/metrics"
 PREFIX = "autogen_http_"

@@ -26,7 +26,7 @@ from autogen_core import JSON_DATA_CONTENT_TYPE, AgentId
 from autogen_core._agent_id import is_valid_agent_type
 from autogen_core._topic import is_valid_topic_type
 
-from . import _json
+from . import json_codec as _json
 
 JsonObject = dict[str, Any]
 RequestId = Union[int, str]

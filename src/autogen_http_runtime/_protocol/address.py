@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ._constants import DEFAULT_HOST, DEFAULT_PORT, WORKER_WS_PATH
+from .._constants import DEFAULT_HOST, DEFAULT_PORT, WORKER_WS_PATH
 
 
 @dataclass(frozen=True)

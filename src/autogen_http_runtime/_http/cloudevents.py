@@ -29,9 +29,9 @@ from urllib.parse import unquote
 
 from autogen_core import JSON_DATA_CONTENT_TYPE
 
-from . import _json
-from . import _wire as wire
-from ._wire import FrameError, JsonObject
+from .._protocol import json_codec as _json
+from .._protocol import wire
+from .._protocol.wire import FrameError, JsonObject
 
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"

@@ -13,10 +13,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._wire import ErrorCode, RequestId
+from .._protocol.wire import ErrorCode, RequestId
 
 if TYPE_CHECKING:
-    from ._routing import MessageRouter
+    from .core import MessageRouter
 
 
 class CallOutcome:

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import __version__
-from ._logging import configure_logging
-from ._serve import ENV_PREFIX, ServeSettings, serve
-from ._server import HttpAgentServer
+from .. import __version__
+from .._http.server import HttpAgentServer
+from .._logging import configure_logging
+from .settings import ENV_PREFIX, ServeSettings, serve
 
 PROG = "autogen-http-runtime"
 

@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ._batching import joined
-from ._constants import (
+from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
@@ -24,18 +23,19 @@ from ._constants import (
     MOUNTED_MAX_MESSAGE_SIZE,
     WORKER_WS_PATH,
 )
-from ._host_websocket import DIRECT_FRAMES, Attach, Receive
-from ._http_api import IDENTITY_STATE, add_http_api, problem_response
-from ._ops import operations_router
-from ._routing import MessageRouter
-from ._security import ANONYMOUS, AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
-from ._session import (
+from .._host.core import MessageRouter
+from .._host.security import ANONYMOUS, AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
+from .._host.session import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     WorkerSession,
 )
+from .._ops.probes import operations_router
+from .._protocol.batching import joined
+from .._transport.uvicorn_protocol import DIRECT_FRAMES, Attach, Receive
+from .api import IDENTITY_STATE, add_http_api, problem_response
 
 __all__ = ["AuthProblem", "HttpAgentService"]
 

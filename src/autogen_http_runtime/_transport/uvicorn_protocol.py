@@ -31,10 +31,10 @@ from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from ._batching import joined
-from ._frames import TextFrameReader, text_frame_header
-from ._session import WorkerSession
-from ._websocket import write_pieces
+from .._host.session import WorkerSession
+from .._protocol.batching import joined
+from .client import write_pieces
+from .frames import TextFrameReader, text_frame_header
 
 __all__ = ["DIRECT_FRAMES", "Attach", "CatchUp", "Receive", "direct_protocol"]
 

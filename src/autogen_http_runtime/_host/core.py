@@ -19,8 +19,7 @@ from typing import TypeVar
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
 from autogen_core._agent_id import is_valid_agent_type
 
-from . import _wire as wire
-from ._constants import (
+from .._constants import (
     DEFAULT_HIGH_WATER,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -28,17 +27,18 @@ from ._constants import (
     HOST_LOGGER,
     PROTOCOL_VERSION,
 )
-from ._logging import call_extra
-from ._security import ANONYMOUS, AccessPolicy, Action, Identity, RateLimiter
-from ._session import (
+from .._logging import call_extra
+from .._protocol import wire
+from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .security import ANONYMOUS, AccessPolicy, Action, Identity, RateLimiter
+from .session import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     PendingCall,
     WorkerSession,
 )
-from ._stats import CallOutcome, RouterStats
-from ._subscriptions import SubscriptionTable, subscription_from_spec
-from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .stats import CallOutcome, RouterStats
+from .subscriptions import SubscriptionTable, subscription_from_spec
 
 _T = TypeVar("_T")
 

@@ -18,9 +18,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ._dashboard import dashboard_router
-from ._metrics import metrics_router
-from ._routing import MessageRouter
+from .._host.core import MessageRouter
+from .dashboard import dashboard_router
+from .metrics import metrics_router
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"

@@ -1,6 +1,6 @@
 """``GET /dashboard``: a live page about the host, fed by server-sent events.
 
-The page (``_static/dashboard.html``) is one self-contained file, HTML, CSS and JS, with
+The page (``static/dashboard.html``) is one self-contained file, HTML, CSS and JS, with
 no build step. It opens ``dashboard/events``, which sends a JSON snapshot of the routing
 core every ``interval`` seconds; the page computes rates from successive snapshots.
 Snapshots are built only while a page is open, so the dashboard costs nothing otherwise.
@@ -20,8 +20,8 @@ from autogen_core import TypePrefixSubscription, TypeSubscription
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from ._routing import MessageRouter
-from ._stats import error_code_name, traffic
+from .._host.core import MessageRouter
+from .._host.stats import error_code_name, traffic
 
 DASHBOARD_PATH = "/dashboard"
 EVENTS_PATH = "/dashboard/events"
@@ -34,7 +34,7 @@ MAX_ROWS = 500
 
 @cache
 def page() -> str:
-    return resources.files(__package__).joinpath("_static").joinpath("dashboard.html").read_text("utf-8")
+    return resources.files(__package__).joinpath("static").joinpath("dashboard.html").read_text("utf-8")
 
 
 def snapshot(core: MessageRouter) -> dict[str, Any]:

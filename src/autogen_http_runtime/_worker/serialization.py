@@ -43,9 +43,9 @@ from autogen_core._serialization import (
 )
 from pydantic import BaseModel
 
-from ._exceptions import SerializationError
-from ._polymorphic import ModelJsonSerializer, has_model_fields, is_model_class, resolve_class
-from ._wire import NO_VALUE, Payload
+from .._exceptions import SerializationError
+from .._protocol.wire import NO_VALUE, Payload
+from .polymorphic import ModelJsonSerializer, has_model_fields, is_model_class, resolve_class
 
 SUPPORTED_CONTENT_TYPES = (JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE)
 

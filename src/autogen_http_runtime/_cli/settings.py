@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ._constants import (
+from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_HOST,
@@ -28,10 +28,10 @@ from ._constants import (
     DEFAULT_PORT,
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
 )
-from ._logging import LogFormat
-from ._security import AccessPolicy, Authenticator, BearerTokens, RateLimit
-from ._server import HttpAgentServer
-from ._service import DEFAULT_PUBLIC_ROUTES, HttpAgentService
+from .._host.security import AccessPolicy, Authenticator, BearerTokens, RateLimit
+from .._http.server import HttpAgentServer
+from .._http.service import DEFAULT_PUBLIC_ROUTES, HttpAgentService
+from .._logging import LogFormat
 
 ENV_PREFIX = "AUTOGEN_HTTP_"
 

@@ -26,8 +26,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
-from ._frames import TextFrameReader, masked_text_frame
-from ._randomness import random_chunks
+from .._randomness import random_chunks
+from .frames import TextFrameReader, masked_text_frame
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -191,7 +191,7 @@ class WebSocketClient(asyncio.Protocol):
     # -- inside ---------------------------------------------------------------------------
 
     async def _handshake(self, headers: Mapping[str, str]) -> None:
-        from . import __version__  # the package has finished importing by now
+        from .. import __version__  # the package has finished importing by now
 
         request = self._ws.connect()
         for name, value in {"User-Agent": f"autogen-http-runtime/{__version__}", **headers}.items():

@@ -9,14 +9,14 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from ._connection import HostConnection
-from ._exceptions import (
+from .._exceptions import (
     AuthenticationError,
     CallTimeoutError,
     HostConnectionError,
     HostShuttingDownError,
     TLSError,
 )
+from .connection import HostConnection
 
 __all__ = ["HostLink", "ReconnectPolicy"]
 

@@ -29,18 +29,18 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from . import _http_models as models
-from . import _json
-from . import _wire as wire
-from ._constants import AGENTS_PATH, PROTOCOL_VERSION
-from ._http_events import EventProblem, events_from_http
-from ._routing import MessageRouter
-from ._security import ANONYMOUS, Identity
-from ._session import WorkerSession
-from ._wire import ErrorCode, FrameError, JsonObject, Method
+from .._constants import AGENTS_PATH, PROTOCOL_VERSION
+from .._host.core import MessageRouter
+from .._host.security import ANONYMOUS, Identity
+from .._host.session import WorkerSession
+from .._protocol import json_codec as _json
+from .._protocol import wire
+from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method
+from . import models
+from .cloudevents import EventProblem, events_from_http
 
 if TYPE_CHECKING:
-    from ._service import HttpAgentService
+    from .service import HttpAgentService
 
 EVENTS_PATH: Final = "/v1/events"
 RPC_PATH: Final = "/v1/rpc"

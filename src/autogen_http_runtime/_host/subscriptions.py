@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
 
-from . import _wire as wire
+from .._protocol import wire
 
 _MAX_CACHED_TOPICS = 4096
 

@@ -15,9 +15,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import _schemas
-from ._constants import PROTOCOL_VERSION
-from ._http_events import BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
+from .._constants import PROTOCOL_VERSION
+from .._protocol import schemas as _schemas
+from .cloudevents import BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 
 _WORKER_ID = "3a1cdfa9443f4689bce096da558557ff"
 #: Seconds the whole ``POST /v1/rpc`` request may take; each call's ``timeout`` param can shorten it.

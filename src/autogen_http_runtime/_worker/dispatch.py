@@ -14,15 +14,15 @@ from typing import Any
 
 from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
 
-from . import _json
-from . import _wire as wire
-from ._agents import LocalAgents
-from ._connection import HostConnection
-from ._exceptions import AgentNotFoundError, HostConnectionError, MessageTooLargeError
-from ._logging import call_extra
-from ._serialization import PayloadCodec
-from ._tracing import RuntimeTracer, continued, trace_context_from
-from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .._exceptions import AgentNotFoundError, HostConnectionError, MessageTooLargeError
+from .._logging import call_extra
+from .._protocol import json_codec as _json
+from .._protocol import wire
+from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .agents import LocalAgents
+from .connection import HostConnection
+from .serialization import PayloadCodec
+from .tracing import RuntimeTracer, continued, trace_context_from
 
 
 class Inbound:

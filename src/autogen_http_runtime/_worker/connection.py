@@ -14,12 +14,8 @@ from typing import Any
 
 import websockets
 
-from . import _websocket
-from . import _wire as wire
-from ._address import HostEndpoint
-from ._batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
-from ._constants import PROTOCOL_VERSION
-from ._exceptions import (
+from .._constants import PROTOCOL_VERSION
+from .._exceptions import (
     AuthenticationError,
     CallTimeoutError,
     HostConnectionError,
@@ -27,7 +23,11 @@ from ._exceptions import (
     TLSError,
     error_from_wire,
 )
-from ._wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .._protocol import wire
+from .._protocol.address import HostEndpoint
+from .._protocol.batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
+from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .._transport import client as _websocket
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _wire as wire
-from ._batching import take_batch
-from ._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
-from ._security import ANONYMOUS, Identity
-from ._wire import JsonObject, RequestId
+from .._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
+from .._protocol import wire
+from .._protocol.batching import take_batch
+from .._protocol.wire import JsonObject, RequestId
+from .security import ANONYMOUS, Identity
 
 #: WebSocket close codes the host uses.
 CLOSE_NORMAL = 1000

@@ -15,18 +15,18 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from ._address import format_host_port, split_host_port
-from ._compat import warn_grpc_config_ignored
-from ._constants import (
+from .._compat import warn_grpc_config_ignored
+from .._constants import (
     DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     SERVER_LOGGER,
 )
-from ._host_websocket import direct_protocol
-from ._service import HttpAgentService
-from ._signals import signals_received
+from .._protocol.address import format_host_port, split_host_port
+from .._signals import signals_received
+from .._transport.uvicorn_protocol import direct_protocol
+from .service import HttpAgentService
 
 __all__ = ["HttpAgentServer"]
 

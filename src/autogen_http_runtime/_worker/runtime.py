@@ -29,13 +29,8 @@ from autogen_core import (
 from autogen_core._runtime_impl_helpers import get_impl
 from opentelemetry.trace import TracerProvider
 
-from . import _json
-from . import _wire as wire
-from ._address import parse_host_address
-from ._agents import LocalAgents, builtin_type
-from ._compat import warn_grpc_config_ignored
-from ._connection import ConnectionHandlers, ConnectionOptions, HostConnection, client_ssl_context
-from ._constants import (
+from .._compat import warn_grpc_config_ignored
+from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_CONTROL_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -45,18 +40,23 @@ from ._constants import (
     DEFAULT_WRITE_BUFFER_LIMIT,
     WORKER_LOGGER,
 )
-from ._exceptions import (
+from .._exceptions import (
     HostConnectionError,
     RpcError,
     SubscriptionError,
 )
-from ._inbound import Inbound
-from ._link import HostLink, ReconnectPolicy
-from ._randomness import message_ids
-from ._serialization import PayloadCodec
-from ._signals import signals_received
-from ._tracing import RuntimeTracer, current_trace_context
-from ._wire import ErrorCode, JsonObject, Method
+from .._protocol import json_codec as _json
+from .._protocol import wire
+from .._protocol.address import parse_host_address
+from .._protocol.wire import ErrorCode, JsonObject, Method
+from .._randomness import message_ids
+from .._signals import signals_received
+from .agents import LocalAgents, builtin_type
+from .connection import ConnectionHandlers, ConnectionOptions, HostConnection, client_ssl_context
+from .dispatch import Inbound
+from .link import HostLink, ReconnectPolicy
+from .serialization import PayloadCodec
+from .tracing import RuntimeTracer, current_trace_context
 
 __all__ = ["HttpWorkerAgentRuntime"]
 

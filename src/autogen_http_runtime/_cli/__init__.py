@@ -1,0 +1,5 @@
+"""The command line: ``autogen-http-runtime serve``."""
+
+from .main import main
+
+__all__ = ["main"]
