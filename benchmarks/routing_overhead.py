@@ -2,7 +2,7 @@
 
     python benchmarks/routing_overhead.py [--calls 200000] [--events 200000] [--repeat 5]
 
-Runs ``MessageRouter.handle_text`` on a request and its answer (one call) and on a
+Runs ``RoutingCore.handle_text`` on a request and its answer (one call) and on a
 published event with one subscriber, and prints the best of ``--repeat`` runs in
 microseconds. It measures what the host's own bookkeeping adds (counters, latency
 histogram, outcome tally), so it is the figure to compare before and after changing the
@@ -17,7 +17,7 @@ import json
 import time
 
 from autogen_http_runtime._constants import PROTOCOL_VERSION
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._host.session import WorkerSession
 
 SEND = {"recipient": {"type": "b", "key": "k"}, "payload": {"data_type": "T", "data": {"x": 1}}}
@@ -37,7 +37,7 @@ def _drain(session: WorkerSession) -> list[str]:
     return out
 
 
-def _greeted(router: MessageRouter, agent_type: str | None = None) -> WorkerSession:
+def _greeted(router: RoutingCore, agent_type: str | None = None) -> WorkerSession:
     session = router.open_session()
     router.handle_text(session, _request(0, "hello", protocol=PROTOCOL_VERSION))
     if agent_type:
@@ -48,7 +48,7 @@ def _greeted(router: MessageRouter, agent_type: str | None = None) -> WorkerSess
 
 def time_calls(count: int) -> float:
     """Seconds per call: the request routed to the target, the answer routed back."""
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = _greeted(router), _greeted(router, "b")
     requests = [_request(i, "send", **SEND) for i in range(count)]
     answer = '{"jsonrpc":"2.0","id":%d,"result":{"payload":null}}'
@@ -64,7 +64,7 @@ def time_calls(count: int) -> float:
 
 def time_events(count: int) -> float:
     """Seconds per event published to a topic with one subscriber on another worker."""
-    router = MessageRouter()
+    router = RoutingCore()
     publisher, subscriber = _greeted(router), _greeted(router, "b")
     subscription = {"id": "s", "kind": "type", "agent_type": "b", "topic": "t"}
     router.handle_text(subscriber, _request(2, "add_subscription", subscription=subscription))

@@ -20,12 +20,12 @@ from autogen_core import AgentId, TopicId, TypePrefixSubscription, TypeSubscript
 from playwright.async_api import Page, async_playwright, expect
 
 from autogen_http_runtime import AgentNotFoundError, HttpAgentServer, RemoteAgentError
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._ops.dashboard import snapshot
 
 from .conftest import WorkerFactory
 from .test_routing import SEND, frames, greeted, rpc
-from .utils import TIMEOUT, Recorder, Text, Upper, bounded
+from .utils import TIMEOUT, Recorder, Text, Upper, bounded, owners
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,7 +41,7 @@ WAIT_MS = TIMEOUT * 1000
 
 
 def test_snapshot_lists_workers_types_subscriptions_and_totals() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     target.name = "b-worker"
     subscription = {"id": "s1", "kind": "type_prefix", "agent_type": "b", "topic": "news."}
@@ -56,7 +56,7 @@ def test_snapshot_lists_workers_types_subscriptions_and_totals() -> None:
     assert [w["name"] for w in snap["workers"]] == ["", "b-worker"]
     assert snap["workers"][1]["agent_types"] == ["b"] and snap["workers"][1]["subscriptions"] == 1
     assert snap["agent_types"] == [{"type": "b", "worker_id": target.worker_id}]
-    assert snap["subscriptions"] == [{"id": "s1", "kind": "prefix", "topic": "news.", "agent_type": "b"}]
+    assert snap["subscriptions"] == [{"id": "s1", "kind": "type_prefix", "topic": "news.", "agent_type": "b"}]
     assert snap["totals"]["calls_routed"] == 1 and snap["totals"]["errors"] == 1
     assert snap["call_outcomes"]["ok"] == 1 and snap["latency"]["count"] == 1
     assert snap["errors_by_code"] == [{"code": -32001, "name": "AGENT_NOT_FOUND", "count": 1}]
@@ -121,7 +121,7 @@ async def test_dashboard_shows_workers_and_counters_live(
     serving = await make_worker(name="upper-worker")
     await Upper.register(serving, "upper", Upper)
     row = page.locator(
-        f'#workers tbody tr[data-worker-id="{server.service.core.agent_types["upper"].worker_id}"]'
+        f'#workers tbody tr[data-worker-id="{owners(server.service.core)["upper"].worker_id}"]'
     )
     await expect(row).to_contain_text("upper-worker", timeout=WAIT_MS)
     await expect(row).to_contain_text("upper", timeout=WAIT_MS)

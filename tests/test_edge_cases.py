@@ -34,7 +34,7 @@ from autogen_http_runtime._worker.runtime import _State
 
 from .conftest import WorkerFactory
 from .test_server import until
-from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded
+from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded, owners
 
 HELLO = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "hello", "params": {"protocol": PROTOCOL_VERSION}})
 
@@ -127,7 +127,7 @@ async def test_stop_during_start_wins(server: HttpAgentServer) -> None:
     await bounded(worker.stop())
     with pytest.raises(HostConnectionError):
         await bounded(starting)
-    assert "upper" not in server.service.core.agent_types
+    assert "upper" not in owners(server.service.core)
     with pytest.raises(HostConnectionError):
         await worker.send_message(Text("x"), AgentId("upper", "k"))
 
@@ -143,7 +143,7 @@ async def test_failed_start_can_be_retried() -> None:
         await bounded(worker.start())
     async with HttpAgentServer("127.0.0.1", port=port) as server:
         await bounded(worker.start())
-        assert "upper" in server.service.core.agent_types
+        assert "upper" in owners(server.service.core)
         assert await bounded(worker.send_message(Text("again"), AgentId("upper", "k"))) == Text("AGAIN")
         await bounded(worker.stop())
 
@@ -168,7 +168,7 @@ async def test_failed_instance_registration_leaves_nothing_on_the_host(
     # Frames from one worker are handled in order: once this round trip returns, the host
     # has processed the undoing of the registration.
     await bounded(first.register_factory("marker", Upper))
-    assert "shared" not in server.service.core.agent_types
+    assert "shared" not in owners(server.service.core)
     await bounded(second.register_factory("shared", Upper))
 
 
@@ -181,7 +181,7 @@ async def test_registration_after_the_host_is_gone_fails(
         await bounded(worker.register_factory("late", Upper))
     with pytest.raises(HostConnectionError):
         await bounded(worker.add_subscription(TypeSubscription("t", "late")))
-    assert "late" not in server.service.core.agent_types
+    assert "late" not in owners(server.service.core)
 
 
 async def test_host_and_worker_wait_for_the_same_signal_in_one_process(server: HttpAgentServer) -> None:

@@ -28,14 +28,14 @@ from websockets.exceptions import ConnectionClosed
 
 from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime._constants import AGENTS_PATH, HOST_LOGGER, PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._host.session import WorkerSession
 from autogen_http_runtime._protocol import json_codec as _json
 from autogen_http_runtime._protocol import wire
-from autogen_http_runtime._protocol.wire import ErrorCode, FrameError, JsonObject, Method, Payload
+from autogen_http_runtime._protocol.wire import ErrorCode, JsonObject, MessageError, Method, Payload
 
 from .conftest import WorkerFactory
-from .utils import TIMEOUT, Recorder, Text, Upper, bounded
+from .utils import TIMEOUT, Recorder, Text, Upper, bounded, owners, subscriptions
 
 #: Deterministic and quick: the same examples on every run, nothing stored between runs.
 FUZZ = settings(
@@ -147,10 +147,12 @@ def valid_frame(
             Method.ADD_SUBSCRIPTION,
             {
                 "subscription": wire.subscription_to_wire(
-                    rng.choice(["type", "type_prefix"]),
-                    f"s{rng.randint(0, 5)}",
-                    agent_type,
-                    rng.choice(topics),
+                    wire.SubscriptionSpec(
+                        f"s{rng.randint(0, 5)}",
+                        rng.choice(["type", "type_prefix"]),
+                        agent_type,
+                        rng.choice(topics),
+                    )
                 )
             },
         ),
@@ -212,7 +214,7 @@ def mutate(rng: random.Random, frame: JsonObject, *, nan: bool = False) -> JsonO
     return frame
 
 
-def to_wire(frame: wire.Frame) -> JsonObject:
+def to_wire(frame: wire.Message) -> JsonObject:
     """The dictionary ``encode`` turns back into text, built with the module's own builders."""
     if isinstance(frame, wire.Request):
         return wire.request(frame.id, frame.method, frame.params)
@@ -279,11 +281,11 @@ mutated_frames = st.builds(mutate, randoms, valid_frames)
 # -- the decoder -----------------------------------------------------------------------------
 
 
-def check_decode(data: str | bytes) -> wire.Frame | None:
-    """Decode ``data``: a frame that re-encodes to itself, or a FrameError with a decoder's code."""
+def check_decode(data: str | bytes) -> wire.Message | None:
+    """Decode ``data``: a frame that re-encodes to itself, or a MessageError with a decoder's code."""
     try:
         frame = wire.decode(data)
-    except FrameError as exc:
+    except MessageError as exc:
         assert exc.code in DECODE_CODES, exc.code
         assert isinstance(exc.message, str) and exc.message
         assert exc.request_id is None or isinstance(exc.request_id, (int, str))
@@ -360,7 +362,7 @@ def test_decode_deep_nesting(depth: int) -> None:
 def _expect_params_error(read: Callable[[], Any]) -> Any:
     try:
         return read()
-    except FrameError as exc:
+    except MessageError as exc:
         assert exc.code == ErrorCode.INVALID_PARAMS and exc.message
         return None
 
@@ -420,7 +422,9 @@ def test_subscription_from_wire_only_raises_frame_errors(value: Any) -> None:
         assert spec.kind in ("type", "type_prefix") and spec.id
         assert (
             wire.subscription_from_wire(
-                wire.subscription_to_wire(spec.kind, spec.id, spec.agent_type, spec.topic)
+                wire.subscription_to_wire(
+                    wire.SubscriptionSpec(spec.id, spec.kind, spec.agent_type, spec.topic)
+                )
             )
             == spec
         )
@@ -467,7 +471,7 @@ events = st.one_of(event_like, st.builds(mutate, randoms, event_like))
 def test_what_a_worker_reads_from_a_decoded_event_only_raises_frame_errors(obj: JsonObject) -> None:
     try:
         frame = wire.decode(json.dumps(obj))
-    except FrameError:
+    except MessageError:
         return
     assert isinstance(frame, wire.Event)
     for name in (wire.EXT_SENDER, wire.EXT_RECIPIENT):
@@ -526,11 +530,11 @@ def drain(session: WorkerSession) -> list[JsonObject]:
     return out
 
 
-def call(router: MessageRouter, session: WorkerSession, request_id: Any, method: str, **params: Any) -> None:
+def call(router: RoutingCore, session: WorkerSession, request_id: Any, method: str, **params: Any) -> None:
     router.handle_text(session, wire.encode(wire.request(request_id, method, params)))
 
 
-def check_core(router: MessageRouter) -> None:
+def check_core(router: RoutingCore) -> None:
     """Every call in flight is known to its caller and its target, and to nothing else."""
     sessions = list(router.sessions.values())
     made = {(id(s), caller_id): host_id for s in sessions for caller_id, host_id in s.calls_made.items()}
@@ -540,10 +544,10 @@ def check_core(router: MessageRouter) -> None:
         assert pending.target.calls_served[host_id] is pending
         assert made[(id(pending.caller), pending.caller_id)] == host_id
         assert pending.caller.worker_id in router.sessions and pending.target.worker_id in router.sessions
-    for owner in router.agent_types.values():
+    for owner in owners(router).values():
         assert owner.worker_id in router.sessions
     owned = [sub_id for s in sessions for sub_id in s.subscription_ids]
-    assert sorted(owned) == sorted(sub.id for sub in router.subscriptions.values())
+    assert sorted(owned) == sorted(sub.id for sub in subscriptions(router))
 
 
 session_frames = st.one_of(
@@ -563,7 +567,7 @@ session_frames = st.one_of(
 )
 
 
-def aimed(router: MessageRouter, action: str, value: Any) -> tuple[WorkerSession, str]:
+def aimed(router: RoutingCore, action: str, value: Any) -> tuple[WorkerSession, str]:
     """A frame about a call in flight, from the session that serves it (answers) or made it (cancel)."""
     sessions = list(router.sessions.values())
     if action == "cancel":
@@ -580,13 +584,13 @@ def aimed(router: MessageRouter, action: str, value: Any) -> tuple[WorkerSession
 @given(st.lists(st.tuples(st.integers(0, 3), session_frames), min_size=8, max_size=30))
 def test_the_core_survives_any_frames_and_still_routes(frames: list[tuple[int, Any]]) -> None:
     logger, records = quiet_logger()
-    router = MessageRouter(logger=logger)
+    router = RoutingCore(logger=logger)
     sessions = [router.open_session() for _ in range(4)]
     for n, session in enumerate(sessions[:3]):  # the fourth never says hello
         call(router, session, "h", Method.HELLO, protocol=PROTOCOL_VERSION)
         if n:
             call(router, session, "r", Method.REGISTER_AGENT_TYPE, type=AGENT_TYPES[n])
-    sub = wire.subscription_to_wire("type_prefix", "s0", "b", "news")
+    sub = wire.subscription_to_wire(wire.SubscriptionSpec("s0", "type_prefix", "b", "news"))
     call(router, sessions[2], "s", Method.ADD_SUBSCRIPTION, subscription=sub)
 
     for index, item in frames:
@@ -608,7 +612,7 @@ def test_the_core_survives_any_frames_and_still_routes(frames: list[tuple[int, A
     for session in (caller, callee):
         call(router, session, 0, Method.HELLO, protocol=PROTOCOL_VERSION)
     call(router, callee, 1, Method.REGISTER_AGENT_TYPE, type="fresh-callee")
-    sub = wire.subscription_to_wire("type", "fresh-sub", "fresh-callee", "fresh-topic")
+    sub = wire.subscription_to_wire(wire.SubscriptionSpec("fresh-sub", "type", "fresh-callee", "fresh-topic"))
     call(router, callee, 2, Method.ADD_SUBSCRIPTION, subscription=sub)
     assert [f.get("error") for f in drain(callee)] == [None, None, None]
     params = {
@@ -633,7 +637,7 @@ def test_the_core_survives_any_frames_and_still_routes(frames: list[tuple[int, A
     # Once everyone has gone, nothing is left behind.
     for session in [*sessions, caller, callee]:
         router.close_session(session, "test over")
-    assert router.pending_calls == 0 and router.agent_types == {} and len(router.subscriptions) == 0
+    assert router.pending_calls == 0 and owners(router) == {} and len(subscriptions(router)) == 0
     assert not [r for r in records.records if r.levelno >= logging.ERROR]
 
 
@@ -641,7 +645,7 @@ def test_replies_nested_at_the_edge_of_what_json_reads_reach_the_caller_or_the_r
     # How deep json.loads reads depends on how deep the stack already is, and writing the
     # reply happens a few frames deeper: somewhere a reply is readable but not writable.
     logger, records = quiet_logger()
-    router = MessageRouter(logger=logger)
+    router = RoutingCore(logger=logger)
     caller, callee = router.open_session(), router.open_session()
     for session in (caller, callee):
         call(router, session, 0, Method.HELLO, protocol=PROTOCOL_VERSION)
@@ -671,12 +675,12 @@ def test_replies_nested_at_the_edge_of_what_json_reads_reach_the_caller_or_the_r
 
 def test_requests_and_events_nested_at_the_edge_get_a_protocol_error_not_an_internal_one() -> None:
     logger, records = quiet_logger()
-    router = MessageRouter(logger=logger)
+    router = RoutingCore(logger=logger)
     caller, callee = router.open_session(), router.open_session()
     for session in (caller, callee):
         call(router, session, 0, Method.HELLO, protocol=PROTOCOL_VERSION)
     call(router, callee, 1, Method.REGISTER_AGENT_TYPE, type="deep")
-    sub = wire.subscription_to_wire("type", "s", "deep", "t")
+    sub = wire.subscription_to_wire(wire.SubscriptionSpec("s", "type", "deep", "t"))
     call(router, callee, 2, Method.ADD_SUBSCRIPTION, subscription=sub)
     drain(caller)
     drain(callee)
@@ -709,7 +713,7 @@ def test_requests_and_events_nested_at_the_edge_get_a_protocol_error_not_an_inte
 @pytest.mark.parametrize("limit", ["NaN", "Infinity", "-Infinity", "1" * 400, "1e400", "-0.0", "1024.5"])
 def test_hello_with_a_number_json_reads_but_no_limit_can_be_is_invalid_params(limit: str) -> None:
     logger, records = quiet_logger()
-    router = MessageRouter(logger=logger)
+    router = RoutingCore(logger=logger)
     session = router.open_session()
     hello = '{"jsonrpc":"2.0","id":1,"method":"hello","params":{"protocol":"P","max_message_size":L}}'
     router.handle_text(session, hello.replace("P", PROTOCOL_VERSION).replace("L", limit))
@@ -868,7 +872,9 @@ async def fuzz_clients(server: HttpAgentServer, rng: random.Random) -> AsyncIter
             if n < CLIENTS - 1:  # the last one never says hello
                 await ws.send(wire.encode(wire.request(0, Method.HELLO, {"protocol": PROTOCOL_VERSION})))
                 await ws.send(wire.encode(wire.request(1, Method.REGISTER_AGENT_TYPE, {"type": f"fuzz-{n}"})))
-                sub = wire.subscription_to_wire("type_prefix", f"fuzz-sub-{n}", f"fuzz-{n}", "t")
+                sub = wire.subscription_to_wire(
+                    wire.SubscriptionSpec(f"fuzz-sub-{n}", "type_prefix", f"fuzz-{n}", "t")
+                )
                 await ws.send(wire.encode(wire.request(2, Method.ADD_SUBSCRIPTION, {"subscription": sub})))
         yield clients
     finally:
@@ -914,9 +920,9 @@ async def test_a_live_host_survives_a_flood_of_hostile_frames(
 
     # The fuzz clients are gone and so is everything they held.
     await eventually(lambda: len(core.sessions) == 1 and core.pending_calls == 0)
-    assert sorted(core.agent_types) == ["recorder", "upper"]
+    assert sorted(owners(core)) == ["recorder", "upper"]
     [remaining] = core.sessions.values()
-    assert remaining.subscription_ids == {s.id for s in core.subscriptions.values()}
+    assert remaining.subscription_ids == {s.id for s in subscriptions(core)}
 
     async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
         listing = (await http.get(AGENTS_PATH)).raise_for_status().json()

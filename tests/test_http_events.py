@@ -31,7 +31,8 @@ from google.protobuf import any_pb2
 from google.protobuf.wrappers_pb2 import StringValue
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService
-from autogen_http_runtime._http.cloudevents import EventProblem, events_from_http
+from autogen_http_runtime._http.cloudevents import events_from_http
+from autogen_http_runtime._http.problems import Problem
 
 from .conftest import WorkerFactory
 from .utils import TIMEOUT, Recorder, Text, bounded
@@ -65,11 +66,11 @@ def parse(headers: dict[str, str], body: bytes | str | Any) -> list[dict[str, An
         if isinstance(body, bytes)
         else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
     )
-    return events_from_http(headers, raw, max_frame_size=LIMIT)
+    return [event.attributes for event in events_from_http(headers, raw, max_frame_size=LIMIT)]
 
 
-def problem(headers: dict[str, str], body: bytes | str | Any) -> EventProblem:
-    with pytest.raises(EventProblem) as caught:
+def problem(headers: dict[str, str], body: bytes | str | Any) -> Problem:
+    with pytest.raises(Problem) as caught:
         parse(headers, body)
     return caught.value
 

@@ -26,7 +26,7 @@ from autogen_http_runtime._constants import WORKER_WS_PATH
 
 from .conftest import WorkerFactory
 from .test_http_rpc import Stalling, send
-from .utils import SERIALIZERS, TIMEOUT, Recorder, Text, Upper, bounded
+from .utils import SERIALIZERS, TIMEOUT, Recorder, Text, Upper, bounded, connected_workers, owners
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ async def test_agents_lists_each_type_and_its_worker(
     core = server.service.core
     assert (await http.get("/v1/agents")).json() == {
         "agent_types": {
-            "other": core.agent_types["other"].worker_id,
-            "upper": core.agent_types["upper"].worker_id,
+            "other": owners(core)["other"].worker_id,
+            "upper": owners(core)["upper"].worker_id,
         },
         "workers": 2,
     }
@@ -60,7 +60,7 @@ async def test_subscriptions_lists_each_with_the_worker_that_added_it(
     await second.add_subscription(TypePrefixSubscription("news.", "reader", id="a-prefix"))
     await second.add_subscription(TypeSubscription("gone", "reader", id="c-gone"))
     await second.remove_subscription("c-gone")
-    ids = {s.worker_id for s in server.service.core.workers()}
+    ids = {s.worker_id for s in connected_workers(server.service.core)}
     listing = (await http.get("/v1/subscriptions")).json()["subscriptions"]
     owner = {entry["id"]: entry.pop("worker_id") for entry in listing}
     assert listing == [

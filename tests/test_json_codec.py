@@ -446,7 +446,10 @@ def test_what_no_codec_can_write_is_a_type_error_to_dumps(value: Any) -> None:
 
 # -- the environment switch ----------------------------------------------------------------
 
-PROBE = "from autogen_http_runtime._protocol import json_codec as _json; print(_json.FAST, _json.dumps is _json._std_dumps)"
+PROBE = (
+    "from autogen_http_runtime._protocol import json_codec as _json; "
+    "print(_json.FAST, _json.dumps is _json._std_dumps)"
+)
 
 
 def _probe(env_value: str | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from autogen_core import AgentId, TopicId, TypeSubscription
 
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._logging import (
     JsonFormatter,
     TextFormatter,
@@ -91,7 +91,7 @@ def test_configure_logging_installs_one_stderr_handler() -> None:
 
 def test_host_lines_about_a_call_carry_its_request_and_trace_ids(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=HOST_LOGGER)
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     payload = {"data_type": "T", "data": {}}
     rpc(

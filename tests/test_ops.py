@@ -18,13 +18,13 @@ from autogen_http_runtime import (
     HttpAgentService,
     RemoteAgentError,
 )
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._host.stats import LATENCY_BUCKETS, CallOutcome, LatencyHistogram
 from autogen_http_runtime._protocol.wire import ErrorCode
 
 from .conftest import WorkerFactory
 from .test_routing import SEND, frames, greeted, rpc
-from .utils import Recorder, Text, Upper, bounded
+from .utils import Recorder, Text, Upper, bounded, owners
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -136,7 +136,7 @@ async def test_metrics_count_workers_calls_events_errors_and_bytes(
     assert value(samples, "autogen_http_frames_received_total") > 0
     assert value(samples, "autogen_http_sent_bytes_total") > 0
     assert value(samples, "autogen_http_queued_bytes") >= 0
-    serving_id = server.service.core.agent_types["upper"].worker_id
+    serving_id = owners(server.service.core)["upper"].worker_id
     assert (
         value(samples, "autogen_http_worker_queued_bytes", worker_id=serving_id, worker_name="serving") >= 0
     )
@@ -184,7 +184,7 @@ async def test_operations_endpoints_work_mounted_under_a_prefix() -> None:
 
 
 def test_call_outcomes_and_latency_are_counted_in_the_core() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     for request_id in (1, 2, 3):
         rpc(router, caller, request_id, "send", **SEND)
@@ -220,7 +220,7 @@ def test_call_outcomes_and_latency_are_counted_in_the_core() -> None:
 
 
 async def test_calls_failed_at_shutdown_are_counted() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, _ = greeted(router), greeted(router, "b")
     rpc(router, caller, 1, "send", **SEND)
     await bounded(router.drain(grace=0))
@@ -230,7 +230,7 @@ async def test_calls_failed_at_shutdown_are_counted() -> None:
 
 
 def test_recent_errors_are_bounded_and_truncated() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     session = greeted(router)
     for n in range(200):
         rpc(router, session, n, "no_such_method", blob="x" * 1000)

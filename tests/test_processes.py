@@ -27,7 +27,7 @@ from autogen_http_runtime import (
 )
 
 from .conftest import WorkerFactory
-from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded
+from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded, owners, subscriptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,12 +82,10 @@ async def test_killed_worker_fails_inflight_calls_promptly(
     calls_in_flight = 100
     async with spawn("worker", server.url, "blocker") as child:
         await child.expect("READY")
-        doomed = core.agent_types["blocker"]
+        doomed = owners(core)["blocker"]
         assert len(doomed.subscription_ids) == 1
-        assert doomed.subscription_ids == {
-            s.id for s in core.subscriptions.values() if s.agent_type == "blocker"
-        }
-        survivor_subscriptions = {s.id for s in core.subscriptions.values() if s.agent_type == "upper"}
+        assert doomed.subscription_ids == {s.id for s in subscriptions(core) if s.agent_type == "blocker"}
+        survivor_subscriptions = {s.id for s in subscriptions(core) if s.agent_type == "upper"}
 
         calls = [
             asyncio.ensure_future(caller.send_message(Text(f"m{i}"), AgentId("blocker", str(i % 5))))
@@ -109,8 +107,8 @@ async def test_killed_worker_fails_inflight_calls_promptly(
         assert "disconnected" in str(result)
     # The host forgot the dead worker: its session, agent type, subscription and calls.
     assert doomed.worker_id not in core.sessions
-    assert "blocker" not in core.agent_types
-    assert {s.id for s in core.subscriptions.values()} == survivor_subscriptions
+    assert "blocker" not in owners(core)
+    assert {s.id for s in subscriptions(core)} == survivor_subscriptions
     assert core.pending_calls == 0
     with pytest.raises(AgentNotFoundError):
         await bounded(caller.send_message(Text("again"), AgentId("blocker", "0")))
@@ -215,7 +213,7 @@ async def test_worker_stop_closes_its_connection_tidily(
     caller = await make_worker()
     async with spawn("worker", server.url, "stopper", "--until", "stdin") as child:
         await child.expect("READY")
-        session = core.agent_types["stopper"]
+        session = owners(core)["stopper"]
         call = asyncio.ensure_future(caller.send_message(Text("x"), AgentId("stopper", "default")))
         await child.expect("started x")
 
@@ -234,6 +232,6 @@ async def test_worker_stop_closes_its_connection_tidily(
         assert "code 100" not in str(caught.value)
 
     assert session.worker_id not in core.sessions
-    assert "stopper" not in core.agent_types
-    assert len(core.subscriptions) == 0
+    assert "stopper" not in owners(core)
+    assert len(subscriptions(core)) == 0
     assert core.pending_calls == 0

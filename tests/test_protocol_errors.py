@@ -20,7 +20,7 @@ from autogen_http_runtime import HttpAgentServer, MessageTooLargeError
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 
 from .conftest import WorkerFactory
-from .utils import TIMEOUT, Recorder, Text, Upper, bounded
+from .utils import TIMEOUT, Recorder, Text, Upper, bounded, owners, subscriptions
 
 #: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
 BOTH_PATHS = True
@@ -178,11 +178,11 @@ async def test_bad_frame_after_hello(
         await say_hello(ws)
         assert_error(await exchange(ws, frame), code, request_id)
         # Nothing was registered by the rejected frame, and the session still works.
-        assert server.service.core.agent_types == {}
-        assert len(server.service.core.subscriptions) == 0
+        assert owners(server.service.core) == {}
+        assert len(subscriptions(server.service.core)) == 0
         reply = await exchange(ws, request("ok", "register_agent_type", {"type": "raw_agent"}))
         assert reply == {"jsonrpc": "2.0", "id": "ok", "result": {}}
-        assert "raw_agent" in server.service.core.agent_types
+        assert "raw_agent" in owners(server.service.core)
 
 
 async def test_a_batch_is_handled_frame_by_frame(server: HttpAgentServer) -> None:
@@ -195,7 +195,7 @@ async def test_a_batch_is_handled_frame_by_frame(server: HttpAgentServer) -> Non
         assert_error(await receive(ws), -32600, 1)
         assert_error(await receive(ws), -32600, None)
         assert (await receive(ws))["id"] == 2
-        assert server.service.core.agent_types == {}
+        assert owners(server.service.core) == {}
 
 
 async def test_hello_reports_protocol_worker_id_and_limit(server: HttpAgentServer) -> None:
@@ -310,7 +310,7 @@ async def test_host_survives_protocol_abuse(server: HttpAgentServer, make_worker
         reply = await exchange(ws, request("last", "register_agent_type", {"type": "raw_agent"}))
         assert reply == {"jsonrpc": "2.0", "id": "last", "result": {}}
         assert len(server.service.core.sessions) == 3
-        assert set(server.service.core.agent_types) == {"upper", "raw_agent"}
+        assert set(owners(server.service.core)) == {"upper", "raw_agent"}
 
 
 # -- message size limits --------------------------------------------------------------------

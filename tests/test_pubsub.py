@@ -31,7 +31,7 @@ from autogen_core import (
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, SubscriptionError
 
 from .conftest import WorkerFactory
-from .utils import Ping, Recorder, Text, bounded
+from .utils import Ping, Recorder, Text, bounded, owners, subscriptions
 
 #: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
 BOTH_PATHS = True
@@ -67,7 +67,7 @@ def topic_key(topic: TopicId) -> tuple[str, str]:
 
 
 def subscription_ids(server: HttpAgentServer) -> set[str]:
-    return {subscription.id for subscription in server.service.core.subscriptions.values()}
+    return {subscription.id for subscription in subscriptions(server.service.core)}
 
 
 async def add_recorder(worker: HttpWorkerAgentRuntime, agent_type: str, inbox: Inbox, *topics: str) -> None:
@@ -193,8 +193,8 @@ async def test_default_subscription_and_default_topic(
     inbox: Inbox = asyncio.Queue()
     await Listener.register(serving, "listener", lambda: Listener(inbox))
     assert any(
-        isinstance(s, TypeSubscription) and (s.topic_type, s.agent_type) == ("default", "listener")
-        for s in server.service.core.subscriptions.values()
+        (s.kind, s.topic, s.agent_type) == ("type", "default", "listener")
+        for s in subscriptions(server.service.core)
     )
     # Outside a handler DefaultTopicId() has the source "default".
     await publisher.publish_message(Text("hi"), DefaultTopicId())
@@ -427,11 +427,11 @@ async def test_subscription_added_before_start_is_sent_on_start(
     serving = await make_worker(start=False)
     inbox: Inbox = asyncio.Queue()
     await add_recorder(serving, "rec", inbox, "early")
-    assert "rec" not in server.service.core.agent_types
+    assert "rec" not in owners(server.service.core)
     assert not subscription_ids(server)
 
     await bounded(serving.start())
-    assert "rec" in server.service.core.agent_types
+    assert "rec" in owners(server.service.core)
     assert len(subscription_ids(server)) == 1
     await publisher.publish_message(Text("hi"), TopicId("early", "k"))
     agent_id, message, _ = await bounded(inbox.get())
@@ -469,12 +469,12 @@ async def test_stopped_worker_leaves_nothing_in_the_host(
     await add_recorder(leaving, "leaves", inbox)
     await bounded(leaving.add_subscription(TypeSubscription("t", "leaves", id="gone-1")))
     await bounded(leaving.add_subscription(TypePrefixSubscription("p", "leaves", id="gone-2")))
-    assert set(server.service.core.agent_types) == {"stays", "leaves"}
+    assert set(owners(server.service.core)) == {"stays", "leaves"}
 
     with host_disconnects() as forgotten:
         await bounded(leaving.stop())
         await bounded(forgotten.get())
-    assert set(server.service.core.agent_types) == {"stays"}
+    assert set(owners(server.service.core)) == {"stays"}
     assert subscription_ids(server) == {"kept"}
 
     # Publishing to the topic still works and reaches only the remaining agent.

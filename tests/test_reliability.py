@@ -38,7 +38,7 @@ from .conftest import WorkerFactory
 from .test_processes import spawn
 from .test_rpc import Slow
 from .test_server import until
-from .utils import SERIALIZERS, Recorder, Text, Upper, bounded
+from .utils import SERIALIZERS, Recorder, Text, Upper, bounded, connected_workers, owners
 
 #: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
 BOTH_PATHS = True
@@ -105,14 +105,14 @@ async def test_a_type_taken_while_reconnecting_is_a_clear_error_not_a_loop(
     await patient.register_factory("contested", Upper)
     taker = await make_worker()
     # The host drops the patient worker's connection (as after a network fault)...
-    core.agent_types["contested"].close(1011, "simulated fault")
-    await until(lambda: "contested" not in core.agent_types)
+    owners(core)["contested"].close(1011, "simulated fault")
+    await until(lambda: "contested" not in owners(core))
     # ...another worker takes the type before the patient one is back...
     await bounded(taker.register_factory("contested", Upper))
     # ...so its reconnection is refused once, and it gives up with the reason.
     with pytest.raises(HostConnectionError, match="already registered"):
         await bounded(patient.send_message(Text("x"), AgentId("contested", "k")))
-    assert core.agent_types["contested"].worker_id != ""
+    assert owners(core)["contested"].worker_id != ""
     assert isinstance(AgentTypeConflictError("x"), ValueError)
 
 
@@ -130,7 +130,7 @@ async def test_a_frozen_worker_is_noticed_by_keepalive() -> None:
                     # The worker's socket stays open: only the missing pongs give it away.
                     with pytest.raises(WorkerDisconnectedError):
                         await bounded(call, 10.0)
-                    assert "frozen" not in server.service.core.agent_types
+                    assert "frozen" not in owners(server.service.core)
                 finally:
                     os.kill(child.proc.pid, signal.SIGCONT)
         finally:
@@ -193,7 +193,7 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
                 await bounded(publishing)
                 assert received == list(range(events))
                 assert service.core.stats.senders_held > 0
-                assert len(service.core.workers()) == 2  # the slow subscriber was not dropped
+                assert len(connected_workers(service.core)) == 2  # the slow subscriber was not dropped
         finally:
             await bounded(publisher.stop())
 
@@ -224,7 +224,7 @@ async def test_a_publisher_held_for_a_subscriber_that_vanishes_goes_on_at_once(
             assert slow.transport is not None
             slow.transport.abort()  # the subscriber vanishes with the publisher held for it
             await bounded(publishing)  # released when its session closes, not after 300 s
-            assert len(service.core.workers()) == 1
+            assert len(connected_workers(service.core)) == 1
         finally:
             await bounded(publisher.stop())
 
@@ -257,8 +257,8 @@ async def test_a_worker_that_closes_with_data_unread_is_forgotten_at_once(
             await until(lambda: any(c.transport.get_write_buffer_size() > 0 for c in connections))
             slow.protocol.send_close(1000, "done")
             slow.send_data()  # the close frame goes out; nothing more is read
-            await until(lambda: "slow" not in service.core.agent_types)
-            assert len(service.core.workers()) == 1
+            await until(lambda: "slow" not in owners(service.core))
+            assert len(connected_workers(service.core)) == 1
         finally:
             await bounded(publisher.stop())
             if slow is not None:
@@ -280,7 +280,7 @@ async def test_a_worker_dropped_as_too_slow_is_disconnected_though_it_reads_noth
             assert len(connections) == 2
             for i in range(400):
                 await bounded(publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s")))
-            await until(lambda: len(service.core.workers()) == 1)  # dropped as too slow
+            await until(lambda: len(connected_workers(service.core)) == 1)  # dropped as too slow
             # ... and its socket closed, though it never reads the close frame.
             await until(lambda: len(connections) == 1)
             with pytest.raises(ConnectionClosed):

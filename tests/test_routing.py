@@ -10,30 +10,31 @@ import pytest
 from autogen_core import AgentId, TopicId
 
 from autogen_http_runtime._constants import PROTOCOL_VERSION
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._host.session import CLOSE_GOING_AWAY, WorkerSession
 from autogen_http_runtime._protocol.wire import ErrorCode
 
-from .utils import bounded
+from .utils import bounded, connected_workers, owners, subscriptions
 
 
 def frames(session: WorkerSession) -> list[Any]:
     """Everything queued for ``session`` so far, decoded; ``None`` stands for 'close'."""
     out: list[Any] = []
     while not session.outbox.empty():
-        text = session.outbox.get_nowait()
-        out.append(None if text is None else json.loads(text))
+        item = session.outbox.get_nowait()
+        # A local session gets the messages themselves; a worker's session, their text.
+        out.append(item if item is None or isinstance(item, dict) else json.loads(item))
     return out
 
 
 def rpc(
-    session_router: MessageRouter, session: WorkerSession, request_id: int, method: str, **params: Any
+    session_router: RoutingCore, session: WorkerSession, request_id: int, method: str, **params: Any
 ) -> None:
     message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     session_router.handle_text(session, json.dumps(message))
 
 
-def greeted(router: MessageRouter, *agent_types: str) -> WorkerSession:
+def greeted(router: RoutingCore, *agent_types: str) -> WorkerSession:
     session = router.open_session()
     rpc(router, session, 0, "hello", protocol=PROTOCOL_VERSION)
     for n, agent_type in enumerate(agent_types, start=1):
@@ -46,7 +47,7 @@ SEND = {"recipient": {"type": "b", "key": "k"}, "payload": {"data_type": "T", "d
 
 
 def test_forward_rewrites_ids_both_ways() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     rpc(router, caller, 7, "send", **SEND)
     [forwarded] = frames(target)
@@ -59,7 +60,7 @@ def test_forward_rewrites_ids_both_ways() -> None:
 
 
 def test_answer_from_the_wrong_worker_is_dropped() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target, intruder = greeted(router), greeted(router, "b"), greeted(router)
     rpc(router, caller, 1, "send", **SEND)
     host_id = frames(target)[0]["id"]
@@ -68,7 +69,7 @@ def test_answer_from_the_wrong_worker_is_dropped() -> None:
 
 
 def test_closing_the_target_fails_its_calls_and_frees_its_types() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     rpc(
         router,
@@ -81,11 +82,11 @@ def test_closing_the_target_fails_its_calls_and_frees_its_types() -> None:
     router.close_session(target, "test")
     [reply] = frames(caller)
     assert reply["id"] == 1 and reply["error"]["code"] == ErrorCode.WORKER_DISCONNECTED
-    assert router.agent_types == {} and len(router.subscriptions) == 0 and router.pending_calls == 0
+    assert owners(router) == {} and len(subscriptions(router)) == 0 and router.pending_calls == 0
 
 
 def test_closing_the_caller_cancels_at_the_target() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     rpc(router, caller, 1, "send", **SEND)
     host_id = frames(target)[0]["id"]
@@ -95,12 +96,12 @@ def test_closing_the_caller_cancels_at_the_target() -> None:
 
 
 def test_events_go_once_to_each_subscriber_but_not_the_sender() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     a, b = greeted(router, "a"), greeted(router, "b")
     for n, agent_type in enumerate(("a", "b")):
         sub = {"id": f"s{n}", "kind": "type_prefix", "agent_type": agent_type, "topic": "news"}
         rpc(router, a, 10 + n, "add_subscription", subscription=sub)
-    assert router.subscriptions.recipients(TopicId("news.x", "src")) == [
+    assert router.directory.recipients(TopicId("news.x", "src")) == [
         AgentId("a", "src"),
         AgentId("b", "src"),
     ]
@@ -119,10 +120,10 @@ def test_events_go_once_to_each_subscriber_but_not_the_sender() -> None:
 
 
 def test_subscription_cache_follows_changes() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     a = greeted(router, "a")
     topic = TopicId("t", "s")
-    assert router.subscriptions.recipients(topic) == []
+    assert router.directory.recipients(topic) == []
     rpc(
         router,
         a,
@@ -130,13 +131,13 @@ def test_subscription_cache_follows_changes() -> None:
         "add_subscription",
         subscription={"id": "x", "kind": "type", "agent_type": "a", "topic": "t"},
     )
-    assert router.subscriptions.recipients(topic) == [AgentId("a", "s")]
+    assert router.directory.recipients(topic) == [AgentId("a", "s")]
     rpc(router, a, 2, "remove_subscription", id="x")
-    assert router.subscriptions.recipients(topic) == []
+    assert router.directory.recipients(topic) == []
 
 
 async def test_drain_fails_what_is_left_and_closes_everyone() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     rpc(router, caller, 1, "send", **SEND)
     host_id = frames(target)[0]["id"]
@@ -150,7 +151,7 @@ async def test_drain_fails_what_is_left_and_closes_everyone() -> None:
 
 
 async def test_drain_waits_for_calls_that_finish_in_time() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     caller, target = greeted(router), greeted(router, "b")
     rpc(router, caller, 1, "send", **SEND)
     host_id = frames(target)[0]["id"]
@@ -163,16 +164,16 @@ async def test_drain_waits_for_calls_that_finish_in_time() -> None:
 
 
 def test_a_reconnection_replaces_the_stale_connection_of_the_same_worker() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     stale = router.open_session()
     rpc(router, stale, 0, "hello", protocol=PROTOCOL_VERSION, instance="w1")
     rpc(router, stale, 1, "register_agent_type", type="a")
     fresh = router.open_session()
     rpc(router, fresh, 0, "hello", protocol=PROTOCOL_VERSION, instance="w1")
     assert stale.closed and stale.worker_id not in router.sessions
-    assert "a" not in router.agent_types
+    assert "a" not in owners(router)
     rpc(router, fresh, 1, "register_agent_type", type="a")
-    assert router.agent_types["a"] is fresh
+    assert owners(router)["a"] is fresh
     # Another worker's hello with a different instance id replaces nothing.
     other = router.open_session()
     rpc(router, other, 0, "hello", protocol=PROTOCOL_VERSION, instance="w2")
@@ -180,7 +181,7 @@ def test_a_reconnection_replaces_the_stale_connection_of_the_same_worker() -> No
 
 
 def test_a_worker_that_falls_behind_holds_back_its_senders_then_is_dropped() -> None:
-    router = MessageRouter(max_message_size=1024, max_queued_bytes=4096)
+    router = RoutingCore(max_message_size=1024, max_queued_bytes=4096)
     publisher, reader = greeted(router, "p"), greeted(router, "r")
     sub = {"id": "s", "kind": "type", "agent_type": "r", "topic": "t"}
     rpc(router, reader, 9, "add_subscription", subscription=sub)
@@ -205,10 +206,10 @@ def test_a_worker_that_falls_behind_holds_back_its_senders_then_is_dropped() -> 
 
 
 def test_local_sessions_call_like_workers_but_are_not_listed() -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     target = greeted(router, "b")
     http = router.open_session(local="http")
-    assert router.workers() == [target]
+    assert connected_workers(router) == [target]
     rpc(router, http, 1, "send", **SEND)  # no hello needed
     host_id = frames(target)[0]["id"]
     router.handle_text(target, json.dumps({"jsonrpc": "2.0", "id": host_id, "result": {"payload": None}}))
@@ -219,7 +220,7 @@ def test_local_sessions_call_like_workers_but_are_not_listed() -> None:
 
 
 def test_a_flood_of_stray_frames_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    router = MessageRouter()
+    router = RoutingCore()
     session = greeted(router)
     with caplog.at_level(logging.DEBUG, logger="autogen_http_runtime.host"):
         for n in range(50):

@@ -18,7 +18,7 @@ from autogen_http_runtime import (
 )
 
 from .conftest import WorkerFactory
-from .utils import Text, Upper, bounded
+from .utils import Text, Upper, bounded, owners
 
 #: Each test that uses ``server`` runs on both WebSocket paths (conftest.py).
 BOTH_PATHS = True
@@ -117,7 +117,7 @@ async def test_agent_type_unique_across_workers(make_worker: WorkerFactory, serv
     # the type once the first worker is gone.
     await bounded(first.stop())
     await bounded(second.register_factory("upper", Upper))
-    assert set(server.service.core.agent_types) == {"upper"}
+    assert set(owners(server.service.core)) == {"upper"}
 
 
 async def test_duplicate_type_on_one_worker_is_value_error(make_worker: WorkerFactory) -> None:
@@ -132,9 +132,9 @@ async def test_registration_before_start_is_acknowledged_by_start(
 ) -> None:
     worker = await make_worker(start=False)
     await Upper.register(worker, "upper", Upper)
-    assert "upper" not in server.service.core.agent_types
+    assert "upper" not in owners(server.service.core)
     await bounded(worker.start())
-    assert "upper" in server.service.core.agent_types
+    assert "upper" in owners(server.service.core)
     calling = await make_worker()
     assert await bounded(calling.send_message(Text("a"), AgentId("upper", "default"))) == Text("A")
 

@@ -34,7 +34,17 @@ from autogen_http_runtime import (
 from autogen_http_runtime._host.security import RateLimiter
 
 from .test_websocket_client import connect_proxy
-from .utils import SERIALIZERS, TIMEOUT, Recorder, Text, Upper, bounded
+from .utils import (
+    SERIALIZERS,
+    TIMEOUT,
+    Recorder,
+    Text,
+    Upper,
+    bounded,
+    connected_workers,
+    owners,
+    subscriptions,
+)
 
 TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token", "carol": "carol-secret-token"}
 POLICY = AccessPolicy(
@@ -194,11 +204,11 @@ async def test_a_worker_without_a_valid_token_is_refused_at_start() -> None:
                 await bounded(worker.start())
             assert info.value.status == 401
             assert "requires authentication" in str(info.value)
-        assert server.service.core.workers() == []
+        assert connected_workers(server.service.core) == []
         good = await make(server.url, token=TOKENS["alice"])
         await Upper.register(good, "upper", lambda: Upper())
         assert await bounded(good.send_message(Text("in"), AgentId("upper", "k"))) == Text("IN")
-        assert [s.identity.name for s in server.service.core.workers()] == ["alice"]
+        assert [s.identity.name for s in connected_workers(server.service.core)] == ["alice"]
 
 
 async def test_an_identity_without_a_rule_is_refused_with_403() -> None:
@@ -218,7 +228,7 @@ async def test_a_pluggable_authenticator_and_one_that_fails() -> None:
 
     async with serving(authenticator=by_header) as server, workers() as make:
         worker = await make(server.url, headers={"X-Team": "blue"})
-        assert [s.identity for s in server.service.core.workers()] == [Identity("blue")]
+        assert [s.identity for s in connected_workers(server.service.core)] == [Identity("blue")]
         await worker.stop()
         broken = await make(server.url, start=False, headers={"X-Team": "explode"})
         with pytest.raises(AuthenticationError):
@@ -255,7 +265,7 @@ async def test_a_revoked_token_ends_reconnecting_instead_of_retrying_forever() -
                 server.url, token="t1", logger=log, reconnect=ReconnectPolicy(initial_delay=0)
             )
             allowed.clear()
-            for session in server.service.core.workers():
+            for session in connected_workers(server.service.core):
                 session.close(1011, "test drops it")
             await bounded(records.seen.wait())
             with pytest.raises(HostConnectionError, match="HTTP 401"):
@@ -318,7 +328,7 @@ async def test_a_jwt_authenticator_as_in_docs_security() -> None:
     async with serving(authenticator=jwt_authenticator, access_policy=POLICY) as server, workers() as make:
         worker = await make(server.url, token=good)
         await Upper.register(worker, "upper", lambda: Upper())
-        assert server.service.core.workers()[0].identity.claims["aud"] == "autogen-http"
+        assert connected_workers(server.service.core)[0].identity.claims["aud"] == "autogen-http"
         late = await make(server.url, start=False, token=expired)
         with pytest.raises(AuthenticationError):
             await bounded(late.start())
@@ -335,7 +345,7 @@ async def test_the_policy_limits_registration_calls_subscriptions_and_publishes(
         await Upper.register(alice, "upper_open", lambda: Upper())
         with pytest.raises(PermissionDeniedError, match="'bob' may not register agent type 'upper_b'"):
             await bounded(Upper.register(bob, "upper_b", lambda: Upper()))
-        assert "upper_b" not in server.service.core.agent_types
+        assert "upper_b" not in owners(server.service.core)
         inbox: asyncio.Queue[Any] = asyncio.Queue()
         await bounded(bob.register_factory("rec", lambda: asyncio.sleep(0, Recorder(inbox))))
         with pytest.raises(PermissionDeniedError, match="may not call agent type 'upper'") as info:
@@ -344,7 +354,7 @@ async def test_the_policy_limits_registration_calls_subscriptions_and_publishes(
         assert await bounded(bob.send_message(Text("ok"), AgentId("upper_open", "k"))) == Text("OK")
         with pytest.raises(PermissionDeniedError, match="may not subscribe to topic type 'news'"):
             await bounded(bob.add_subscription(TypeSubscription("news", "rec")))
-        topics = [getattr(sub, "topic_type", None) for sub in server.service.core.subscriptions.values()]
+        topics = [sub.topic for sub in subscriptions(server.service.core) if sub.kind == "type"]
         assert "news" not in topics
         # alice may subscribe bob's agents to her topics, and publish there; bob may not publish there.
         await bounded(alice.add_subscription(TypeSubscription("news", "rec")))
@@ -473,7 +483,7 @@ async def test_connections_past_max_connections_are_refused_until_one_leaves() -
         assert not isinstance(info.value, AuthenticationError)
         await first.stop()
         await bounded(second.start())
-        assert len(server.service.core.workers()) == 1
+        assert len(connected_workers(server.service.core)) == 1
 
 
 # -- the CLI's settings ---------------------------------------------------------------------
@@ -529,4 +539,4 @@ async def test_a_raw_client_cannot_remove_another_identitys_subscription() -> No
             refused = await call(2, "remove_subscription", {"id": subscription.id})
             assert refused["error"]["code"] == -32012
             assert "may not subscribe to topic type 'news'" in refused["error"]["message"]
-        assert subscription.id in server.service.core.subscriptions
+        assert subscription.id in {s.id for s in subscriptions(server.service.core)}

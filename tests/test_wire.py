@@ -15,14 +15,14 @@ from autogen_core import (
 )
 from google.protobuf.wrappers_pb2 import StringValue
 
-from autogen_http_runtime._protocol import wire
-from autogen_http_runtime._protocol.wire import ErrorCode, FrameError
+from autogen_http_runtime._protocol import params, wire
+from autogen_http_runtime._protocol.wire import ErrorCode, MessageError
 
 from .utils import Text
 
 
-def decode_error(text: str | bytes) -> FrameError:
-    with pytest.raises(FrameError) as caught:
+def decode_error(text: str | bytes) -> MessageError:
+    with pytest.raises(MessageError) as caught:
         wire.decode(text)
     return caught.value
 
@@ -221,7 +221,7 @@ def test_bad_event_attributes_are_invalid_request(overrides: dict[str, Any]) -> 
 
 
 def test_frame_error_carries_code_message_and_id() -> None:
-    error = FrameError(ErrorCode.METHOD_NOT_FOUND, "nope", "r1")
+    error = MessageError(ErrorCode.METHOD_NOT_FOUND, "nope", "r1")
     assert (error.code, error.message, error.request_id, str(error)) == (-32601, "nope", "r1", "nope")
 
 
@@ -354,13 +354,13 @@ def test_payload_content_type_defaults_to_json() -> None:
     ],
 )
 def test_malformed_payload_is_invalid_params(value: Any) -> None:
-    with pytest.raises(FrameError) as caught:
+    with pytest.raises(MessageError) as caught:
         wire.payload_from_wire(value, "reply")
     assert caught.value.code == ErrorCode.INVALID_PARAMS
 
 
 def test_malformed_payload_error_names_the_field() -> None:
-    with pytest.raises(FrameError, match=r"'reply\.data_base64' is not valid base64"):
+    with pytest.raises(MessageError, match=r"'reply\.data_base64' is not valid base64"):
         wire.payload_from_wire({"data_type": "T", "data_base64": "%%%"}, "reply")
 
 
@@ -369,7 +369,7 @@ def test_malformed_payload_error_names_the_field() -> None:
 
 @pytest.mark.parametrize("kind", ["type", "type_prefix"])
 def test_subscription_round_trip(kind: str) -> None:
-    body = wire.subscription_to_wire(kind, "sub-1", "agent.type-1", "topic")
+    body = wire.subscription_to_wire(wire.SubscriptionSpec("sub-1", kind, "agent.type-1", "topic"))
     assert wire.subscription_from_wire(json.loads(wire.encode(body))) == wire.SubscriptionSpec(
         "sub-1", kind, "agent.type-1", "topic"
     )
@@ -398,7 +398,7 @@ def test_subscription_topic_may_be_empty() -> None:
     ],
 )
 def test_bad_subscription_is_invalid_params(value: Any, field: str) -> None:
-    with pytest.raises(FrameError, match=field) as caught:
+    with pytest.raises(MessageError, match=field) as caught:
         wire.subscription_from_wire(value)
     assert caught.value.code == ErrorCode.INVALID_PARAMS
 
@@ -417,11 +417,11 @@ def test_agent_ids_are_cached_only_when_short() -> None:
     """Ids recur and are cached; a long key is read each time, so callers cannot fill the
     cache with large keys."""
     short, long = AgentId("cached", "k" * 10), AgentId("cached", "k" * 10_000)
-    before = wire._cached_agent_id.cache_info().currsize
+    before = params._cached_agent_id.cache_info().currsize
     for agent in (short, long, short, long):
         assert wire.required_agent_id({"recipient": wire.agent_id_to_wire(agent)}, "recipient") == agent
-    assert wire._cached_agent_id.cache_info().currsize == before + 1
-    with pytest.raises(FrameError, match="recipient.type"):
+    assert params._cached_agent_id.cache_info().currsize == before + 1
+    with pytest.raises(MessageError, match="recipient.type"):
         wire.required_agent_id({"recipient": {"type": "bad type", "key": "k" * 10_000}}, "recipient")
 
 
@@ -446,7 +446,7 @@ def test_optional_agent_id() -> None:
     ],
 )
 def test_bad_agent_id_is_invalid_params_naming_the_field(value: Any) -> None:
-    with pytest.raises(FrameError, match="recipient") as caught:
+    with pytest.raises(MessageError, match="recipient") as caught:
         wire.required_agent_id({"recipient": value}, "recipient")
     assert caught.value.code == ErrorCode.INVALID_PARAMS
 
@@ -461,16 +461,16 @@ def test_event_agent_parses_type_and_key(text: str, expected: AgentId) -> None:
 
 @pytest.mark.parametrize("text", ["nokey", "/k", "bad type/k", ""])
 def test_event_agent_rejects_malformed_ids(text: str) -> None:
-    with pytest.raises(FrameError) as caught:
+    with pytest.raises(MessageError) as caught:
         wire.event_agent({wire.EXT_SENDER: text}, wire.EXT_SENDER)
     assert caught.value.code == ErrorCode.INVALID_REQUEST
 
 
 def test_required_str() -> None:
     assert wire.required_str({"type": "upper"}, "type") == "upper"
-    for params in ({}, {"type": ""}, {"type": 1}, {"type": None}):
-        with pytest.raises(FrameError, match="'type'") as caught:
-            wire.required_str(params, "type")
+    for given in ({}, {"type": ""}, {"type": 1}, {"type": None}):
+        with pytest.raises(MessageError, match="'type'") as caught:
+            wire.required_str(given, "type")
         assert caught.value.code == ErrorCode.INVALID_PARAMS
 
 
@@ -480,7 +480,7 @@ def test_optional_number() -> None:
     assert wire.optional_number({"timeout": 2}, "timeout") == 2.0
     assert wire.optional_number({"timeout": 0.5}, "timeout") == 0.5
     for bad in (-1, True, "3", [3]):
-        with pytest.raises(FrameError, match="non-negative number") as caught:
+        with pytest.raises(MessageError, match="non-negative number") as caught:
             wire.optional_number({"timeout": bad}, "timeout")
         assert caught.value.code == ErrorCode.INVALID_PARAMS
 

@@ -18,6 +18,10 @@ from autogen_core import (
 )
 from autogen_core.exceptions import CantHandleException
 
+from autogen_http_runtime._host.core import RoutingCore
+from autogen_http_runtime._host.session import WorkerSession
+from autogen_http_runtime._protocol.subscriptions import SubscriptionSpec
+
 T = TypeVar("T")
 
 #: Seconds for any single wait in the tests; scale with AUTOGEN_HTTP_TEST_TIMEOUT on slow machines.
@@ -69,3 +73,18 @@ class Recorder(BaseAgent):
             self.inbox.put_nowait((self.id, message, ctx))
             return None
         raise CantHandleException(f"Recorder cannot handle {type(message).__name__}")
+
+
+def owners(core: RoutingCore) -> dict[str, WorkerSession]:
+    """Each agent type registered with ``core`` and the (first) worker session serving it."""
+    return {agent_type: sessions[0] for agent_type, sessions in core.directory.agent_types().items()}
+
+
+def subscriptions(core: RoutingCore) -> list[SubscriptionSpec]:
+    """The subscriptions stored in ``core``, in the order they were added."""
+    return [entry.spec for entry in core.directory.subscriptions()]
+
+
+def connected_workers(core: RoutingCore) -> list[WorkerSession]:
+    """The workers connected to ``core`` (that said hello)."""
+    return list(core.directory.workers())

@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from autogen_http_runtime._host.core import MessageRouter
+from autogen_http_runtime._host.core import RoutingCore
 from autogen_http_runtime._host.session import WorkerSession
 from autogen_http_runtime._protocol import schemas as _schemas
 
@@ -69,7 +69,7 @@ class FrameRecorder:
     frames: list[Recorded] = field(default_factory=list)
 
     @classmethod
-    def install(cls, core: MessageRouter, monkeypatch: pytest.MonkeyPatch) -> FrameRecorder:
+    def install(cls, core: RoutingCore, monkeypatch: pytest.MonkeyPatch) -> FrameRecorder:
         recorder = cls()
         handle_text = core.handle_text
         sent = WorkerSession.sent

@@ -27,7 +27,8 @@ runtime keeps working::
 
 from __future__ import annotations
 
-from typing import Any
+from enum import IntEnum
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "AgentNotFoundError",
@@ -50,6 +51,69 @@ __all__ = [
     "WorkerDisconnectedError",
     "error_from_wire",
 ]
+
+
+class ErrorCode(IntEnum):
+    """JSON-RPC error codes: the standard five, then ours (-32001 to -32012).
+
+    This is the one place each code is defined: its exception below names it, and
+    :data:`HTTP_MEANINGS` gives what the HTTP API answers when a request fails with it.
+    """
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    AGENT_NOT_FOUND = -32001
+    WORKER_DISCONNECTED = -32002
+    REMOTE_ERROR = -32003
+    AGENT_TYPE_CONFLICT = -32004
+    SUBSCRIPTION_EXISTS = -32005
+    SUBSCRIPTION_NOT_FOUND = -32006
+    DEADLINE_EXCEEDED = -32007
+    MESSAGE_TOO_LARGE = -32008
+    CANCELLED = -32009
+    SHUTTING_DOWN = -32010
+    TOO_MANY_CALLS = -32011
+    FORBIDDEN = -32012
+
+
+class HttpMeaning(NamedTuple):
+    """An error code as an HTTP answer: its status and its RFC 9457 problem type and title."""
+
+    status: int
+    kind: str
+    title: str
+
+
+HTTP_MEANINGS: Final[dict[ErrorCode, HttpMeaning]] = {
+    ErrorCode.PARSE_ERROR: HttpMeaning(400, "parse-error", "Parse error"),
+    ErrorCode.INVALID_REQUEST: HttpMeaning(400, "invalid-request", "Invalid request"),
+    ErrorCode.METHOD_NOT_FOUND: HttpMeaning(404, "method-not-found", "Method not found"),
+    ErrorCode.INVALID_PARAMS: HttpMeaning(400, "invalid-params", "Invalid params"),
+    ErrorCode.INTERNAL_ERROR: HttpMeaning(500, "internal", "Internal error"),
+    ErrorCode.AGENT_NOT_FOUND: HttpMeaning(404, "agent-not-found", "Agent not found"),
+    ErrorCode.WORKER_DISCONNECTED: HttpMeaning(502, "worker-disconnected", "Worker disconnected"),
+    ErrorCode.REMOTE_ERROR: HttpMeaning(502, "remote-error", "The agent failed"),
+    ErrorCode.AGENT_TYPE_CONFLICT: HttpMeaning(409, "agent-type-conflict", "Agent type taken"),
+    ErrorCode.SUBSCRIPTION_EXISTS: HttpMeaning(409, "subscription-exists", "Subscription exists"),
+    ErrorCode.SUBSCRIPTION_NOT_FOUND: HttpMeaning(404, "subscription-not-found", "No such subscription"),
+    ErrorCode.DEADLINE_EXCEEDED: HttpMeaning(504, "deadline-exceeded", "Deadline exceeded"),
+    ErrorCode.MESSAGE_TOO_LARGE: HttpMeaning(413, "too-large", "Too large"),
+    ErrorCode.CANCELLED: HttpMeaning(409, "cancelled", "Cancelled"),
+    ErrorCode.SHUTTING_DOWN: HttpMeaning(503, "shutting-down", "Shutting down"),
+    ErrorCode.TOO_MANY_CALLS: HttpMeaning(429, "rate-limited", "Too many requests"),
+    ErrorCode.FORBIDDEN: HttpMeaning(403, "forbidden", "Forbidden"),
+}
+
+
+def error_code_name(code: int) -> str:
+    """``AGENT_NOT_FOUND`` for -32001, and so on; ``OTHER`` for a code the protocol does not define."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return "OTHER"
 
 
 class HttpRuntimeError(Exception):
@@ -98,13 +162,12 @@ class RpcError(HttpRuntimeError):
         data: The error's ``data`` member, or ``None``.
     """
 
-    code: int = -32603
+    code: int = ErrorCode.INTERNAL_ERROR
 
     def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
+        self.code = int(self.code if code is None else code)  # a plain int, whatever the class says
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -122,13 +185,13 @@ class ProtocolError(RpcError):
 class AgentNotFoundError(RpcError, LookupError):
     """No connected worker serves the recipient's agent type."""
 
-    code = -32001
+    code = ErrorCode.AGENT_NOT_FOUND
 
 
 class WorkerDisconnectedError(RpcError):
     """The worker serving the recipient disconnected before it answered."""
 
-    code = -32002
+    code = ErrorCode.WORKER_DISCONNECTED
 
 
 class RemoteAgentError(RpcError):
@@ -141,7 +204,7 @@ class RemoteAgentError(RpcError):
         remote_traceback: The remote traceback as text, when the worker sent one.
     """
 
-    code = -32003
+    code = ErrorCode.REMOTE_ERROR
 
     def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
         super().__init__(message, code=code, data=data)
@@ -158,44 +221,44 @@ class RemoteAgentError(RpcError):
 class AgentTypeConflictError(RpcError, ValueError):
     """The agent type is already registered by another worker of this host."""
 
-    code = -32004
+    code = ErrorCode.AGENT_TYPE_CONFLICT
 
 
 class SubscriptionError(RpcError, ValueError):
     """A subscription with the same id (or the same match) already exists, or none has this id."""
 
-    code = -32005
+    code = ErrorCode.SUBSCRIPTION_EXISTS
 
 
 class CallTimeoutError(RpcError, TimeoutError):
     """The call did not complete before its deadline."""
 
-    code = -32007
+    code = ErrorCode.DEADLINE_EXCEEDED
 
 
 class MessageTooLargeError(RpcError):
     """A frame is larger than the limit of the side that would have to read it."""
 
-    code = -32008
+    code = ErrorCode.MESSAGE_TOO_LARGE
 
 
 class CallCancelledError(RpcError):
     """The call was cancelled before it completed."""
 
-    code = -32009
+    code = ErrorCode.CANCELLED
 
 
 class HostShuttingDownError(RpcError):
     """The host is shutting down and no longer accepts new calls."""
 
-    code = -32010
+    code = ErrorCode.SHUTTING_DOWN
 
 
 class TooManyCallsError(RpcError):
     """The calling worker already has as many calls in flight as the host allows, or its
     identity went over the host's rate limit; retry later."""
 
-    code = -32011
+    code = ErrorCode.TOO_MANY_CALLS
 
 
 class PermissionDeniedError(RpcError, PermissionError):
@@ -205,7 +268,7 @@ class PermissionDeniedError(RpcError, PermissionError):
     it has no rule for, or naming as sender an agent it does not serve.
     """
 
-    code = -32012
+    code = ErrorCode.FORBIDDEN
 
 
 _BY_CODE: dict[int, type[RpcError]] = {
@@ -224,7 +287,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         PermissionDeniedError,
     )
 }
-_BY_CODE[-32006] = SubscriptionError
+_BY_CODE[ErrorCode.SUBSCRIPTION_NOT_FOUND] = SubscriptionError
 
 
 def error_from_wire(code: int, message: str, data: Any = None) -> RpcError:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from ._compat import loop_signal_handler
 
 _waiters: dict[signal.Signals, list[asyncio.Event]] = {}
 #: The previous ``signal.signal`` handler and the previous event-loop handle, per signal.
-_previous: dict[signal.Signals, tuple[Any, asyncio.Handle | None]] = {}
+_previous: dict[signal.Signals, tuple[Any, tuple[Callable[..., Any], tuple[Any, ...]] | None]] = {}
 
 
 @contextlib.contextmanager
@@ -28,10 +30,7 @@ def signals_received(signals: Sequence[signal.Signals]) -> Iterator[asyncio.Even
     for sig in wanted:
         waiters = _waiters.setdefault(sig, [])
         if not waiters:
-            # asyncio keeps the handles in a private dict; reading it is the only way to give
-            # an application's own loop handler back.
-            loop_handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
-            _previous[sig] = (signal.getsignal(sig), loop_handlers.get(sig))
+            _previous[sig] = (signal.getsignal(sig), loop_signal_handler(loop, sig))
             loop.add_signal_handler(sig, _wake, sig)
         waiters.append(received)
     try:
@@ -46,7 +45,7 @@ def signals_received(signals: Sequence[signal.Signals]) -> Iterator[asyncio.Even
             handler, loop_handle = _previous.pop(sig)
             loop.remove_signal_handler(sig)
             if loop_handle is not None:
-                callback, args = loop_handle._callback, loop_handle._args  # type: ignore[attr-defined]
+                callback, args = loop_handle
                 loop.add_signal_handler(sig, callback, *args)
             elif handler is not None:
                 signal.signal(sig, handler)

@@ -29,8 +29,9 @@ from .._constants import (
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
 )
 from .._host.security import AccessPolicy, Authenticator, BearerTokens, RateLimit
+from .._http.admission import DEFAULT_PUBLIC_ROUTES
 from .._http.server import HttpAgentServer
-from .._http.service import DEFAULT_PUBLIC_ROUTES, HttpAgentService
+from .._http.service import HttpAgentService
 from .._logging import LogFormat
 
 ENV_PREFIX = "AUTOGEN_HTTP_"

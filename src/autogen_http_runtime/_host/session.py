@@ -1,8 +1,9 @@
-"""One connected worker as the routing core sees it, and a call it forwarded. No I/O.
+"""One peer of the routing core, as the core sees it: what is queued for it, and its accounting. No I/O.
 
-The transport (``_service.py``) reads a worker's frames for the core to route and writes
-what the core queues in the session's ``outbox``; the session keeps the accounting the
-core needs for back-pressure and limits.
+A session is a connected worker, or a caller inside the host process (an HTTP request).
+The core queues what it sends to a session in the session's :class:`Outbox`; a
+:class:`~._host.transport.Transport` carries the messages both ways. The session keeps
+the accounting back-pressure and limits need: bytes queued, whether the peer is behind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Union
 
 from .._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
 from .._protocol import wire
@@ -19,27 +21,34 @@ from .._protocol.batching import take_batch
 from .._protocol.wire import JsonObject, RequestId
 from .security import ANONYMOUS, Identity
 
+if TYPE_CHECKING:
+    from .calls import PendingCall
+
 #: WebSocket close codes the host uses.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_INTERNAL_ERROR: Final = 1011
+CLOSE_TRY_AGAIN_LATER: Final = 1013
+
+#: What an outbox holds: an encoded message for a WebSocket peer, the message itself for a
+#: caller inside the process (nothing to encode for it), or ``None`` for "close".
+Outgoing = Union[bytes, JsonObject, None]
 
 
 class Outbox:
-    """The frames queued for one session, and ``None`` for "close": a FIFO with one reader.
+    """The messages queued for one session, and ``None`` for "close": a FIFO with one reader.
 
     Has ``asyncio.Queue``'s ``put_nowait``, ``get_nowait``, ``get`` and ``empty`` in a fifth
     of its memory (one deque, and a future only while the reader waits): the host keeps
-    one per connection. One task at a time may wait on it; or a transport may
-    :meth:`listen` to it instead.
+    one per connection. One task at a time may wait on it; a transport may instead
+    :meth:`listen` to it.
     """
 
     __slots__ = ("_items", "_listener", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[bytes | None] = deque()
+        self._items: deque[Outgoing] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._listener: Callable[[], None] | None = None
 
@@ -53,7 +62,7 @@ class Outbox:
     def empty(self) -> bool:
         return not self._items
 
-    def put_nowait(self, item: bytes | None) -> None:
+    def put_nowait(self, item: Outgoing) -> None:
         self._items.append(item)
         if self._listener is not None:
             self._listener()
@@ -62,13 +71,13 @@ class Outbox:
                 self._waiter.set_result(None)
             self._waiter = None
 
-    def get_nowait(self) -> bytes | None:
+    def get_nowait(self) -> Outgoing:
         """Raises: asyncio.QueueEmpty: Nothing is queued."""
         if not self._items:
             raise asyncio.QueueEmpty
         return self._items.popleft()
 
-    async def get(self) -> bytes | None:
+    async def get(self) -> Outgoing:
         while not self._items:
             await self.wait()
         return self._items.popleft()
@@ -92,16 +101,19 @@ class Outbox:
         self._items.clear()
 
     def take_batch(self, limit: int, batching: bool) -> list[bytes] | None:
-        """The next frames to write (see :func:`_batching.take_batch`); the outbox must not be empty."""
-        return take_batch(self._items, limit, batching)
+        """The next encoded messages to write (see :func:`batching.take_batch`); the outbox
+        must not be empty and must hold encoded messages only (a WebSocket peer's)."""
+        items: deque[Any] = self._items
+        return take_batch(items, limit, batching)
 
 
 @dataclass(eq=False, slots=True)
 class WorkerSession:
-    """One connected worker, as the routing core sees it.
+    """One peer of the routing core: a connected worker, or a caller inside the host process.
 
-    The transport reads frames for the core to route and writes what the core puts in
-    ``outbox``; a ``None`` in the outbox means "close the WebSocket with ``close_code``".
+    The core queues what it sends in ``outbox``; a ``None`` there means "close the
+    connection with ``close_code``". A WebSocket peer gets encoded messages (bytes); a
+    ``local`` caller the message objects themselves.
     """
 
     worker_id: str
@@ -116,7 +128,7 @@ class WorkerSession:
     #: Calls this worker is serving: host request id -> the call.
     calls_served: dict[int, PendingCall] = field(default_factory=dict)
     outbox: Outbox = field(default_factory=Outbox)
-    #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the workers that
+    #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the peers that
     #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
     queued_bytes: int = 0
     high_water: int = DEFAULT_HIGH_WATER
@@ -126,19 +138,21 @@ class WorkerSession:
     #: The worker's own id for itself, the same across its reconnections.
     instance: str = ""
     bad_frames: int = 0
-    #: A caller inside the host process (an HTTP endpoint), not a connected worker.
+    #: A caller inside the host process (an HTTP request), not a connected worker.
     local: bool = False
-    #: The worker reads batches (it said so in ``hello``): frames queued together go as one.
+    #: The worker reads batches (it said so in ``hello``): messages queued together go as one.
     batching: bool = False
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    #: Copies of the events this session published that were queued for their recipients.
+    copies_delivered: int = 0
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
     overflowed: bool = False
-    #: Set by the transport: called when the worker is dropped for being too slow.
+    #: Set by the transport: called when the peer is dropped for being too slow.
     on_overflow: Callable[[WorkerSession], None] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
@@ -151,11 +165,16 @@ class WorkerSession:
             self._drained.set()
         return self._drained
 
-    def send(self, frame: JsonObject) -> None:
-        self.send_encoded(wire.encode_bytes(frame))
+    def send(self, message: JsonObject) -> None:
+        """Queue a message for the peer: encoded for a WebSocket peer, as it is for a local one."""
+        if self.local:
+            if not self.closed:
+                self.outbox.put_nowait(message)
+            return
+        self.send_encoded(wire.encode_bytes(message))
 
     def send_encoded(self, data: bytes) -> None:
-        """Queue a frame the core has encoded (ASCII JSON)."""
+        """Queue a message the core has encoded (ASCII JSON)."""
         if self.closed:
             return
         size = len(data)
@@ -181,12 +200,12 @@ class WorkerSession:
             self._drained.set()
 
     def release_senders(self) -> None:
-        """Let the senders held back for this worker go on: it is gone."""
+        """Let the senders held back for this peer go on: it is gone."""
         if self._drained is not None:
             self._drained.set()
 
     def drop_as_slow(self, why: str) -> None:
-        """Disconnect a worker that does not read as fast as frames arrive for it.
+        """Disconnect a peer that does not read as fast as messages arrive for it.
 
         What it has not read is let go, rather than let the host's memory grow.
         """
@@ -201,23 +220,8 @@ class WorkerSession:
             self.on_overflow(self)
 
     def close(self, code: int, reason: str) -> None:
-        """Ask the transport to close this worker's WebSocket once its outbox is flushed."""
+        """Ask the transport to close this peer's connection once its outbox is flushed."""
         if not self.closed:
             self.closed = True
             self.close_code, self.close_reason = code, reason
             self.outbox.put_nowait(None)
-
-
-@dataclass(eq=False, slots=True)
-class PendingCall:
-    """A routed call the host forwarded and is waiting to see answered."""
-
-    host_id: int
-    caller: WorkerSession
-    caller_id: RequestId
-    target: WorkerSession
-    method: str
-    #: ``time.perf_counter()`` when the host forwarded it: the latency histogram's start.
-    started: float = 0.0
-    #: The call's W3C ``traceparent``, for log lines about it.
-    traceparent: str | None = None

@@ -1,7 +1,7 @@
 """What the routing core counts beyond plain integers: call outcomes, latency, recent errors.
 
 Plain data with no I/O and no metrics library: the core updates it inline while routing,
-and ``/metrics`` and the dashboard read it when asked. Updating costs a few hundred
+and ``/metrics`` and the dashboard read it through :mod:`.views` when asked. Updating costs a few hundred
 nanoseconds per call (see ``benchmarks/routing_overhead.py``).
 """
 
@@ -11,12 +11,12 @@ import time
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
-from .._protocol.wire import ErrorCode, RequestId
+from .._protocol.wire import RequestId
 
 if TYPE_CHECKING:
-    from .core import MessageRouter
+    from .session import WorkerSession
 
 
 class CallOutcome:
@@ -129,38 +129,6 @@ def recent_errors() -> deque[ErrorRecord]:
     return deque(maxlen=RECENT_ERRORS)
 
 
-def error_code_name(code: int) -> str:
-    """``AGENT_NOT_FOUND`` for -32001, and so on; ``OTHER`` for a code the protocol does not define."""
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return "OTHER"
-
-
-class Traffic(NamedTuple):
-    """Frames and bytes over every worker connection since the host started."""
-
-    frames_in: int
-    frames_out: int
-    bytes_in: int
-    bytes_out: int
-    queued_bytes: int
-
-
-def traffic(core: MessageRouter) -> Traffic:
-    """Totals over the workers that disconnected and those connected now (queued: connected only)."""
-    stats = core.stats
-    frames_in, frames_out = stats.closed_frames_in, stats.closed_frames_out
-    bytes_in, bytes_out, queued = stats.closed_bytes_in, stats.closed_bytes_out, 0
-    for session in core.workers():
-        frames_in += session.frames_in
-        frames_out += session.frames_out
-        bytes_in += session.bytes_in
-        bytes_out += session.bytes_out
-        queued += session.queued_bytes
-    return Traffic(frames_in, frames_out, bytes_in, bytes_out, queued)
-
-
 @dataclass
 class RouterStats:
     """Running totals since the host started: what the metrics and listings report."""
@@ -192,3 +160,10 @@ class RouterStats:
     ) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
         self.recent_errors.append(error_record(code, message, worker_id, request_id))
+
+    def count_closed(self, session: WorkerSession) -> None:
+        """Keep the traffic of a worker that disconnected in the totals."""
+        self.closed_frames_in += session.frames_in
+        self.closed_frames_out += session.frames_out
+        self.closed_bytes_in += session.bytes_in
+        self.closed_bytes_out += session.bytes_out

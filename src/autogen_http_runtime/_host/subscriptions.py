@@ -1,22 +1,48 @@
-"""The host's subscriptions, with the recipients of each topic cached. No I/O."""
+"""The subscriptions a host routes by, indexed so that adding and matching do not scan them all. No I/O.
+
+An exact (``"type"``) subscription is found by its topic type in one dictionary lookup; a
+prefix subscription by the topic type's prefixes of each length some prefix has (a
+handful in practice). Recipients of a topic are cached, within a bound.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
 
-from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
+from autogen_core import AgentId, TopicId
 
-from .._protocol import wire
+from .._protocol.subscriptions import SubscriptionSpec
 
-_MAX_CACHED_TOPICS = 4096
+_MAX_CACHED_TOPICS: Final = 4096
+
+
+@dataclass(eq=False, slots=True)
+class SubscriptionEntry:
+    """One subscription and who added it (an opaque owner: the core's session)."""
+
+    spec: SubscriptionSpec
+    owner: object
+    #: Order of addition: recipients come in the order their subscriptions were added.
+    order: int = field(default=0)
 
 
 class SubscriptionTable:
-    """All subscriptions of a host, with the recipients of each topic cached."""
+    """Every subscription of a host, by id, by exact topic type and by prefix."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, Subscription] = {}
+        self._by_id: dict[str, SubscriptionEntry] = {}
+        #: (kind, topic, agent type) -> the entry: at most one subscription matches one way.
+        self._by_match: dict[tuple[str, str, str], SubscriptionEntry] = {}
+        self._exact: dict[str, dict[str, SubscriptionEntry]] = {}
+        self._prefixed: dict[str, dict[str, SubscriptionEntry]] = {}
+        #: Length of each prefix in use -> how many prefixes have it.
+        self._prefix_lengths: Counter[int] = Counter()
         self._cache: dict[TopicId, list[AgentId]] = {}
+        self._order = itertools.count()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -24,42 +50,73 @@ class SubscriptionTable:
     def __contains__(self, subscription_id: str) -> bool:
         return subscription_id in self._by_id
 
-    def values(self) -> Iterable[Subscription]:
-        return self._by_id.values()
+    def __iter__(self) -> Iterator[SubscriptionEntry]:
+        return iter(self._by_id.values())
 
-    def add(self, subscription: Subscription) -> None:
-        """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
-        if subscription.id in self._by_id:
-            raise ValueError(f"Subscription already exists: id {subscription.id!r}.")
-        for existing in self._by_id.values():
-            if existing == subscription:
-                raise ValueError(f"Subscription already exists: id {existing.id!r}.")
-        self._by_id[subscription.id] = subscription
-        self._cache.clear()
-
-    def get(self, subscription_id: str) -> Subscription | None:
+    def get(self, subscription_id: str) -> SubscriptionEntry | None:
         return self._by_id.get(subscription_id)
 
-    def remove(self, subscription_id: str) -> None:
-        """Raises: KeyError: No subscription has this id."""
-        del self._by_id[subscription_id]
+    def same_match(self, spec: SubscriptionSpec) -> SubscriptionEntry | None:
+        """The subscription that matches exactly as ``spec`` does, if any."""
+        return self._by_match.get(_match_key(spec))
+
+    def add(self, spec: SubscriptionSpec, owner: object) -> SubscriptionEntry:
+        """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
+        if spec.id in self._by_id:
+            raise ValueError(f"Subscription already exists: id {spec.id!r}.")
+        key = _match_key(spec)
+        existing = self._by_match.get(key)
+        if existing is not None:
+            raise ValueError(f"Subscription already exists: id {existing.spec.id!r}.")
+        entry = SubscriptionEntry(spec, owner, next(self._order))
+        self._by_id[spec.id] = self._by_match[key] = entry
+        if spec.kind == "type":
+            self._exact.setdefault(spec.topic, {})[spec.id] = entry
+        else:
+            self._prefixed.setdefault(spec.topic, {})[spec.id] = entry
+            self._prefix_lengths[len(spec.topic)] += 1
         self._cache.clear()
+        return entry
+
+    def remove(self, subscription_id: str) -> SubscriptionEntry:
+        """Raises: KeyError: No subscription has this id."""
+        entry = self._by_id.pop(subscription_id)
+        spec = entry.spec
+        del self._by_match[_match_key(spec)]
+        index = self._exact if spec.kind == "type" else self._prefixed
+        bucket = index[spec.topic]
+        del bucket[spec.id]
+        if not bucket:
+            del index[spec.topic]
+        if spec.kind != "type":
+            self._prefix_lengths[len(spec.topic)] -= 1
+            if not self._prefix_lengths[len(spec.topic)]:
+                del self._prefix_lengths[len(spec.topic)]
+        self._cache.clear()
+        return entry
 
     def recipients(self, topic: TopicId) -> list[AgentId]:
+        """The agents subscribed to ``topic``, each once, in the order their subscriptions were added."""
         cached = self._cache.get(topic)
         if cached is None:
-            seen: dict[AgentId, None] = {}
-            for subscription in self._by_id.values():
-                if subscription.is_match(topic):
-                    seen[subscription.map_to_agent(topic)] = None
+            matched = sorted(self._matching(topic.type), key=_by_order)
+            seen = dict.fromkeys(AgentId(entry.spec.agent_type, topic.source) for entry in matched)
             if len(self._cache) >= _MAX_CACHED_TOPICS:
                 # Topics with per-conversation sources are endless: keep the cache bounded.
                 self._cache.clear()
             cached = self._cache[topic] = list(seen)
         return cached
 
+    def _matching(self, topic_type: str) -> Iterable[SubscriptionEntry]:
+        yield from self._exact.get(topic_type, {}).values()
+        for length in self._prefix_lengths:
+            if length <= len(topic_type):
+                yield from self._prefixed.get(topic_type[:length], {}).values()
 
-def subscription_from_spec(spec: wire.SubscriptionSpec) -> Subscription:
-    if spec.kind == "type":
-        return TypeSubscription(topic_type=spec.topic, agent_type=spec.agent_type, id=spec.id)
-    return TypePrefixSubscription(topic_type_prefix=spec.topic, agent_type=spec.agent_type, id=spec.id)
+
+def _match_key(spec: SubscriptionSpec) -> tuple[str, str, str]:
+    return (spec.kind, spec.topic, spec.agent_type)
+
+
+def _by_order(entry: SubscriptionEntry) -> int:
+    return entry.order

@@ -23,15 +23,16 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote
 
 from autogen_core import JSON_DATA_CONTENT_TYPE
 
+from .._exceptions import ErrorCode
 from .._protocol import json_codec as _json
 from .._protocol import wire
-from .._protocol.wire import FrameError, JsonObject
+from .._protocol.wire import JsonObject, MessageError
+from .problems import Problem
 
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
 BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
@@ -62,23 +63,6 @@ _TYPED_MEMBERS = frozenset(_STRING_ATTRIBUTES) | frozenset(_DATA_MEMBERS)
 OCTET_STREAM_CONTENT_TYPE: Final = "application/octet-stream"
 
 
-@dataclass
-class EventProblem(Exception):
-    """Why a request to ``POST /v1/events`` cannot be published; becomes an RFC 9457 problem.
-
-    ``errors`` lists each bad event of a batch as ``{"index": int, "detail": str}``.
-    """
-
-    status: int
-    kind: str
-    title: str
-    detail: str
-    errors: list[JsonObject] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return self.detail
-
-
 def media_type(content_type: str | None) -> str:
     """``"Application/JSON; charset=utf-8"`` -> ``"application/json"``; ``""`` when absent."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -89,8 +73,8 @@ def is_json_media_type(content_type: str | None) -> bool:
     return kind in (JSON_DATA_CONTENT_TYPE, "text/json") or kind.endswith("+json")
 
 
-def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size: int) -> list[JsonObject]:
-    """The event frames a ``POST /v1/events`` request carries, in order.
+def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size: int) -> list[wire.Event]:
+    """The events a ``POST /v1/events`` request carries, checked as the WebSocket's events are, in order.
 
     Args:
         headers: The request headers; names are matched without regard to case.
@@ -98,7 +82,7 @@ def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size:
         max_frame_size: The largest event frame, in bytes, the host forwards.
 
     Raises:
-        EventProblem: The request is not one of the three content modes, or an event in
+        Problem: The request is not one of the three content modes, or an event in
             it is invalid (for a batch, every bad event is listed and none is published).
     """
     lowered = {name.lower(): value for name, value in headers.items()}
@@ -114,7 +98,7 @@ def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size:
             raise _invalid("A batch must be a JSON array of events.")
         objects = batch
     elif kind.startswith("application/cloudevents"):
-        raise EventProblem(
+        raise Problem(
             415,
             "unsupported-event-format",
             "Unsupported event format",
@@ -124,36 +108,36 @@ def events_from_http(headers: Mapping[str, str], body: bytes, *, max_frame_size:
     else:
         try:
             return [_checked(_binary_event(lowered, content_type, body), max_frame_size)]
-        except FrameError as exc:
+        except MessageError as exc:
             raise _invalid(exc.message) from None
 
-    frames: list[JsonObject] = []
+    frames: list[wire.Event] = []
     errors: list[JsonObject] = []
     too_large = 0
     for index, obj in enumerate(objects):
         try:
             if not isinstance(obj, dict):
-                raise FrameError(wire.ErrorCode.INVALID_REQUEST, "An event must be a JSON object.")
+                raise MessageError(ErrorCode.INVALID_REQUEST, "An event must be a JSON object.")
             frames.append(_checked(_structured_event(obj), max_frame_size))
-        except EventProblem as exc:
+        except Problem as exc:
             if kind == STRUCTURED_CONTENT_TYPE:
                 raise
             too_large += 1
             errors.append({"index": index, "detail": exc.detail})
-        except FrameError as exc:
+        except MessageError as exc:
             errors.append({"index": index, "detail": exc.message})
     if not errors:
         return frames
     first = errors[0]
     if kind == STRUCTURED_CONTENT_TYPE:
-        raise EventProblem(400, "invalid-event", "Invalid CloudEvent", first["detail"], errors)
+        raise Problem(400, "invalid-event", "Invalid CloudEvent", first["detail"], errors)
     detail = (
         f"{len(errors)} of {len(objects)} events are invalid; none was published. "
         f"Event {first['index']}: {first['detail']}"
     )
     if too_large == len(errors):
-        raise EventProblem(413, "too-large", "Event too large", detail, errors)
-    raise EventProblem(400, "invalid-event", "Invalid CloudEvent", detail, errors)
+        raise Problem(413, "too-large", "Event too large", detail, errors)
+    raise Problem(400, "invalid-event", "Invalid CloudEvent", detail, errors)
 
 
 def _json_body(body: bytes, what: str) -> Any:
@@ -163,8 +147,8 @@ def _json_body(body: bytes, what: str) -> Any:
         raise _invalid(f"The body of {what} is not JSON: {exc}") from None
 
 
-def _invalid(detail: str) -> EventProblem:
-    return EventProblem(400, "invalid-event", "Invalid CloudEvent", detail)
+def _invalid(detail: str) -> Problem:
+    return Problem(400, "invalid-event", "Invalid CloudEvent", detail)
 
 
 def _binary_event(headers: Mapping[str, str], content_type: str | None, body: bytes) -> JsonObject:
@@ -211,32 +195,26 @@ def _structured_event(obj: JsonObject) -> JsonObject:
     for name, value in attributes.items():
         if name in _DATA_MEMBERS:
             if value is None:
-                raise FrameError(
-                    wire.ErrorCode.INVALID_REQUEST, f"'{name}' is null: an event must carry data."
-                )
+                raise MessageError(ErrorCode.INVALID_REQUEST, f"'{name}' is null: an event must carry data.")
             continue
         if not _ATTRIBUTE_NAME.match(name):
-            raise FrameError(
-                wire.ErrorCode.INVALID_REQUEST,
+            raise MessageError(
+                ErrorCode.INVALID_REQUEST,
                 f"Attribute {name!r}: an attribute name is lower-case letters and digits only.",
             )
         if name in _STRING_ATTRIBUTES and not isinstance(value, str):
-            raise FrameError(wire.ErrorCode.INVALID_REQUEST, f"Attribute {name!r} must be a string.")
+            raise MessageError(ErrorCode.INVALID_REQUEST, f"Attribute {name!r} must be a string.")
         if not isinstance(value, (str, int)):  # bool is an int; CloudEvents allow both
-            raise FrameError(
-                wire.ErrorCode.INVALID_REQUEST,
+            raise MessageError(
+                ErrorCode.INVALID_REQUEST,
                 f"Attribute {name!r} must be a string, an integer or a boolean.",
             )
     if attributes.get("specversion") != wire.CLOUDEVENTS_SPEC_VERSION:
-        raise FrameError(wire.ErrorCode.INVALID_REQUEST, "Only CloudEvents 'specversion' '1.0' is supported.")
+        raise MessageError(ErrorCode.INVALID_REQUEST, "Only CloudEvents 'specversion' '1.0' is supported.")
     if "data" in attributes and "data_base64" in attributes:
-        raise FrameError(
-            wire.ErrorCode.INVALID_REQUEST, "An event carries 'data' or 'data_base64', not both."
-        )
+        raise MessageError(ErrorCode.INVALID_REQUEST, "An event carries 'data' or 'data_base64', not both.")
     if "data" not in attributes and "data_base64" not in attributes:
-        raise FrameError(
-            wire.ErrorCode.INVALID_REQUEST, "The event carries no data ('data' or 'data_base64')."
-        )
+        raise MessageError(ErrorCode.INVALID_REQUEST, "The event carries no data ('data' or 'data_base64').")
     if "datacontenttype" not in attributes:
         # Unlabelled: a JSON value is JSON, bytes are just bytes.
         attributes["datacontenttype"] = (
@@ -250,8 +228,8 @@ def _structured_event(obj: JsonObject) -> JsonObject:
             try:
                 attributes["data"] = _json.loads(raw)
             except (ValueError, RecursionError):
-                raise FrameError(
-                    wire.ErrorCode.INVALID_REQUEST,
+                raise MessageError(
+                    ErrorCode.INVALID_REQUEST,
                     "'data_base64' holds no JSON, but 'datacontenttype' says application/json.",
                 ) from None
     elif "data" in attributes:
@@ -270,11 +248,11 @@ def _structured_event(obj: JsonObject) -> JsonObject:
 
 def _base64(value: Any) -> bytes:
     if not isinstance(value, str):
-        raise FrameError(wire.ErrorCode.INVALID_REQUEST, "'data_base64' must be a base64 string.")
+        raise MessageError(ErrorCode.INVALID_REQUEST, "'data_base64' must be a base64 string.")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise FrameError(wire.ErrorCode.INVALID_REQUEST, "'data_base64' is not valid base64.") from None
+        raise MessageError(ErrorCode.INVALID_REQUEST, "'data_base64' is not valid base64.") from None
 
 
 def _finish(attributes: JsonObject) -> JsonObject:
@@ -283,33 +261,32 @@ def _finish(attributes: JsonObject) -> JsonObject:
     if wire.EXT_MESSAGE_TYPE not in attributes:
         fallback = attributes.get(MESSAGE_TYPE_FALLBACK)
         if not isinstance(fallback, str) or not fallback:
-            raise FrameError(
-                wire.ErrorCode.INVALID_REQUEST,
+            raise MessageError(
+                ErrorCode.INVALID_REQUEST,
                 f"The event needs '{wire.EXT_MESSAGE_TYPE}' (or '{MESSAGE_TYPE_FALLBACK}'): "
                 "the payload's type name, which subscribers use to decode it.",
             )
         attributes[wire.EXT_MESSAGE_TYPE] = fallback
     elif not isinstance(attributes[wire.EXT_MESSAGE_TYPE], str) or not attributes[wire.EXT_MESSAGE_TYPE]:
-        raise FrameError(
-            wire.ErrorCode.INVALID_REQUEST, f"'{wire.EXT_MESSAGE_TYPE}' must be a non-empty string."
+        raise MessageError(
+            ErrorCode.INVALID_REQUEST, f"'{wire.EXT_MESSAGE_TYPE}' must be a non-empty string."
         )
     return attributes
 
 
-def _checked(frame: JsonObject, max_frame_size: int) -> JsonObject:
-    """Run the frame through the WebSocket codec's own checks, and the size limit."""
+def _checked(frame: JsonObject, max_frame_size: int) -> wire.Event:
+    """Run the event through the WebSocket codec's own checks, and the size limit."""
     try:
-        text = wire.encode(frame)
+        size = len(wire.encode_bytes(frame))
     except (RecursionError, ValueError) as exc:
-        raise FrameError(wire.ErrorCode.INVALID_REQUEST, f"The event cannot be encoded: {exc}") from None
-    decoded = wire.decode(text)
-    assert isinstance(decoded, wire.Event)
-    size = len(text)  # wire.encode writes ASCII: characters are bytes
+        raise MessageError(ErrorCode.INVALID_REQUEST, f"The event cannot be encoded: {exc}") from None
+    event = wire.read_message(frame)
+    assert isinstance(event, wire.Event)
     if size > max_frame_size:
-        raise EventProblem(
+        raise Problem(
             413,
             "too-large",
             "Event too large",
             f"The event is {size} bytes as a frame; this host forwards at most {max_frame_size}.",
         )
-    return frame
+    return event

@@ -11,18 +11,18 @@ against both these models' schemas and the shipped ones.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._constants import PROTOCOL_VERSION
 from .._protocol import schemas as _schemas
+from .._protocol.subscriptions import SubscriptionKind
 from .cloudevents import BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
+from .problems import PROBLEM_CONTENT_TYPE
+from .rpc import DEADLINE_HEADER
 
 _WORKER_ID = "3a1cdfa9443f4689bce096da558557ff"
-#: Seconds the whole ``POST /v1/rpc`` request may take; each call's ``timeout`` param can shorten it.
-DEADLINE_HEADER: Final = "X-Deadline"
-PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class AgentsListing(BaseModel):
 
 class SubscriptionInfo(BaseModel):
     id: str
-    kind: Literal["type", "type_prefix"] = Field(
+    kind: SubscriptionKind = Field(
         description="`type`: the topic type equals `topic`; `type_prefix`: it starts with `topic`."
     )
     agent_type: str

@@ -16,12 +16,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from autogen_core import TypePrefixSubscription, TypeSubscription
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from .._host.core import MessageRouter
-from .._host.stats import error_code_name, traffic
+from .._exceptions import error_code_name
+from .._host import views
+from .._host.core import RoutingCore
 
 DASHBOARD_PATH = "/dashboard"
 EVENTS_PATH = "/dashboard/events"
@@ -37,51 +37,45 @@ def page() -> str:
     return resources.files(__package__).joinpath("static").joinpath("dashboard.html").read_text("utf-8")
 
 
-def snapshot(core: MessageRouter) -> dict[str, Any]:
+def snapshot(core: RoutingCore) -> dict[str, Any]:
     """What the page shows, as JSON-ready data."""
     stats = core.stats
-    workers = sorted(core.workers(), key=lambda s: s.connected_at)
-    subscriptions = []
-    for subscription in list(core.subscriptions.values())[:MAX_ROWS]:
-        if isinstance(subscription, TypeSubscription):
-            kind, topic = "type", subscription.topic_type
-        elif isinstance(subscription, TypePrefixSubscription):
-            kind, topic = "prefix", subscription.topic_type_prefix
-        else:  # pragma: no cover - the host stores only these two kinds
-            kind, topic = type(subscription).__name__, ""
-        subscriptions.append(
-            {"id": subscription.id, "kind": kind, "topic": topic, "agent_type": _agent_type(subscription)}
-        )
+    workers = views.workers(core)
+    subscriptions = views.subscriptions(core)
+    agent_types = views.agent_types(core)
     latency = stats.call_latency
-    totals = traffic(core)
+    totals = views.traffic(core)
     return {
         "time": time.time(),
         "accepting": core.accepting,
         "workers": [
             {
-                "id": session.worker_id,
-                "name": session.name,
-                "connected_at": session.connected_at,
-                "agent_types": sorted(session.agent_types),
-                "subscriptions": len(session.subscription_ids),
-                "calls_made": len(session.calls_made),
-                "calls_served": len(session.calls_served),
-                "frames_in": session.frames_in,
-                "frames_out": session.frames_out,
-                "bytes_in": session.bytes_in,
-                "bytes_out": session.bytes_out,
-                "queued_bytes": session.queued_bytes,
+                "id": worker.worker_id,
+                "name": worker.name,
+                "connected_at": worker.connected_at,
+                "agent_types": worker.agent_types,
+                "subscriptions": worker.subscriptions,
+                "calls_made": worker.calls_in_flight,
+                "calls_served": worker.calls_serving,
+                "frames_in": worker.frames_in,
+                "frames_out": worker.frames_out,
+                "bytes_in": worker.bytes_in,
+                "bytes_out": worker.bytes_out,
+                "queued_bytes": worker.queued_bytes,
             }
-            for session in workers[:MAX_ROWS]
+            for worker in workers[:MAX_ROWS]
         ],
         "worker_count": len(workers),
         "agent_types": [
-            {"type": agent_type, "worker_id": worker_id}
-            for agent_type, worker_id in list(core.describe_agent_types().items())[:MAX_ROWS]
+            {"type": agent_type, "worker_id": ", ".join(worker_ids)}
+            for agent_type, worker_ids in list(agent_types.items())[:MAX_ROWS]
         ],
-        "agent_type_count": len(core.agent_types),
-        "subscriptions": subscriptions,
-        "subscription_count": len(core.subscriptions),
+        "agent_type_count": len(agent_types),
+        "subscriptions": [
+            {"id": s.id, "kind": s.kind, "topic": s.topic, "agent_type": s.agent_type}
+            for s in subscriptions[:MAX_ROWS]
+        ],
+        "subscription_count": len(subscriptions),
         "totals": {
             "calls_routed": stats.calls_routed,
             "calls_answered": stats.calls_answered,
@@ -117,16 +111,11 @@ def snapshot(core: MessageRouter) -> dict[str, Any]:
     }
 
 
-def _agent_type(subscription: object) -> str:
-    agent_type = getattr(subscription, "agent_type", "")
-    return agent_type if isinstance(agent_type, str) else ""
-
-
 def _finite(value: float | None) -> float | str | None:
     return "+Inf" if value == float("inf") else value
 
 
-def dashboard_router(core: MessageRouter) -> APIRouter:
+def dashboard_router(core: RoutingCore) -> APIRouter:
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(page(), headers={"Cache-Control": "no-cache"})
 
@@ -149,7 +138,7 @@ def dashboard_router(core: MessageRouter) -> APIRouter:
     return router
 
 
-async def _stream(core: MessageRouter, interval: float) -> AsyncIterator[str]:
+async def _stream(core: RoutingCore, interval: float) -> AsyncIterator[str]:
     """Server-sent events: a snapshot every ``interval`` seconds until the host stops.
 
     Starlette cancels this generator when the browser goes away; a stopping host ends it

@@ -20,22 +20,23 @@ from prometheus_client.metrics_core import (
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .._host.core import MessageRouter
-from .._host.stats import error_code_name, traffic
+from .._exceptions import error_code_name
+from .._host import views
+from .._host.core import RoutingCore
 
 METRICS_PATH = "/metrics"
 PREFIX = "autogen_http_"
 
 
 class RouterCollector:
-    """Reads a :class:`MessageRouter`'s counters at scrape time."""
+    """Reads a :class:`RoutingCore`'s counters at scrape time."""
 
-    def __init__(self, core: MessageRouter) -> None:
+    def __init__(self, core: RoutingCore) -> None:
         self._core = core
 
     def collect(self) -> Iterator[Metric]:
         core, stats = self._core, self._core.stats
-        workers = core.workers()
+        workers = views.workers(core)
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(PREFIX + name, doc, value=value)
@@ -49,8 +50,8 @@ class RouterCollector:
             1 if core.accepting else 0,
         )
         yield gauge("workers", "Workers connected now.", len(workers))
-        yield gauge("agent_types", "Agent types registered now.", len(core.agent_types))
-        yield gauge("subscriptions", "Subscriptions stored now.", len(core.subscriptions))
+        yield gauge("agent_types", "Agent types registered now.", len(views.agent_types(core)))
+        yield gauge("subscriptions", "Subscriptions stored now.", views.subscription_count(core))
         yield gauge("calls_in_flight", "Calls routed and not yet answered.", core.pending_calls)
 
         yield counter(
@@ -92,7 +93,7 @@ class RouterCollector:
             errors.add_metric([str(int(code)), error_code_name(code).lower()], count)
         yield errors
 
-        totals = traffic(core)
+        totals = views.traffic(core)
         yield counter("frames_received", "WebSocket messages received from workers.", totals.frames_in)
         yield counter("frames_sent", "WebSocket messages sent to workers.", totals.frames_out)
         yield counter("received_bytes", "Bytes of WebSocket messages received from workers.", totals.bytes_in)
@@ -108,8 +109,8 @@ class RouterCollector:
             "Bytes queued for one worker, not yet written (the back-pressure signal).",
             labels=["worker_id", "worker_name"],
         )
-        for session in workers:
-            per_worker.add_metric([session.worker_id, session.name], session.queued_bytes)
+        for worker in workers:
+            per_worker.add_metric([worker.worker_id, worker.name], worker.queued_bytes)
         yield per_worker
 
 
@@ -117,7 +118,7 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else str(bound)
 
 
-def metrics_router(core: MessageRouter) -> APIRouter:
+def metrics_router(core: RoutingCore) -> APIRouter:
     """A router with ``GET /metrics`` for ``core``, plus the process's own metrics."""
     registry = CollectorRegistry()
     registry.register(RouterCollector(core))

@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from .._host.core import MessageRouter
+from .._host import views
+from .._host.core import RoutingCore
 from .dashboard import dashboard_router
 from .metrics import metrics_router
 
@@ -26,7 +27,7 @@ HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 
 
-def probes_router(core: MessageRouter) -> APIRouter:
+def probes_router(core: RoutingCore) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -37,7 +38,7 @@ def probes_router(core: MessageRouter) -> APIRouter:
                 "reason": "draining: the host is shutting down and takes no new workers or calls",
             }
             return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
-        body = {"status": "ready", "workers": len(core.workers())}
+        body = {"status": "ready", "workers": views.worker_count(core)}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     router = APIRouter(tags=["operations"])
@@ -58,7 +59,7 @@ def probes_router(core: MessageRouter) -> APIRouter:
     return router
 
 
-def operations_router(core: MessageRouter) -> APIRouter:
+def operations_router(core: RoutingCore) -> APIRouter:
     """Probes, metrics and the dashboard for the host whose routing core is ``core``."""
     router = APIRouter()
     router.include_router(probes_router(core))

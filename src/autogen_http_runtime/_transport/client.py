@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as ssl_module
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Final, cast
 
 from websockets.client import ClientProtocol
@@ -27,7 +26,8 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from .._randomness import random_chunks
-from .frames import TextFrameReader, masked_text_frame
+from .fastpath import frame_reader_allowed
+from .frames import TextFrameReader, masked_text_frame, write_pieces
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -53,8 +53,10 @@ class WebSocketClient(asyncio.Protocol):
         write_buffer_limit: int,
     ) -> None:
         self._ws = protocol
-        #: Whole text frames are read there; websockets reads the rest (see _frames.py).
-        self._frames = TextFrameReader(protocol, masked=False)
+        #: Whole text frames are read there, websockets reads the rest (see frames.py); or,
+        #: without the fast path, websockets reads everything and frames every message.
+        self._fast = frame_reader_allowed()
+        self._frames = TextFrameReader(protocol, masked=False) if self._fast else None
         self._on_message = on_message
         self._on_lost = on_lost
         self._ping_interval = ping_interval
@@ -85,9 +87,11 @@ class WebSocketClient(asyncio.Protocol):
         self._transport.set_write_buffer_limits(high=self._write_buffer_limit)
 
     def data_received(self, data: bytes) -> None:
-        messages, rest = self._frames.read(data)
-        for message in messages:
-            self._on_message(message, True)
+        rest: bytes | bytearray = data
+        if self._frames is not None:
+            messages, rest = self._frames.read(data)
+            for message in messages:
+                self._on_message(message, True)
         if rest:
             self._ws.receive_data(rest)
             self._handle_events()
@@ -138,7 +142,8 @@ class WebSocketClient(asyncio.Protocol):
         """
         transport, ws = self._transport, self._ws
         if (
-            ws.state is not State.OPEN
+            not self._fast
+            or ws.state is not State.OPEN
             or ws.extensions
             or ws.debug
             or transport is None
@@ -268,22 +273,6 @@ class WebSocketClient(asyncio.Protocol):
             self._ws.fail(1011, "keepalive ping timeout")
             self._write_out()
             self.abort()
-
-
-#: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills
-#: except on 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a write of many
-#: pieces would bypass flow control, so the pieces are joined and written as one.
-_WRITELINES_PAUSES = not (
-    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
-)
-
-
-def write_pieces(transport: asyncio.WriteTransport, pieces: Sequence[bytes]) -> None:
-    """Write ``pieces`` in order, without joining them where the transport allows it."""
-    if _WRITELINES_PAUSES:
-        transport.writelines(pieces)
-    else:  # pragma: no cover - only on the Pythons named above
-        transport.write(b"".join(pieces))
 
 
 async def connect(

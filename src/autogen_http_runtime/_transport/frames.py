@@ -15,7 +15,10 @@ runs the closing handshake and fails the connection as it always does.
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import sys
+from collections.abc import Sequence
 from typing import Final
 
 from websockets.protocol import Protocol, State
@@ -33,6 +36,7 @@ __all__ = [
     "read_text_frame",
     "size_limit",
     "text_frame_header",
+    "write_pieces",
 ]
 
 #: The first byte of a final text frame with no extension bits (RFC 6455, section 5.2).
@@ -201,3 +205,19 @@ def masked_text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
     """A client's text frame with the masking key ``mask``: its header, and the masked data
     (two pieces, so a large message is not copied once more to prefix it)."""
     return text_frame_header(len(data), masked=True) + mask, apply_mask(data, mask)
+
+
+#: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills
+#: except on 3.12.0-3.12.8 and 3.13.0-3.13.1 (CPython gh-127655): there a write of many
+#: pieces would bypass flow control, so the pieces are joined and written as one.
+_WRITELINES_PAUSES = not (
+    (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+)
+
+
+def write_pieces(transport: asyncio.WriteTransport, pieces: Sequence[bytes]) -> None:
+    """Write ``pieces`` in order, without joining them where the transport allows it."""
+    if _WRITELINES_PAUSES:
+        transport.writelines(pieces)
+    else:  # pragma: no cover - only on the Pythons named above
+        transport.write(b"".join(pieces))

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 
 from autogen_core import Agent, AgentId, AgentInstantiationContext, AgentMetadata, AgentRuntime
 
-from .._exceptions import AgentNotFoundError
-from .._protocol.wire import ErrorCode
+from .._exceptions import AgentNotFoundError, ErrorCode
 
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], Awaitable[Agent]]

@@ -18,6 +18,7 @@ from .._constants import PROTOCOL_VERSION
 from .._exceptions import (
     AuthenticationError,
     CallTimeoutError,
+    ErrorCode,
     HostConnectionError,
     MessageTooLargeError,
     TLSError,
@@ -26,7 +27,7 @@ from .._exceptions import (
 from .._protocol import wire
 from .._protocol.address import HostEndpoint
 from .._protocol.batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
-from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .._transport import client as _websocket
 
 
@@ -304,7 +305,7 @@ class HostConnection:
         if not text:
             self._log.warning("Ignored a binary frame from the host")
             return
-        for frame in wire.decode_message(data):
+        for frame in wire.decode_batch(data):
             try:
                 self._dispatch(frame)
             except Exception:
@@ -320,8 +321,8 @@ class HostConnection:
             # before connect() returned: keep the reason, for open() to fail with.
             self._closed_reason = reason
 
-    def _dispatch(self, frame: wire.Frame | FrameError) -> None:
-        if isinstance(frame, FrameError):
+    def _dispatch(self, frame: wire.Message | MessageError) -> None:
+        if isinstance(frame, MessageError):
             self._log.warning("Bad frame from the host: %s", frame.message)
         elif isinstance(frame, wire.Response):
             future = self._pending.pop(frame.id, None)

@@ -14,11 +14,11 @@ from typing import Any
 
 from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
 
-from .._exceptions import AgentNotFoundError, HostConnectionError, MessageTooLargeError
+from .._exceptions import AgentNotFoundError, ErrorCode, HostConnectionError, MessageTooLargeError
 from .._logging import call_extra
 from .._protocol import json_codec as _json
 from .._protocol import wire
-from .._protocol.wire import ErrorCode, FrameError, JsonObject, Method, RequestId
+from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
 from .serialization import PayloadCodec
@@ -88,7 +88,7 @@ class Inbound:
 
         try:
             value = await self._handle_request(req, token)
-        except FrameError as exc:
+        except MessageError as exc:
             reply_error(exc.code, exc.message)
         except AgentNotFoundError as exc:
             reply_error(ErrorCode.AGENT_NOT_FOUND, exc.message)
@@ -124,10 +124,10 @@ class Inbound:
         if req.method == Method.AGENT_LOAD_STATE:
             state = req.params.get("state")
             if not isinstance(state, dict):
-                raise FrameError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
+                raise MessageError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
             await self._agents.load_agent(recipient, state)
             return {}
-        raise FrameError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.")
+        raise MessageError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.")
 
     async def _handle_send(self, req: wire.Request, recipient: AgentId, token: CancellationToken) -> Any:
         sender = wire.agent_id_from_wire(req.params, "sender", optional=True)
@@ -158,7 +158,7 @@ class Inbound:
         try:
             recipient = wire.event_agent(attributes, wire.EXT_RECIPIENT)
             if recipient is None:
-                raise FrameError(ErrorCode.INVALID_REQUEST, "An event from the host needs 'agrecipient'.")
+                raise MessageError(ErrorCode.INVALID_REQUEST, "An event from the host needs 'agrecipient'.")
             sender = wire.event_agent(attributes, wire.EXT_SENDER)
             payload = wire.event_payload(attributes)
             message = self._codec.decode(payload)

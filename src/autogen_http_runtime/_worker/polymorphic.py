@@ -35,8 +35,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import pydantic
-from autogen_core import JSON_DATA_CONTENT_TYPE
-from autogen_core._serialization import MessageSerializer
+from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
 from pydantic import BaseModel, TypeAdapter
 
 __all__ = ["ModelJsonSerializer", "dump", "has_model_fields", "is_model_class", "load", "resolve_class"]

@@ -23,13 +23,10 @@ from autogen_core import (
     MessageSerializer,
     Subscription,
     TopicId,
-    TypePrefixSubscription,
-    TypeSubscription,
 )
-from autogen_core._runtime_impl_helpers import get_impl
 from opentelemetry.trace import TracerProvider
 
-from .._compat import warn_grpc_config_ignored
+from .._compat import get_impl, warn_grpc_config_ignored
 from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_CONTROL_TIMEOUT,
@@ -41,6 +38,7 @@ from .._constants import (
     WORKER_LOGGER,
 )
 from .._exceptions import (
+    ErrorCode,
     HostConnectionError,
     RpcError,
     SubscriptionError,
@@ -48,7 +46,8 @@ from .._exceptions import (
 from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.address import parse_host_address
-from .._protocol.wire import ErrorCode, JsonObject, Method
+from .._protocol.subscriptions import spec_of
+from .._protocol.wire import JsonObject, Method
 from .._randomness import message_ids
 from .._signals import signals_received
 from .agents import LocalAgents, builtin_type
@@ -609,15 +608,4 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 def _subscription_to_wire(subscription: Subscription) -> JsonObject:
-    if isinstance(subscription, TypeSubscription):
-        return wire.subscription_to_wire(
-            "type", subscription.id, subscription.agent_type, subscription.topic_type
-        )
-    if isinstance(subscription, TypePrefixSubscription):
-        return wire.subscription_to_wire(
-            "type_prefix", subscription.id, subscription.agent_type, subscription.topic_type_prefix
-        )
-    raise TypeError(
-        f"{builtin_type(subscription).__name__} cannot be sent to the host: use TypeSubscription, "
-        "DefaultSubscription or TypePrefixSubscription."
-    )
+    return wire.subscription_to_wire(spec_of(subscription))

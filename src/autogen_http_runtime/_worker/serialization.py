@@ -36,13 +36,13 @@ from autogen_core import (
     MessageSerializer,
     try_get_known_serializers_for_type,
 )
-from autogen_core._serialization import (
+from pydantic import BaseModel
+
+from .._compat import (
     DataclassJsonMessageSerializer,
     PydanticJsonMessageSerializer,
     SerializationRegistry,
 )
-from pydantic import BaseModel
-
 from .._exceptions import SerializationError
 from .._protocol.wire import NO_VALUE, Payload
 from .polymorphic import ModelJsonSerializer, has_model_fields, is_model_class, resolve_class

@@ -13,12 +13,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper
-from autogen_core._telemetry._tracing_config import ExtraMessageRuntimeAttributes
 from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider, get_tracer_provider
+from opentelemetry.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .._compat import (
+    ExtraMessageRuntimeAttributes,
+    MessageRuntimeTracingConfig,
+    TraceHelper,
+    global_tracer_provider_installed,
+)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_KEYS = ("traceparent", "tracestate")
@@ -70,24 +74,7 @@ class RuntimeTracer:
         self, operation: Any, destination: Any, message_type: str | None = None
     ) -> AbstractContextManager[Any]:
         """A span for ``operation`` on ``destination`` (autogen-core's names), or nothing."""
-        if not self._given and not _global_provider_installed():
+        if not self._given and not global_tracer_provider_installed():
             return _NOTHING
         extra = ExtraMessageRuntimeAttributes(message_type=message_type) if message_type is not None else None
         return self._helper.trace_block(operation, destination, parent=None, extraAttributes=extra)
-
-
-_NOT_KEPT_THERE = object()
-
-
-def _global_provider_installed() -> bool:
-    """Whether a tracer provider that records spans is installed globally.
-
-    What ``get_tracer_provider()`` says, without the environment lookup it makes on every
-    call until a provider is installed (a microsecond or two, on every message): that lookup
-    (``OTEL_PYTHON_TRACER_PROVIDER``) was made when autogen-core's ``TraceHelper`` was created,
-    and OpenTelemetry installs a global provider once and for all.
-    """
-    provider = getattr(otel_trace, "_TRACER_PROVIDER", _NOT_KEPT_THERE)
-    if provider is _NOT_KEPT_THERE:  # an OpenTelemetry that keeps it elsewhere: ask it
-        provider = get_tracer_provider()
-    return provider is not None and not isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))

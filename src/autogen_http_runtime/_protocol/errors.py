@@ -1,0 +1,19 @@
+"""What answers a message that broke the protocol. No I/O."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from .._exceptions import ErrorCode
+
+RequestId = Union[int, str]
+
+
+class MessageError(Exception):
+    """A message or its params broke the protocol; ``code`` and ``request_id`` say how to answer it."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
