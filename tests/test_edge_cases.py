@@ -30,7 +30,7 @@ from autogen_http_runtime import (
     RemoteAgentError,
 )
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
-from autogen_http_runtime._worker.runtime import _State
+from autogen_http_runtime._worker.lifecycle import WorkerState
 
 from .conftest import WorkerFactory
 from .test_server import until
@@ -123,7 +123,7 @@ async def test_stop_during_start_wins(server: HttpAgentServer) -> None:
     starting = asyncio.ensure_future(worker.start())
     # stop() while start() is under way: on Python 3.12 bounded() runs stop() before the
     # start task has begun unless we wait for it.
-    await until(lambda: worker._state is _State.STARTING)
+    await until(lambda: worker._lifecycle.state is WorkerState.STARTING)
     await bounded(worker.stop())
     with pytest.raises(HostConnectionError):
         await bounded(starting)

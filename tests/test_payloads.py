@@ -207,7 +207,7 @@ async def test_compression_needs_the_host_to_allow_it_and_messages_arrive_intact
     make_worker: WorkerFactory,
 ) -> None:
     def negotiated(worker: HttpWorkerAgentRuntime) -> list[str]:
-        return worker._link.connection._ws.extensions  # type: ignore[union-attr]
+        return worker._lifecycle.link.connection._ws.extensions  # type: ignore[union-attr]
 
     asking = await make_worker(compression=True)  # the default host does not allow it
     assert negotiated(asking) == []

@@ -99,7 +99,7 @@ async def test_fragmented_messages_and_batches_from_the_host_are_read(compressio
         runtime = worker(port, compression=compression)
         await bounded(runtime.start())
         try:
-            connection = runtime._link.connection
+            connection = runtime._lifecycle.link.connection
             assert connection is not None and connection.worker_id == "fake-worker"
             assert connection._ws is not None
             assert connection._ws.extensions == (["permessage-deflate"] if compression else [])
@@ -261,7 +261,7 @@ async def test_a_host_that_stops_answering_pings_is_dropped_by_keepalive() -> No
 
 async def test_a_host_that_answers_pings_keeps_the_worker(make_worker: WorkerFactory) -> None:
     runtime = await make_worker(ping_interval=0.05, ping_timeout=2.0)
-    connection = runtime._link.connection
+    connection = runtime._lifecycle.link.connection
     assert connection is not None and connection._ws is not None
     client = connection._ws
     answered: list[bytes] = []
@@ -274,7 +274,7 @@ async def test_a_host_that_answers_pings_keeps_the_worker(make_worker: WorkerFac
 
     client._handle_frame = watch  # type: ignore[method-assign]
     await until(lambda: len(answered) >= 5)  # five rounds of pings, and five pongs
-    assert runtime._link.connected and not connection.closed
+    assert runtime._lifecycle.link.connected and not connection.closed
 
 
 async def test_a_host_that_never_answers_the_handshake_fails_start_within_connect_timeout() -> None:
@@ -347,7 +347,7 @@ async def test_a_host_that_stops_reading_makes_senders_wait_and_stop_still_ends(
         runtime = worker(port, write_buffer_limit=limit, ping_interval=None, control_timeout=0.5)
         await bounded(runtime.start())
         await bounded(served)
-        connection = runtime._link.connection
+        connection = runtime._lifecycle.link.connection
         assert connection is not None and connection._ws is not None
         client = connection._ws
         published = 0
@@ -395,7 +395,7 @@ async def test_events_sent_just_before_the_connection_closes_reach_the_host(
         for n in range(20):
             await publisher.publish_message(Text(f"news {n}"), TopicId("news", "s"))
         # In the same turn of the loop: the events still wait for the end of it to be written.
-        await publisher._link.close()
+        await publisher._lifecycle.link.close()
 
     await bounded(publish_and_close())
     received = [(await bounded(inbox.get()))[1] for _ in range(20)]

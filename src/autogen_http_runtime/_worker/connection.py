@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,19 +14,17 @@ import websockets
 
 from .._constants import PROTOCOL_VERSION
 from .._exceptions import (
-    AuthenticationError,
     CallTimeoutError,
     ErrorCode,
     HostConnectionError,
     MessageTooLargeError,
-    TLSError,
     error_from_wire,
 )
 from .._protocol import wire
-from .._protocol.address import HostEndpoint
 from .._protocol.batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .._transport import client as _websocket
+from .dialing import ConnectionOptions, connect_error
 
 
 @dataclass(frozen=True)
@@ -42,57 +38,6 @@ class ConnectionHandlers:
     cancel: Callable[[HostConnection, RequestId], None]
     event: Callable[[HostConnection, wire.Event], None]
     closed: Callable[[HostConnection, str], None]
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """How a worker connects; see :class:`HttpWorkerAgentRuntime` for each setting."""
-
-    endpoint: HostEndpoint
-    name: str
-    instance_id: str
-    max_message_size: int
-    connect_timeout: float
-    ping_interval: float | None
-    ping_timeout: float | None
-    headers: dict[str, str]
-    #: Bytes queued for sending above which :meth:`HostConnection.drain` waits.
-    write_buffer_limit: int
-    #: Offer per-message deflate.
-    compression: bool = False
-    #: TLS settings for a ``wss://`` host; ``None`` uses the system's trust store.
-    ssl: ssl.SSLContext | None = None
-
-
-def client_ssl_context(
-    endpoint: HostEndpoint,
-    context: ssl.SSLContext | None,
-    ca: str | None,
-    certfile: str | None,
-    keyfile: str | None,
-) -> ssl.SSLContext | None:
-    """The TLS context a worker connects with, from its ``ssl=``/``ssl_ca=``/``ssl_certfile=`` settings.
-
-    Raises:
-        ValueError: TLS settings for a plain ``http://`` host, or ``ssl=`` together with the others.
-    """
-    if context is None and ca is None and certfile is None:
-        if keyfile is not None:
-            raise ValueError("ssl_keyfile= needs ssl_certfile= (the client certificate).")
-        return None
-    if not endpoint.ws_url.startswith("wss://"):
-        raise ValueError(
-            f"TLS settings were given but the host address {endpoint.ws_url!r} is not secure: "
-            "use an https:// (or wss://) address."
-        )
-    if context is not None:
-        if ca is not None or certfile is not None or keyfile is not None:
-            raise ValueError("Give either ssl= (an SSLContext) or ssl_ca=/ssl_certfile=, not both.")
-        return context
-    built = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    if certfile is not None:
-        built.load_cert_chain(certfile, keyfile)
-    return built
 
 
 class HostConnection:
@@ -151,7 +96,7 @@ class HostConnection:
                 timeout=options.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            raise _connect_error(url, exc) from exc
+            raise connect_error(url, exc) from exc
         if conn._closed_reason is not None:
             raise HostConnectionError(f"The connection to the host was lost: {conn._closed_reason}.")
         try:
@@ -361,55 +306,3 @@ class HostConnection:
         self._shut(f"closed by this worker ({reason})")
         if self._ws is not None:
             await self._ws.close(code, reason)
-
-
-def _connect_error(url: str, exc: BaseException) -> HostConnectionError:
-    """Say why a connection attempt failed, in the most precise type we can."""
-    if isinstance(exc, websockets.exceptions.InvalidStatus):
-        status = exc.response.status_code
-        detail = _problem_detail(exc.response.body)
-        if status in (401, 403):
-            word = "rejected this worker's credentials" if status == 401 else "does not let this worker in"
-            return AuthenticationError(
-                f"The host at {url} {word} (HTTP {status}){': ' + detail if detail else ''}. "
-                "Check the token= (or headers=) given to HttpWorkerAgentRuntime.",
-                status=status,
-            )
-        return HostConnectionError(
-            f"The host at {url} refused the connection (HTTP {status}){': ' + detail if detail else ''}."
-        )
-    cause: BaseException | None = exc
-    while cause is not None:  # websockets may wrap the TLS failure
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return TLSError(
-                f"Cannot connect to the host at {url}: its TLS certificate is not trusted "
-                f"({cause.verify_message}). Pass ssl_ca= (the CA bundle that signed it) or ssl=."
-            )
-        if isinstance(cause, ssl.SSLError):
-            if "CERTIFICATE_REQUIRED" in str(cause).upper().replace(" ", "_"):
-                return TLSError(
-                    f"Cannot connect to the host at {url}: it requires a client certificate ({cause}). "
-                    "Pass ssl_certfile= (and ssl_keyfile=) or ssl=."
-                )
-            # Could be a host restarting mid-handshake: not a reason to give up.
-            return HostConnectionError(f"Cannot connect to the host at {url}: TLS failed: {cause}.")
-        cause = cause.__cause__ or cause.__context__
-    hint = ""
-    if url.startswith("wss://") and isinstance(exc, websockets.exceptions.InvalidMessage):
-        # An mTLS host that wants a certificate closes the TLS connection right after the handshake.
-        hint = (
-            " The host closed the connection before answering: if it requires a client "
-            "certificate (mTLS), pass ssl_certfile= (and ssl_keyfile=)."
-        )
-    return HostConnectionError(f"Cannot connect to the host at {url}: {exc!r}.{hint}")
-
-
-def _problem_detail(body: bytes | bytearray | None) -> str:
-    if not body:
-        return ""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return bytes(body[:200]).decode("utf-8", "replace")
-    detail = value.get("detail") if isinstance(value, dict) else None
-    return detail if isinstance(detail, str) else ""

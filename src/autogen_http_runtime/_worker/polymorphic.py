@@ -24,48 +24,39 @@ a computed ``type`` equal to the class name).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import types
-import typing
-import weakref
 from collections import abc
-from collections.abc import Iterator
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import pydantic
 from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
-from pydantic import BaseModel, TypeAdapter
+
+from .model_types import (
+    DISCRIMINATOR,
+    MAPPING_ORIGINS,
+    SEQUENCE_ORIGINS,
+    container_member,
+    dump_json,
+    dump_python,
+    family,
+    fields_to_walk,
+    has_custom,
+    is_model_class,
+    is_named,
+    item_types,
+    mapping_value_type,
+    same_length,
+    union_members,
+    validate_json,
+    validate_python,
+)
 
 __all__ = ["ModelJsonSerializer", "dump", "has_model_fields", "is_model_class", "load", "resolve_class"]
-
-#: The key an object's concrete class is read from.
-DISCRIMINATOR = "type"
-
-# What get_origin() returns for list[X], typing.List[X], Sequence[X] and the like.
-_SEQUENCE_ORIGINS: frozenset[Any] = frozenset(
-    {list, set, frozenset, tuple, abc.Sequence, abc.MutableSequence, abc.Set, abc.MutableSet, abc.Collection}
-)
-_MAPPING_ORIGINS: frozenset[Any] = frozenset({dict, abc.Mapping, abc.MutableMapping})
-# Field metadata that gives a value its own JSON shape: the walks leave such values alone.
-_CUSTOM_METADATA = (
-    pydantic.BeforeValidator,
-    pydantic.WrapValidator,
-    pydantic.PlainValidator,
-    pydantic.PlainSerializer,
-    pydantic.WrapSerializer,
-)
-
-
-def is_model_class(tp: Any) -> bool:
-    """A Pydantic model class or a dataclass (standard or Pydantic)."""
-    return isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp))
 
 
 def has_model_fields(cls: type[Any]) -> bool:
     """Whether a field of ``cls`` is declared (anywhere in its type) as a model or dataclass."""
-    return bool(_fields_to_walk(cls))
+    return bool(fields_to_walk(cls))
 
 
 class ModelJsonSerializer(MessageSerializer[Any]):
@@ -100,12 +91,12 @@ class ModelJsonSerializer(MessageSerializer[Any]):
 def dump(message: Any) -> bytes:
     """JSON for a model or dataclass instance, each nested object with all its own fields."""
     cls = type(message)
-    if _fields_to_walk(cls):
+    if fields_to_walk(cls):
         dumper = _Dumper()
-        data = dumper.fields(message, _dump_python(message))
+        data = dumper.fields(message, dump_python(message))
         if dumper.replaced:
             return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return _dump_json(message)
+    return dump_json(message)
 
 
 def load(cls: type[Any], data: bytes | str) -> Any:
@@ -119,14 +110,14 @@ def load(cls: type[Any], data: bytes | str) -> Any:
         pydantic.ValidationError: The data does not fit.
         ValueError: A nested object's ``"type"`` names more than one class (see :func:`resolve_class`).
     """
-    if _fields_to_walk(cls):
+    if fields_to_walk(cls):
         raw = json.loads(data)
         if isinstance(raw, dict):
             rebuilder = _Rebuilder()
             fields = rebuilder.fields(cls, raw)
             if rebuilder.substituted:
-                return _validate_python(cls, fields)
-    return _validate_json(cls, data)
+                return validate_python(cls, fields)
+    return validate_json(cls, data)
 
 
 def resolve_class(declared: tuple[type[Any], ...], value: dict[str, Any]) -> type[Any] | None:
@@ -144,8 +135,8 @@ def resolve_class(declared: tuple[type[Any], ...], value: dict[str, Any]) -> typ
     if isinstance(discriminator, str):
         matches: list[type[Any]] = []
         for base in declared:
-            for candidate in _family(base):
-                if candidate not in matches and _is_named(candidate, discriminator):
+            for candidate in family(base):
+                if candidate not in matches and is_named(candidate, discriminator):
                     matches.append(candidate)
         if len(matches) == 1:
             return matches[0]
@@ -166,7 +157,7 @@ class _Rebuilder:
 
     def fields(self, cls: type[Any], value: dict[str, Any]) -> dict[str, Any]:
         rebuilt = dict(value)
-        for keys, annotation in _fields_to_walk(cls):
+        for keys, annotation in fields_to_walk(cls):
             for key in keys:
                 if key in rebuilt:
                     rebuilt[key] = self.value(annotation, rebuilt[key])
@@ -178,18 +169,18 @@ class _Rebuilder:
         origin = get_origin(annotation)
         if origin is Annotated:
             inner, *metadata = get_args(annotation)
-            return value if _has_custom(metadata) else self.value(inner, value)
+            return value if has_custom(metadata) else self.value(inner, value)
         if origin is Union or origin is types.UnionType:
-            members = _members(annotation)
+            members = union_members(annotation)
             classes = tuple(m for m in members if is_model_class(m))
             if isinstance(value, dict) and classes:
                 return self._object(classes, value)
-            shape = _container_member(members, value)
+            shape = container_member(members, value)
             return value if shape is None else self.value(shape, value)
-        if origin in _SEQUENCE_ORIGINS and isinstance(value, list):
-            return [self.value(item_type, item) for item_type, item in _items(annotation, value)]
-        if origin in _MAPPING_ORIGINS and isinstance(value, dict):
-            value_type = _mapping_value_type(annotation)
+        if origin in SEQUENCE_ORIGINS and isinstance(value, list):
+            return [self.value(item_type, item) for item_type, item in item_types(annotation, value)]
+        if origin in MAPPING_ORIGINS and isinstance(value, dict):
+            value_type = mapping_value_type(annotation)
             return {key: self.value(value_type, item) for key, item in value.items()}
         if is_model_class(annotation) and isinstance(value, dict):
             return self._object((annotation,), value)
@@ -204,7 +195,7 @@ class _Rebuilder:
             return fields  # the outer validation builds it as declared
         # Another class than the declared one (or one of several in a union): build it here.
         self.substituted = True
-        return _validate_python(target, fields)
+        return validate_python(target, fields)
 
 
 class _Dumper:
@@ -216,7 +207,7 @@ class _Dumper:
     def fields(self, obj: Any, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        for keys, annotation in _fields_to_walk(type(obj)):
+        for keys, annotation in fields_to_walk(type(obj)):
             name = keys[0]  # dumps use field names, not aliases
             if name in data:
                 data[name] = self.value(annotation, getattr(obj, name, None), data[name])
@@ -228,21 +219,23 @@ class _Dumper:
         origin = get_origin(annotation)
         if origin is Annotated:
             inner, *metadata = get_args(annotation)
-            return data if _has_custom(metadata) else self.value(inner, obj, data)
+            return data if has_custom(metadata) else self.value(inner, obj, data)
         if origin is Union or origin is types.UnionType:
-            members = _members(annotation)
+            members = union_members(annotation)
             classes = tuple(m for m in members if is_model_class(m))
             if classes and is_model_class(type(obj)):
                 return self._object(classes, obj, data)
-            shape = _container_member(members, data)
+            shape = container_member(members, data)
             return data if shape is None else self.value(shape, obj, data)
-        if origin in _SEQUENCE_ORIGINS and isinstance(data, list) and _same_length(obj, data):
+        if origin in SEQUENCE_ORIGINS and isinstance(data, list) and same_length(obj, data):
             items = list(obj)
-            return [self.value(t, o, d) for (t, d), o in zip(_items(annotation, data), items, strict=True)]
-        if origin in _MAPPING_ORIGINS and isinstance(data, dict) and isinstance(obj, abc.Mapping):
+            return [
+                self.value(t, o, d) for (t, d), o in zip(item_types(annotation, data), items, strict=True)
+            ]
+        if origin in MAPPING_ORIGINS and isinstance(data, dict) and isinstance(obj, abc.Mapping):
             if len(obj) != len(data):
                 return data
-            value_type = _mapping_value_type(annotation)
+            value_type = mapping_value_type(annotation)
             # Dumps keep the mapping's order; keys may have been turned into strings.
             return {
                 key: self.value(value_type, item, dumped)
@@ -258,180 +251,6 @@ class _Dumper:
             return data
         if cls not in declared:
             # Dumped by the declared class: write it again with all of its own fields.
-            data = _dump_python(obj)
+            data = dump_python(obj)
             self.replaced = True
         return self.fields(obj, data)
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-
-def _members(annotation: Any) -> tuple[Any, ...]:
-    """A union's members, without ``None`` and with ``Annotated`` wrappers taken off."""
-    members = []
-    for member in get_args(annotation):
-        if member is type(None):
-            continue
-        while get_origin(member) is Annotated and not _has_custom(get_args(member)[1:]):
-            member = get_args(member)[0]
-        members.append(member)
-    return tuple(members)
-
-
-def _container_member(members: tuple[Any, ...], value: Any) -> Any:
-    """The one list-like (for a list) or dict-like (for a dict) member of a union, if exactly one."""
-    if isinstance(value, list):
-        shapes = [m for m in members if get_origin(m) in _SEQUENCE_ORIGINS]
-    elif isinstance(value, dict):
-        shapes = [m for m in members if get_origin(m) in _MAPPING_ORIGINS]
-    else:
-        return None
-    return shapes[0] if len(shapes) == 1 else None
-
-
-def _items(annotation: Any, value: list[Any]) -> list[tuple[Any, Any]]:
-    """(declared item type, item) for each item of a list-like value."""
-    args = get_args(annotation)
-    if get_origin(annotation) is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        return [(args[i] if i < len(args) else Any, item) for i, item in enumerate(value)]
-    item_type = args[0] if args else Any
-    return [(item_type, item) for item in value]
-
-
-def _mapping_value_type(annotation: Any) -> Any:
-    args = get_args(annotation)
-    return args[1] if len(args) == 2 else Any
-
-
-def _same_length(obj: Any, data: list[Any]) -> bool:
-    return isinstance(obj, abc.Collection) and not isinstance(obj, str | bytes) and len(obj) == len(data)
-
-
-def _has_custom(metadata: Any) -> bool:
-    return any(isinstance(item, _CUSTOM_METADATA) for item in metadata)
-
-
-def _is_named(cls: type[Any], discriminator: str) -> bool:
-    if inspect.isabstract(cls):
-        return False
-    return cls.__name__ == discriminator or bool(_type_default(cls) == discriminator)
-
-
-def _type_default(cls: type[Any]) -> Any:
-    if issubclass(cls, BaseModel):
-        field = cls.model_fields.get(DISCRIMINATOR)
-        return None if field is None else field.default
-    for dc_field in dataclasses.fields(cls):
-        if dc_field.name == DISCRIMINATOR:
-            return dc_field.default
-    return None
-
-
-def _family(base: type[Any]) -> Iterator[type[Any]]:
-    """``base`` and every subclass of it, depth first."""
-    seen: set[type[Any]] = set()
-    stack = [base]
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        yield cls
-        stack.extend(reversed(cls.__subclasses__()))
-
-
-_FieldPlan = tuple[tuple[tuple[str, ...], Any], ...]
-# Per class, computed once; weak, so that classes made on the fly (tests, generics) can go.
-_field_plans: weakref.WeakKeyDictionary[type[Any], _FieldPlan] = weakref.WeakKeyDictionary()
-_adapters: weakref.WeakKeyDictionary[type[Any], TypeAdapter[Any]] = weakref.WeakKeyDictionary()
-
-
-def _fields_to_walk(cls: type[Any]) -> _FieldPlan:
-    """(field name and input aliases, declared type) of the fields of ``cls`` the walks follow."""
-    plan = _field_plans.get(cls)
-    if plan is None:
-        plan = _field_plans[cls] = _plan_fields(cls)
-    return plan
-
-
-def _plan_fields(cls: type[Any]) -> _FieldPlan:
-    found: list[tuple[tuple[str, ...], Any]] = []
-    pydantic_fields = getattr(cls, "__pydantic_fields__", None)  # models and Pydantic dataclasses
-    if isinstance(pydantic_fields, dict):
-        custom = _custom_fields(cls)
-        if custom is None:
-            return ()
-        for name, info in pydantic_fields.items():
-            if name in custom or _has_custom(info.metadata) or not _mentions_model(info.annotation):
-                continue
-            keys = [name]
-            for alias in (info.alias, info.validation_alias):
-                if isinstance(alias, str) and alias not in keys:
-                    keys.append(alias)
-            found.append((tuple(keys), info.annotation))
-    elif dataclasses.is_dataclass(cls):
-        try:
-            hints = typing.get_type_hints(cls, include_extras=True)
-        except Exception:  # unresolvable forward references: use what the fields say
-            hints = {}
-        for dc_field in dataclasses.fields(cls):
-            annotation = hints.get(dc_field.name, dc_field.type)
-            if _mentions_model(annotation):
-                found.append(((dc_field.name,), annotation))
-    return tuple(found)
-
-
-def _custom_fields(cls: type[Any]) -> set[str] | None:
-    """Names of fields with their own serializer or raw-input validator; ``None`` if the whole
-    class has one (then its JSON shape is its own business)."""
-    decorators = getattr(cls, "__pydantic_decorators__", None)
-    if decorators is None:
-        return set()
-    if decorators.model_serializers or any(
-        d.info.mode != "after" for d in decorators.model_validators.values()
-    ):
-        return None
-    names: set[str] = set()
-    for decorator in decorators.field_serializers.values():
-        names.update(decorator.info.fields)
-    for validator in decorators.field_validators.values():
-        if validator.info.mode != "after":
-            names.update(validator.info.fields)
-    return names
-
-
-def _mentions_model(annotation: Any) -> bool:
-    if is_model_class(annotation):
-        return True
-    return any(_mentions_model(arg) for arg in get_args(annotation))
-
-
-def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
-    adapter = _adapters.get(cls)
-    if adapter is None:
-        adapter = _adapters[cls] = TypeAdapter(cls)
-    return adapter
-
-
-def _dump_json(obj: Any) -> bytes:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump_json().encode("utf-8")
-    return _adapter(type(obj)).dump_json(obj)
-
-
-def _dump_python(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    return _adapter(type(obj)).dump_python(obj, mode="json")
-
-
-def _validate_json(cls: type[Any], data: bytes | str) -> Any:
-    if issubclass(cls, BaseModel):
-        return cls.model_validate_json(data)
-    return _adapter(cls).validate_json(data)
-
-
-def _validate_python(cls: type[Any], value: dict[str, Any]) -> Any:
-    if issubclass(cls, BaseModel):
-        return cls.model_validate(value)
-    return _adapter(cls).validate_python(value)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import logging
-import math
 import signal
 import ssl as ssl_module
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -37,36 +33,23 @@ from .._constants import (
     DEFAULT_WRITE_BUFFER_LIMIT,
     WORKER_LOGGER,
 )
-from .._exceptions import (
-    ErrorCode,
-    HostConnectionError,
-    RpcError,
-    SubscriptionError,
-)
 from .._protocol import json_codec as _json
-from .._protocol import wire
-from .._protocol.address import parse_host_address
-from .._protocol.subscriptions import spec_of
-from .._protocol.wire import JsonObject, Method
+from .._protocol.wire import Method
 from .._randomness import message_ids
 from .._signals import signals_received
 from .agents import LocalAgents, builtin_type
-from .connection import ConnectionHandlers, ConnectionOptions, HostConnection, client_ssl_context
-from .dispatch import Inbound
-from .link import HostLink, ReconnectPolicy
+from .dialing import ConnectionOptions
+from .inbound import Inbound
+from .lifecycle import Lifecycle
+from .link import ReconnectPolicy
+from .outbound import Outbound
+from .registrations import Registrations, forget_type
 from .serialization import PayloadCodec
-from .tracing import RuntimeTracer, current_trace_context
+from .tracing import RuntimeTracer
 
 __all__ = ["HttpWorkerAgentRuntime"]
 
 T = TypeVar("T", bound=Agent)
-
-
-class _State(enum.Enum):
-    NEW = "not started"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPED = "stopped"
 
 
 class HttpWorkerAgentRuntime(AgentRuntime):
@@ -151,52 +134,45 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
-        self._host_address = host_address
-        endpoint = parse_host_address(host_address)
-        handshake_headers = dict(headers or {})
-        if token is not None:
-            if any(key.lower() == "authorization" for key in handshake_headers):
-                raise ValueError("Give token= or an Authorization header in headers=, not both.")
-            handshake_headers["Authorization"] = f"Bearer {token}"
-        self._options = ConnectionOptions(
-            endpoint=endpoint,
+        options = ConnectionOptions.build(
+            host_address,
             name=name,
-            instance_id=uuid.uuid4().hex,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
-            headers=handshake_headers,
+            headers=headers,
+            token=token,
             write_buffer_limit=write_buffer_limit,
             compression=compression,
-            ssl=client_ssl_context(endpoint, ssl, ssl_ca, ssl_certfile, ssl_keyfile),
+            ssl_context=ssl,
+            ssl_ca=ssl_ca,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         self._codec = PayloadCodec(payload_serialization_format)
         self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
-        self._call_timeout = call_timeout
-        self._message_ids = message_ids()  # str(uuid4()) without a system call each
-        self._control_timeout = control_timeout
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
         self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
-        self._handlers = ConnectionHandlers(
-            request=self._inbound.request,
-            cancel=self._inbound.cancel,
-            event=self._inbound.event,
-            closed=self._on_closed,
-        )
-        self._link = HostLink(
-            self._connect_and_register,
-            policy=reconnect,
+        self._registrations = Registrations(self._agents, control_timeout=control_timeout)
+        self._lifecycle = Lifecycle(
+            host_address,
+            options,
+            self._inbound,
+            self._registrations,
+            control_timeout=control_timeout,
+            reconnect=reconnect,
             reconnect_timeout=reconnect_timeout,
             logger=self._log,
         )
-
-        self._subscriptions: dict[str, Subscription] = {}
-        #: Ids of the subscriptions sent to the host on the current connection.
-        self._subscriptions_sent: set[str] = set()
-        self._state = _State.NEW
-        self._stopping: asyncio.Future[None] | None = None
+        self._outbound = Outbound(
+            self._codec,
+            self._tracer,
+            self._lifecycle.ready,
+            call_timeout=call_timeout,
+            message_ids=message_ids(),
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -213,47 +189,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             TLSError: The host's certificate is not trusted, or it wants a client certificate.
             AgentTypeConflictError: Another worker already registered one of the agent types.
         """
-        if self._state is not _State.NEW:
-            raise RuntimeError(f"The runtime cannot start: it is {self._state.value}.")
-        self._state = _State.STARTING
-        try:
-            await self._link.open()
-        except BaseException:
-            if self._state is _State.STARTING:
-                self._state = _State.NEW
-            raise
-        self._state = _State.RUNNING
-        connection = self._link.connection
-        assert connection is not None
-        self._log.info("Worker connected to %s as %s", self._options.endpoint.ws_url, connection.worker_id)
-
-    async def _connect_and_register(self) -> HostConnection:
-        """Open a connection and (re-)register every agent type and subscription on it."""
-        connection = await HostConnection.open(self._options, self._handlers, self._log)
-        try:
-            if self._state is _State.STOPPED:
-                raise HostConnectionError("The runtime was stopped while it was connecting.")
-            self._subscriptions_sent = set()
-            registered: set[str] = set()
-            # Loop until nothing new appears: registrations made while we await are sent too.
-            while pending := [t for t in self._agents.types() if t not in registered]:
-                for agent_type in pending:
-                    registered.add(agent_type)
-                    await connection.call(
-                        Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout
-                    )
-            while unsent := [s for s in self._subscriptions.values() if s.id not in self._subscriptions_sent]:
-                for subscription in unsent:
-                    self._subscriptions_sent.add(subscription.id)
-                    await connection.call(
-                        Method.ADD_SUBSCRIPTION,
-                        {"subscription": _subscription_to_wire(subscription)},
-                        timeout=self._control_timeout,
-                    )
-        except BaseException:
-            await connection.close(1000, "registration failed")
-            raise
-        return connection
+        await self._lifecycle.start()
 
     async def stop(self) -> None:
         """Close the connection to the host and stop serving.
@@ -264,23 +200,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         handlers still running are cancelled. A second call waits for the first; a
         cancelled ``stop()`` still stops the runtime completely.
         """
-        if self._state is _State.NEW:
-            return
-        if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._stopping)
-
-    async def _shutdown(self) -> None:
-        self._state = _State.STOPPED
-        connection = self._link.connection
-        if self._link.connected and connection is not None:
-            try:
-                await connection.call(Method.BYE, {}, timeout=min(self._control_timeout, 5.0))
-            except (HostConnectionError, RpcError):
-                pass  # the host is gone or too old to know 'bye': closing the socket frees us too
-        await self._link.close()
-        await self._inbound.stop()
-        self._log.info("Worker stopped")
+        await self._lifecycle.stop()
 
     async def stop_when_signal(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
@@ -290,43 +210,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             await received.wait()
         self._log.info("Signal received; stopping the worker")
         await self.stop()
-
-    def _on_closed(self, connection: HostConnection, reason: str) -> None:
-        self._inbound.connection_closed(connection)
-        if self._state is not _State.STOPPED:
-            self._link.connection_lost(connection, reason)
-
-    async def _ready(self) -> HostConnection:
-        """The live connection, waiting while the link reconnects.
-
-        Raises:
-            HostConnectionError: The runtime is not running or the host cannot be reached.
-        """
-        if self._state is not _State.RUNNING:
-            raise HostConnectionError(
-                f"The runtime is {self._state.value}; it must be running (connected to "
-                f"{self._host_address}) to send or publish messages."
-            )
-        return await self._link.ready()
-
-    async def _control(self, method: str, params: JsonObject) -> Any:
-        connection = await self._ready()
-        return await connection.call(method, params, timeout=self._control_timeout)
-
-    def _host_must_hear(self) -> bool:
-        """Whether a registration made now goes to the host before returning.
-
-        Before start(), it waits for start(); during start() the registration loop sends it.
-
-        Raises:
-            HostConnectionError: The runtime is stopped or has lost its host for good.
-        """
-        if self._state is _State.STOPPED or (self._state is _State.RUNNING and not self._link.usable):
-            raise HostConnectionError(
-                f"The runtime is {'stopped' if self._state is _State.STOPPED else 'disconnected'}: "
-                "the host cannot be told of this change."
-            )
-        return self._state is _State.RUNNING
 
     # -- messages out -----------------------------------------------------------------
 
@@ -357,29 +240,14 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             HostConnectionError: This runtime is not connected to its host.
             asyncio.CancelledError: The cancellation token was cancelled.
         """
-        if cancellation_token is not None and cancellation_token.is_cancelled():
-            raise asyncio.CancelledError("The cancellation token was already cancelled.")
-        payload = self._codec.encode(message)
-        connection = await self._ready()
-        await connection.drain()
-        with self._tracer.span("create", recipient, payload.data_type):
-            params: JsonObject = {
-                "recipient": wire.agent_id_to_wire(recipient),
-                "sender": None if sender is None else wire.agent_id_to_wire(sender),
-                "message_id": message_id or next(self._message_ids),
-                "payload": wire.payload_to_wire(payload),
-            }
-            params.update(current_trace_context())
-            deadline = timeout if timeout is not None else self._call_timeout
-            if deadline is not None and math.isfinite(deadline):  # JSON has no Infinity
-                params["timeout"] = deadline
-            request_id, future = connection.start_call(Method.SEND, params)
-            if cancellation_token is not None:
-                cancellation_token.link_future(future)
-            reply = await connection.wait(Method.SEND, request_id, future, timeout=deadline)
-        with self._tracer.span("ack", recipient):
-            body = reply.get("payload") if isinstance(reply, dict) else None
-            return None if body is None else self._codec.decode(wire.payload_from_wire(body))
+        return await self._outbound.send(
+            message,
+            recipient,
+            sender=sender,
+            cancellation_token=cancellation_token,
+            message_id=message_id,
+            timeout=timeout,
+        )
 
     async def publish_message(
         self,
@@ -400,23 +268,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             SerializationError: No serializer is registered for the message's type.
             HostConnectionError: This runtime is not connected to its host.
         """
-        if not topic_id.source or not topic_id.type:
-            # CloudEvents require a non-empty 'type' and 'source'; fail here rather than at the host.
-            raise ValueError(f"Cannot publish to {topic_id!r}: the topic type and source must not be empty.")
-        payload = self._codec.encode(message)
-        connection = await self._ready()
-        await connection.drain()
-        with self._tracer.span("publish", topic_id, payload.data_type):
-            connection.send_event(
-                wire.event(
-                    event_id=message_id or next(self._message_ids),
-                    topic_type=topic_id.type,
-                    topic_source=topic_id.source,
-                    payload=payload,
-                    sender=sender,
-                    trace=current_trace_context(),
-                )
-            )
+        await self._outbound.publish(message, topic_id, sender=sender, message_id=message_id)
 
     # -- agents -----------------------------------------------------------------------
 
@@ -465,8 +317,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     async def _register_type_with_host(self, agent_type: str) -> None:
         try:
-            if self._host_must_hear():
-                await self._control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
+            if self._lifecycle.host_must_hear():
+                await self._lifecycle.control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
         except BaseException:
             self._agents.remove_type(agent_type)
             self._forget_on_host(agent_type)
@@ -474,10 +326,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def _forget_on_host(self, agent_type: str) -> None:
         """Undo a registration the host may have accepted (after a cancel or a local failure)."""
-        connection = self._link.connection
-        if self._link.connected and connection is not None:
-            _, answer = connection.start_call(Method.UNREGISTER_AGENT_TYPE, {"type": agent_type})
-            answer.add_done_callback(_consume)
+        forget_type(self._lifecycle.live_connection(), agent_type)
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, for an agent served by this worker.
@@ -512,24 +361,18 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Load state saved by :meth:`save_state` into this worker's agents (created as needed)."""
         await self._agents.load_all(state)
 
-    async def _remote(self, method: str, agent: AgentId, extra: JsonObject | None = None) -> Any:
-        params: JsonObject = {"recipient": wire.agent_id_to_wire(agent)}
-        params.update(extra or {})
-        connection = await self._ready()
-        return await connection.call(method, params, timeout=self._call_timeout)
-
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""
         if agent.type in self._agents:
             return await self._agents.metadata(agent)
-        reply = await self._remote(Method.AGENT_METADATA, agent)
+        reply = await self._outbound.call(Method.AGENT_METADATA, agent)
         return cast(AgentMetadata, reply["metadata"])
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """Saved state of an agent on this worker or, through the host, on any other."""
         if agent.type in self._agents:
             return await self._agents.save_agent(agent)
-        reply = await self._remote(Method.AGENT_SAVE_STATE, agent)
+        reply = await self._outbound.call(Method.AGENT_SAVE_STATE, agent)
         return cast(Mapping[str, Any], reply["state"])
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
@@ -537,7 +380,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if agent.type in self._agents:
             await self._agents.load_agent(agent, state)
             return
-        await self._remote(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
+        await self._outbound.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -553,30 +396,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 included) or a ``TypePrefixSubscription``: only those can be sent to the host.
             HostConnectionError: The runtime was stopped or lost its host for good.
         """
-        body = _subscription_to_wire(subscription)
-        if not self._host_must_hear():
-            # Before start nobody else can have added it: check here, the host checks later.
-            for existing in self._subscriptions.values():
-                if existing.id == subscription.id or existing == subscription:
-                    raise SubscriptionError(
-                        f"Subscription already exists: id {existing.id!r}.",
-                        code=ErrorCode.SUBSCRIPTION_EXISTS,
-                    )
-            self._subscriptions[subscription.id] = subscription
-            return
-        # Once started the host is the judge: another worker may have added or removed it.
-        previous = self._subscriptions.get(subscription.id)
-        self._subscriptions[subscription.id] = subscription
-        self._subscriptions_sent.add(subscription.id)
-        try:
-            await self._control(Method.ADD_SUBSCRIPTION, {"subscription": body})
-        except BaseException:
-            self._subscriptions_sent.discard(subscription.id)
-            if previous is None:
-                self._subscriptions.pop(subscription.id, None)
-            else:
-                self._subscriptions[subscription.id] = previous
-            raise
+        await self._registrations.add_subscription(
+            subscription, self._lifecycle.control if self._lifecycle.host_must_hear() else None
+        )
 
     async def remove_subscription(self, id: str) -> None:
         """Remove a subscription by id, whichever worker added it.
@@ -585,27 +407,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             SubscriptionError: No subscription has this id (a ``ValueError``).
             HostConnectionError: The runtime was stopped or lost its host for good.
         """
-        if self._host_must_hear():
-            await self._control(Method.REMOVE_SUBSCRIPTION, {"id": id})
-        elif id not in self._subscriptions:
-            raise SubscriptionError(
-                f"Subscription does not exist: id {id!r}.", code=ErrorCode.SUBSCRIPTION_NOT_FOUND
-            )
-        self._subscriptions.pop(id, None)
-        self._subscriptions_sent.discard(id)
+        await self._registrations.remove_subscription(
+            id, self._lifecycle.control if self._lifecycle.host_must_hear() else None
+        )
 
     def add_message_serializer(
         self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]
     ) -> None:
         """Register one serializer or a list of them for the message types this worker exchanges."""
         self._codec.add(serializer)
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Retrieve a fire-and-forget call's outcome so asyncio does not warn about it."""
-    if not future.cancelled():
-        future.exception()
-
-
-def _subscription_to_wire(subscription: Subscription) -> JsonObject:
-    return wire.subscription_to_wire(spec_of(subscription))

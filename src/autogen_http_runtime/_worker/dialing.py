@@ -1,0 +1,162 @@
+"""How a worker reaches its host: the connection settings, TLS, and what a failed attempt means."""
+
+from __future__ import annotations
+
+import json
+import ssl as ssl_module
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import websockets
+
+from .._exceptions import AuthenticationError, HostConnectionError, TLSError
+from .._protocol.address import HostEndpoint, parse_host_address
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a worker connects; see :class:`HttpWorkerAgentRuntime` for each setting."""
+
+    endpoint: HostEndpoint
+    name: str
+    instance_id: str
+    max_message_size: int
+    connect_timeout: float
+    ping_interval: float | None
+    ping_timeout: float | None
+    headers: dict[str, str]
+    #: Bytes queued for sending above which :meth:`HostConnection.drain` waits.
+    write_buffer_limit: int
+    #: Offer per-message deflate.
+    compression: bool = False
+    #: TLS settings for a ``wss://`` host; ``None`` uses the system's trust store.
+    ssl: ssl_module.SSLContext | None = None
+
+    @classmethod
+    def build(
+        cls,
+        host_address: str,
+        *,
+        name: str,
+        max_message_size: int,
+        connect_timeout: float,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        headers: Mapping[str, str] | None,
+        token: str | None,
+        write_buffer_limit: int,
+        compression: bool,
+        ssl_context: ssl_module.SSLContext | None,
+        ssl_ca: str | None,
+        ssl_certfile: str | None,
+        ssl_keyfile: str | None,
+    ) -> ConnectionOptions:
+        """The options of ``HttpWorkerAgentRuntime``'s arguments (see there).
+
+        Raises:
+            ValueError: An address that cannot be parsed, ``token=`` and an ``Authorization``
+                header both given, or TLS settings that do not fit the address.
+        """
+        endpoint = parse_host_address(host_address)
+        handshake_headers = dict(headers or {})
+        if token is not None:
+            if any(key.lower() == "authorization" for key in handshake_headers):
+                raise ValueError("Give token= or an Authorization header in headers=, not both.")
+            handshake_headers["Authorization"] = f"Bearer {token}"
+        return cls(
+            endpoint=endpoint,
+            name=name,
+            instance_id=uuid.uuid4().hex,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            headers=handshake_headers,
+            write_buffer_limit=write_buffer_limit,
+            compression=compression,
+            ssl=client_ssl_context(endpoint, ssl_context, ssl_ca, ssl_certfile, ssl_keyfile),
+        )
+
+
+def client_ssl_context(
+    endpoint: HostEndpoint,
+    context: ssl_module.SSLContext | None,
+    ca: str | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> ssl_module.SSLContext | None:
+    """The TLS context a worker connects with, from its ``ssl=``/``ssl_ca=``/``ssl_certfile=`` settings.
+
+    Raises:
+        ValueError: TLS settings for a plain ``http://`` host, or ``ssl=`` together with the others.
+    """
+    if context is None and ca is None and certfile is None:
+        if keyfile is not None:
+            raise ValueError("ssl_keyfile= needs ssl_certfile= (the client certificate).")
+        return None
+    if not endpoint.ws_url.startswith("wss://"):
+        raise ValueError(
+            f"TLS settings were given but the host address {endpoint.ws_url!r} is not secure: "
+            "use an https:// (or wss://) address."
+        )
+    if context is not None:
+        if ca is not None or certfile is not None or keyfile is not None:
+            raise ValueError("Give either ssl= (an SSLContext) or ssl_ca=/ssl_certfile=, not both.")
+        return context
+    built = ssl_module.create_default_context(ssl_module.Purpose.SERVER_AUTH, cafile=ca)
+    if certfile is not None:
+        built.load_cert_chain(certfile, keyfile)
+    return built
+
+
+def connect_error(url: str, exc: BaseException) -> HostConnectionError:
+    """Say why a connection attempt failed, in the most precise type we can."""
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        status = exc.response.status_code
+        detail = _problem_detail(exc.response.body)
+        if status in (401, 403):
+            word = "rejected this worker's credentials" if status == 401 else "does not let this worker in"
+            return AuthenticationError(
+                f"The host at {url} {word} (HTTP {status}){': ' + detail if detail else ''}. "
+                "Check the token= (or headers=) given to HttpWorkerAgentRuntime.",
+                status=status,
+            )
+        return HostConnectionError(
+            f"The host at {url} refused the connection (HTTP {status}){': ' + detail if detail else ''}."
+        )
+    cause: BaseException | None = exc
+    while cause is not None:  # websockets may wrap the TLS failure
+        if isinstance(cause, ssl_module.SSLCertVerificationError):
+            return TLSError(
+                f"Cannot connect to the host at {url}: its TLS certificate is not trusted "
+                f"({cause.verify_message}). Pass ssl_ca= (the CA bundle that signed it) or ssl=."
+            )
+        if isinstance(cause, ssl_module.SSLError):
+            if "CERTIFICATE_REQUIRED" in str(cause).upper().replace(" ", "_"):
+                return TLSError(
+                    f"Cannot connect to the host at {url}: it requires a client certificate ({cause}). "
+                    "Pass ssl_certfile= (and ssl_keyfile=) or ssl=."
+                )
+            # Could be a host restarting mid-handshake: not a reason to give up.
+            return HostConnectionError(f"Cannot connect to the host at {url}: TLS failed: {cause}.")
+        cause = cause.__cause__ or cause.__context__
+    hint = ""
+    if url.startswith("wss://") and isinstance(exc, websockets.exceptions.InvalidMessage):
+        # An mTLS host that wants a certificate closes the TLS connection right after the handshake.
+        hint = (
+            " The host closed the connection before answering: if it requires a client "
+            "certificate (mTLS), pass ssl_certfile= (and ssl_keyfile=)."
+        )
+    return HostConnectionError(f"Cannot connect to the host at {url}: {exc!r}.{hint}")
+
+
+def _problem_detail(body: bytes | bytearray | None) -> str:
+    if not body:
+        return ""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return bytes(body[:200]).decode("utf-8", "replace")
+    detail = value.get("detail") if isinstance(value, dict) else None
+    return detail if isinstance(detail, str) else ""

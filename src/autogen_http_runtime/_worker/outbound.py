@@ -1,0 +1,105 @@
+"""What a worker sends through its host: calls to agents elsewhere, and events."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from autogen_core import AgentId, CancellationToken, TopicId
+
+from .._protocol import wire
+from .._protocol.wire import JsonObject, Method
+from .connection import HostConnection
+from .serialization import PayloadCodec
+from .tracing import RuntimeTracer, current_trace_context
+
+
+class Outbound:
+    """Sends calls and events on whatever connection the link has, with spans around them.
+
+    Args:
+        ready: The live connection, waiting while the worker reconnects.
+        call_timeout: The default deadline of a call, in seconds; ``None``: none.
+        message_ids: Where fresh message ids come from.
+    """
+
+    def __init__(
+        self,
+        codec: PayloadCodec,
+        tracer: RuntimeTracer,
+        ready: Callable[[], Awaitable[HostConnection]],
+        *,
+        call_timeout: float | None,
+        message_ids: Iterator[str],
+    ) -> None:
+        self._codec = codec
+        self._tracer = tracer
+        self._ready = ready
+        self._call_timeout = call_timeout
+        self._message_ids = message_ids
+
+    async def send(
+        self,
+        message: Any,
+        recipient: AgentId,
+        *,
+        sender: AgentId | None,
+        cancellation_token: CancellationToken | None,
+        message_id: str | None,
+        timeout: float | None,
+    ) -> Any:
+        """See ``HttpWorkerAgentRuntime.send_message``."""
+        if cancellation_token is not None and cancellation_token.is_cancelled():
+            raise asyncio.CancelledError("The cancellation token was already cancelled.")
+        payload = self._codec.encode(message)
+        connection = await self._ready()
+        await connection.drain()
+        with self._tracer.span("create", recipient, payload.data_type):
+            params: JsonObject = {
+                "recipient": wire.agent_id_to_wire(recipient),
+                "sender": None if sender is None else wire.agent_id_to_wire(sender),
+                "message_id": message_id or next(self._message_ids),
+                "payload": wire.payload_to_wire(payload),
+            }
+            params.update(current_trace_context())
+            deadline = timeout if timeout is not None else self._call_timeout
+            if deadline is not None and math.isfinite(deadline):  # JSON has no Infinity
+                params["timeout"] = deadline
+            request_id, future = connection.start_call(Method.SEND, params)
+            if cancellation_token is not None:
+                cancellation_token.link_future(future)
+            reply = await connection.wait(Method.SEND, request_id, future, timeout=deadline)
+        with self._tracer.span("ack", recipient):
+            body = reply.get("payload") if isinstance(reply, dict) else None
+            return None if body is None else self._codec.decode(wire.payload_from_wire(body))
+
+    async def publish(
+        self, message: Any, topic_id: TopicId, *, sender: AgentId | None, message_id: str | None
+    ) -> None:
+        """See ``HttpWorkerAgentRuntime.publish_message``."""
+        if not topic_id.source or not topic_id.type:
+            # CloudEvents require a non-empty 'type' and 'source'; fail here rather than at the host.
+            raise ValueError(f"Cannot publish to {topic_id!r}: the topic type and source must not be empty.")
+        payload = self._codec.encode(message)
+        connection = await self._ready()
+        await connection.drain()
+        with self._tracer.span("publish", topic_id, payload.data_type):
+            connection.send_event(
+                wire.event(
+                    event_id=message_id or next(self._message_ids),
+                    topic_type=topic_id.type,
+                    topic_source=topic_id.source,
+                    payload=payload,
+                    sender=sender,
+                    trace=current_trace_context(),
+                )
+            )
+
+    async def call(self, method: str, agent: AgentId, extra: JsonObject | None = None) -> Any:
+        """A routed call other than ``send`` (metadata, state) to ``agent``, wherever it is served."""
+        params: JsonObject = {"recipient": wire.agent_id_to_wire(agent)}
+        params.update(extra or {})
+        connection = await self._ready()
+        return await connection.call(method, params, timeout=self._call_timeout)
