@@ -1,23 +1,25 @@
 """The command line: ``autogen-http-runtime serve`` (also ``python -m autogen_http_runtime serve``).
 
-Options map one to one onto :class:`._serve.ServeSettings`; an option not given falls
-back to its ``AUTOGEN_HTTP_*`` environment variable, then to the default.
+Its options are generated from :class:`.settings.ServeSettings`, one per field, with the
+field's description as help; an option not given falls back to its ``AUTOGEN_HTTP_*``
+environment variable, then to the default.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
 from .. import __version__
 from .._http.server import HttpAgentServer
 from .._logging import configure_logging
-from .settings import ENV_PREFIX, ServeSettings, serve
+from .settings import ENV_PREFIX, GROUPS, ServeSettings, serve
 
 PROG = "autogen-http-runtime"
 
@@ -33,24 +35,6 @@ option's name in capitals, '-' as '_' (--max-message-size: {ENV_PREFIX}MAX_MESSA
 An option on the command line wins over the environment."""
 
 
-def _option(group: argparse._ArgumentGroup, name: str, help: str, **kwargs: Any) -> None:
-    field = ServeSettings.model_fields[name]
-    default = "not set" if field.default is None else field.default
-    if isinstance(default, bool):
-        default = "on" if default else "off"
-    group.add_argument(
-        "--" + name.replace("_", "-"),
-        dest=name,
-        default=argparse.SUPPRESS,  # not given: the environment or the default applies
-        help=f"{help} (env {ENV_PREFIX}{name.upper()}; default: {default})",
-        **kwargs,
-    )
-
-
-def _seconds_or_none(text: str) -> float | None:
-    return None if text.strip().lower() in ("none", "off") else float(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="A drop-in HTTP/WebSocket runtime for AutoGen.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -62,111 +46,40 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-    server = serve_parser.add_argument_group("server")
-    _option(server, "host", "interface to bind; 0.0.0.0 for every IPv4 interface", metavar="HOST")
-    _option(server, "port", "port to listen on; 0 picks a free one", type=int, metavar="PORT")
-    _option(
-        server, "grace", "seconds calls in flight get to finish on SIGTERM/SIGINT", type=float, metavar="S"
-    )
-    _option(
-        server,
-        "loop",
-        "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
-        choices=["auto", "asyncio", "uvloop"],
-        type=str.lower,
-    )
-
-    logs = serve_parser.add_argument_group("logging")
-    _option(
-        logs,
-        "log_level",
-        "level of the host's log lines",
-        choices=["critical", "error", "warning", "info", "debug"],
-        type=str.lower,
-    )
-    _option(
-        logs,
-        "log_format",
-        "text, or json for one JSON object per line",
-        choices=["text", "json"],
-        type=str.lower,
-    )
-
-    tls = serve_parser.add_argument_group("TLS (uvicorn's settings, passed through)")
-    _option(tls, "ssl_keyfile", "private key file (PEM)", metavar="FILE")
-    _option(tls, "ssl_certfile", "certificate chain file (PEM); serves HTTPS and WSS", metavar="FILE")
-    _option(tls, "ssl_keyfile_password", "password of the key file", metavar="PASSWORD")
-    _option(
-        tls,
-        "ssl_version",
-        "ssl module protocol constant; uvicorn's default is TLS server",
-        type=int,
-        metavar="N",
-    )
-    _option(
-        tls, "ssl_cert_reqs", "client certificates: 0 none, 1 optional, 2 required", type=int, metavar="N"
-    )
-    _option(tls, "ssl_ca_certs", "CA bundle to verify client certificates with", metavar="FILE")
-    _option(tls, "ssl_ciphers", "OpenSSL cipher list", metavar="CIPHERS")
-
-    security = serve_parser.add_argument_group("security (docs/security.md)")
-    _option(security, "tokens", "bearer tokens as name=token pairs, comma-separated", metavar="PAIRS")
-    _option(security, "tokens_file", "file of name=token lines", metavar="FILE")
-    _option(security, "access_policy", "JSON file of per-identity access rules", metavar="FILE")
-    _option(security, "public_routes", "comma-separated routes that need no token", metavar="NAMES")
-    _option(
-        security,
-        "rate_limit",
-        "calls and publishes per second per identity; 'none' for no limit",
-        type=_seconds_or_none,
-        metavar="N",
-    )
-    _option(security, "rate_burst", "calls and publishes an identity may make at once", type=int, metavar="N")
-
-    limits = serve_parser.add_argument_group("limits")
-    _option(limits, "max_connections", "worker connections the host keeps open", type=int, metavar="N")
-    _option(
-        limits, "max_message_size", "largest WebSocket message in bytes, both ways", type=int, metavar="BYTES"
-    )
-    _option(
-        limits,
-        "max_queued_bytes",
-        "bytes queued for one worker before it is dropped as too slow",
-        type=int,
-        metavar="BYTES",
-    )
-    _option(limits, "max_calls_in_flight", "calls one worker may have in flight", type=int, metavar="N")
-    _option(
-        limits,
-        "slow_consumer_timeout",
-        "seconds a sender waits for a worker that is behind",
-        type=float,
-        metavar="S",
-    )
-    _option(limits, "hello_timeout", "seconds a new connection has to say hello", type=float, metavar="S")
-    _option(
-        limits,
-        "ping_interval",
-        "seconds between keepalive pings; 'none' disables them",
-        type=_seconds_or_none,
-        metavar="S",
-    )
-    _option(
-        limits,
-        "ping_timeout",
-        "seconds to wait for a pong; 'none' waits forever",
-        type=_seconds_or_none,
-        metavar="S",
-    )
-    _option(
-        limits,
-        "compression",
-        "accept per-message deflate from workers that offer it",
-        choices=["on", "off"],
-        type=str.lower,
-    )
+    groups = {name: serve_parser.add_argument_group(title) for name, title in GROUPS.items()}
+    for name, field in ServeSettings.model_fields.items():
+        extra = field.json_schema_extra
+        assert isinstance(extra, dict)
+        default = "not set" if field.default is None else field.default
+        if isinstance(default, bool):
+            default = "on" if default else "off"
+        groups[str(extra["group"])].add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,  # not given: the environment or the default applies
+            help=f"{field.description} (env {ENV_PREFIX}{name.upper()}; default: {default})",
+            **_reading(field.annotation, extra.get("metavar")),
+        )
     return parser
+
+
+def _reading(annotation: Any, metavar: object) -> dict[str, Any]:
+    """How argparse reads a setting of this type: ``type`` and ``choices`` or ``metavar``."""
+    if get_origin(annotation) is Literal:
+        return {"choices": list(get_args(annotation)), "type": str.lower}
+    if annotation is bool:
+        return {"choices": ["on", "off"], "type": str.lower}
+    kinds = [kind for kind in get_args(annotation) if kind is not type(None)] or [annotation]
+    kind = kinds[0]
+    reader: Callable[[str], Any] = kind
+    if kind is not str and type(None) in get_args(annotation):
+        reader = functools.partial(_number_or_none, kind)
+        reader.__name__ = kind.__name__  # type: ignore[attr-defined]  # what argparse names in errors
+    return {"type": reader, "metavar": metavar}
+
+
+def _number_or_none(kind: Callable[[str], Any], text: str) -> Any:
+    return None if text.strip().lower() in ("none", "off") else kind(text)
 
 
 def _say_ready(server: HttpAgentServer) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Final, Literal, Optional
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,88 +39,202 @@ ENV_PREFIX = "AUTOGEN_HTTP_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
 
+#: The headings of ``serve --help``, in order: a setting's group names one.
+GROUPS: Final = {
+    "server": "server",
+    "logging": "logging",
+    "tls": "TLS (uvicorn's settings, passed through)",
+    "security": "security (docs/security.md)",
+    "limits": "limits",
+}
+
+
+def _setting(default: Any, group: str, description: str, metavar: str | None = None, **checks: Any) -> Any:
+    """A field of :class:`ServeSettings`: its default, where ``--help`` lists it, and what it says."""
+    assert group in GROUPS
+    return Field(
+        default, description=description, json_schema_extra={"group": group, "metavar": metavar}, **checks
+    )
+
 
 class ServeSettings(BaseSettings):
-    """The host's settings; each also read from ``AUTOGEN_HTTP_<NAME>``."""
+    """The host's settings; each also read from ``AUTOGEN_HTTP_<NAME>``.
+
+    Each field's description is its ``--help`` text, and its group (``_group``) the
+    heading it is listed under: the command line is generated from this class.
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    host: str = Field(DEFAULT_HOST, description="interface to bind; 0.0.0.0 for every IPv4 interface")
-    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on; 0 picks a free one")
-    loop: EventLoop = Field("auto", description="event loop: uvloop when installed (auto), or asyncio")
-    log_level: LogLevel = Field("info", description="level of the host's log lines")
-    log_format: LogFormat = Field("text", description="text, or json for one JSON object per line")
+    host: str = _setting(
+        DEFAULT_HOST,
+        "server",
+        "interface to bind; 0.0.0.0 for every IPv4 interface",
+        "HOST",
+    )
+    port: int = _setting(
+        DEFAULT_PORT,
+        "server",
+        "port to listen on; 0 picks a free one",
+        "PORT",
+        ge=0,
+        le=65535,
+    )
+    grace: float = _setting(
+        DEFAULT_GRACE,
+        "server",
+        "seconds calls in flight get to finish on SIGTERM/SIGINT",
+        "S",
+        ge=0,
+    )
+    loop: EventLoop = _setting(
+        "auto",
+        "server",
+        "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
+    )
+
+    log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
+    log_format: LogFormat = _setting("text", "logging", "text, or json for one JSON object per line")
 
     # uvicorn's TLS settings, under uvicorn's names; passed through as they are.
-    ssl_keyfile: Optional[str] = Field(None, description="TLS private key file (PEM)")
-    ssl_certfile: Optional[str] = Field(
-        None, description="TLS certificate chain file (PEM); enables HTTPS/WSS"
+    ssl_keyfile: Optional[str] = _setting(None, "tls", "private key file (PEM)", "FILE")
+    ssl_certfile: Optional[str] = _setting(
+        None,
+        "tls",
+        "certificate chain file (PEM); serves HTTPS and WSS",
+        "FILE",
     )
-    ssl_keyfile_password: Optional[str] = Field(None, description="password of the key file")
-    ssl_version: Optional[int] = Field(
-        None, description="ssl module protocol constant (uvicorn's default: TLS server)"
+    ssl_keyfile_password: Optional[str] = _setting(None, "tls", "password of the key file", "PASSWORD")
+    ssl_version: Optional[int] = _setting(
+        None,
+        "tls",
+        "ssl module protocol constant; uvicorn's default is TLS server",
+        "N",
     )
-    ssl_cert_reqs: Optional[int] = Field(
-        None, description="client certificates: 0 none, 1 optional, 2 required (uvicorn's default: 0)"
+    ssl_cert_reqs: Optional[int] = _setting(
+        None,
+        "tls",
+        "client certificates: 0 none, 1 optional, 2 required (uvicorn's default: 0)",
+        "N",
     )
-    ssl_ca_certs: Optional[str] = Field(None, description="CA bundle to verify client certificates with")
-    ssl_ciphers: Optional[str] = Field(None, description="OpenSSL cipher list (uvicorn's default: TLSv1)")
+    ssl_ca_certs: Optional[str] = _setting(
+        None,
+        "tls",
+        "CA bundle to verify client certificates with",
+        "FILE",
+    )
+    ssl_ciphers: Optional[str] = _setting(
+        None,
+        "tls",
+        "OpenSSL cipher list (uvicorn's default: TLSv1)",
+        "CIPHERS",
+    )
 
-    # Security (docs/security.md).
-    tokens: Optional[str] = Field(
-        None, description="bearer tokens as name=token pairs, comma-separated; turns on authentication"
+    tokens: Optional[str] = _setting(
+        None,
+        "security",
+        "bearer tokens as name=token pairs, comma-separated; turns on authentication",
+        "PAIRS",
     )
-    tokens_file: Optional[str] = Field(None, description="file of name=token lines; turns on authentication")
-    access_policy: Optional[str] = Field(
-        None, description="JSON file of per-identity rules: what each may register, call, publish, subscribe"
+    tokens_file: Optional[str] = _setting(
+        None,
+        "security",
+        "file of name=token lines; turns on authentication",
+        "FILE",
     )
-    public_routes: str = Field(
-        ",".join(DEFAULT_PUBLIC_ROUTES), description="comma-separated routes that need no token"
+    access_policy: Optional[str] = _setting(
+        None,
+        "security",
+        "JSON file of per-identity rules: what each may register, call, publish, subscribe",
+        "FILE",
     )
-    rate_limit: Optional[float] = Field(
-        None, gt=0, description="calls and publishes per second per identity; 'none' for no limit"
+    public_routes: str = _setting(
+        ",".join(DEFAULT_PUBLIC_ROUTES),
+        "security",
+        "comma-separated routes that need no token",
+        "NAMES",
     )
-    rate_burst: Optional[int] = Field(
-        None, ge=1, description="calls and publishes an identity may make at once (default: 2 x rate)"
+    rate_limit: Optional[float] = _setting(
+        None,
+        "security",
+        "calls and publishes per second per identity; 'none' for no limit",
+        "N",
+        gt=0,
     )
-    max_connections: Optional[int] = Field(None, ge=1, description="worker connections the host keeps open")
-
-    max_message_size: int = Field(
-        DEFAULT_MAX_MESSAGE_SIZE, ge=1024, description="largest WebSocket message in bytes, both ways"
-    )
-    max_queued_bytes: int = Field(
-        DEFAULT_MAX_QUEUED_BYTES,
+    rate_burst: Optional[int] = _setting(
+        None,
+        "security",
+        "calls and publishes an identity may make at once (default: 2 x rate)",
+        "N",
         ge=1,
-        description="bytes queued for one worker before it is dropped as too slow",
     )
-    max_calls_in_flight: int = Field(
-        DEFAULT_MAX_CALLS_IN_FLIGHT, ge=1, description="calls one worker may have in flight"
+
+    max_connections: Optional[int] = _setting(
+        None,
+        "limits",
+        "worker connections the host keeps open; 'none' for no limit",
+        "N",
+        ge=1,
     )
-    slow_consumer_timeout: float = Field(
-        DEFAULT_SLOW_CONSUMER_TIMEOUT, gt=0, description="seconds a sender waits for a worker that is behind"
+    max_message_size: int = _setting(
+        DEFAULT_MAX_MESSAGE_SIZE,
+        "limits",
+        "largest WebSocket message in bytes, both ways",
+        "BYTES",
+        ge=1024,
     )
-    hello_timeout: float = Field(
-        DEFAULT_CONNECT_TIMEOUT, gt=0, description="seconds a new connection has to say hello"
+    max_queued_bytes: int = _setting(
+        DEFAULT_MAX_QUEUED_BYTES,
+        "limits",
+        "bytes queued for one worker before it is dropped as too slow",
+        "BYTES",
+        ge=1,
     )
-    ping_interval: Optional[float] = Field(
-        DEFAULT_PING_INTERVAL, gt=0, description="seconds between keepalive pings; 'none' disables them"
+    max_calls_in_flight: int = _setting(
+        DEFAULT_MAX_CALLS_IN_FLIGHT,
+        "limits",
+        "calls one worker may have in flight",
+        "N",
+        ge=1,
     )
-    ping_timeout: Optional[float] = Field(
-        DEFAULT_PING_TIMEOUT, gt=0, description="seconds to wait for a pong; 'none' waits forever"
+    slow_consumer_timeout: float = _setting(
+        DEFAULT_SLOW_CONSUMER_TIMEOUT,
+        "limits",
+        "seconds a sender waits for a worker that is behind",
+        "S",
+        gt=0,
     )
-    compression: bool = Field(
-        False, description="accept per-message deflate from workers that offer it (on or off)"
+    hello_timeout: float = _setting(
+        DEFAULT_CONNECT_TIMEOUT,
+        "limits",
+        "seconds a new connection has to say hello",
+        "S",
+        gt=0,
     )
-    grace: float = Field(
-        DEFAULT_GRACE, ge=0, description="seconds calls in flight get to finish on SIGTERM/SIGINT"
+    ping_interval: Optional[float] = _setting(
+        DEFAULT_PING_INTERVAL,
+        "limits",
+        "seconds between keepalive pings; 'none' disables them",
+        "S",
+        gt=0,
     )
+    ping_timeout: Optional[float] = _setting(
+        DEFAULT_PING_TIMEOUT,
+        "limits",
+        "seconds to wait for a pong; 'none' waits forever",
+        "S",
+        gt=0,
+    )
+    compression: bool = _setting(False, "limits", "accept per-message deflate from workers that offer it")
 
     @field_validator("loop", "log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("ping_interval", "ping_timeout", "rate_limit", "max_connections", mode="before")
+    @field_validator(
+        "ping_interval", "ping_timeout", "rate_limit", "max_connections", "rate_burst", mode="before"
+    )
     @classmethod
     def _none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
