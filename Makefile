@@ -20,6 +20,7 @@ check: $(STAMP)
 	$(PY) -m ruff format --check src tests samples benchmarks
 	$(PY) -m ruff check src tests samples benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # The dashboard's browser test drives Debian's chromium (Playwright cannot download its own
 # browser here); installed once per machine, with sudo unless we are root.

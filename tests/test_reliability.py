@@ -198,6 +198,61 @@ async def test_a_publisher_waits_for_a_subscriber_behind_and_nothing_is_lost(
             await bounded(publisher.stop())
 
 
+async def test_an_http_publish_held_back_counts_only_its_own_copies() -> None:
+    """POST /v1/events reports the copies of its own events, though other publishers' events
+    are routed while back-pressure holds it."""
+    limit = 256 * 1024
+    service = HttpAgentService(max_message_size=limit, max_queued_bytes=4 * limit, slow_consumer_timeout=300)
+    chunk = "x" * 64 * 1024
+    async with HttpAgentServer("127.0.0.1", port=0, service=service, max_message_size=limit) as server:
+        publisher, bystander, listener = worker(server.url), worker(server.url), worker(server.url)
+        inbox: asyncio.Queue[tuple[AgentId, Any, MessageContext]] = asyncio.Queue()
+        try:
+            for runtime in (publisher, bystander, listener):
+                await bounded(runtime.start())
+            await listener.register_factory("listener", lambda: Recorder(inbox))
+            await listener.add_subscription(TypeSubscription("other", "listener"))
+            async with (
+                await slow_subscriber(server.url) as slow,
+                httpx.AsyncClient(base_url=server.url) as http,
+            ):
+
+                async def flood() -> None:
+                    for i in range(400):
+                        await publisher.publish_message(Text(f"{i}:{chunk}"), TopicId("flood", "s"))
+
+                flooding = asyncio.create_task(flood())
+                await until(lambda: service.core.stats.senders_held > 0)  # the slow subscriber is behind
+                event = {
+                    "specversion": "1.0",
+                    "id": "mine",
+                    "source": "s",
+                    "type": "flood",
+                    "agmsgtype": "Text",
+                    "data": {"content": "mine"},
+                }
+                posting = asyncio.create_task(
+                    http.post(
+                        "/v1/events", json=event, headers={"content-type": "application/cloudevents+json"}
+                    )
+                )
+                await until(lambda: service.core.stats.senders_held > 1)  # the POST is held too
+                for i in range(5):  # other copies, routed while the POST waits
+                    await bystander.publish_message(Text(f"other {i}"), TopicId("other", "s"))
+                for _ in range(5):
+                    await bounded(inbox.get())
+                while not posting.done():
+                    await bounded(slow.recv())  # the slow subscriber catches up
+                flooding.cancel()
+                answer = await bounded(posting)
+                assert answer.status_code == 202
+                assert answer.json() == {"ids": ["mine"], "delivered": 1}
+                slow.transport.abort()  # it has not read what is queued for it: no closing handshake
+        finally:
+            for runtime in (publisher, bystander, listener):
+                await bounded(runtime.stop())
+
+
 @pytest.mark.parametrize("path", ["direct", "asgi"])
 async def test_a_publisher_held_for_a_subscriber_that_vanishes_goes_on_at_once(
     path: str, monkeypatch: pytest.MonkeyPatch

@@ -7,6 +7,7 @@ implementing autogen-core's ``AgentRuntime``), the security settings (:class:`Be
 :mod:`._exceptions`.
 """
 
+from ._constants import __version__
 from ._exceptions import (
     AgentNotFoundError,
     AgentTypeConflictError,
@@ -32,8 +33,6 @@ from ._http.server import HttpAgentServer
 from ._http.service import HttpAgentService
 from ._worker.link import ReconnectPolicy
 from ._worker.runtime import HttpWorkerAgentRuntime
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AccessPolicy",

@@ -13,11 +13,10 @@ APIs; it is slower, not different (the suite runs both ways).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import warnings
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 # autogen-core 0.7 exports these only from private modules (tested with 0.7.5).
 from autogen_core._agent_id import is_valid_agent_type
@@ -32,6 +31,9 @@ from autogen_core._telemetry._tracing_config import ExtraMessageRuntimeAttribute
 from autogen_core._topic import is_valid_topic_type
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, get_tracer_provider
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "FASTPATH",

@@ -7,6 +7,9 @@ Sizes are in bytes.
 
 from __future__ import annotations
 
+#: The package's version (what ``autogen_http_runtime.__version__`` says).
+__version__ = "0.1.0"
+
 #: Version of the wire protocol spoken over the worker WebSocket; exchanged in ``hello``.
 PROTOCOL_VERSION = "autogen-http/1"
 

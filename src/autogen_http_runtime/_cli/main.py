@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
-from .. import __version__
+from .._constants import __version__
 from .._http.server import HttpAgentServer
 from .._logging import configure_logging
 from .settings import ENV_PREFIX, GROUPS, ServeSettings, serve

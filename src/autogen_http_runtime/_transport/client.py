@@ -25,6 +25,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
+from .._constants import __version__
 from .._randomness import random_chunks
 from .fastpath import frame_reader_allowed
 from .frames import TextFrameReader, masked_text_frame, write_pieces
@@ -196,8 +197,6 @@ class WebSocketClient(asyncio.Protocol):
     # -- inside ---------------------------------------------------------------------------
 
     async def _handshake(self, headers: Mapping[str, str]) -> None:
-        from .. import __version__  # the package has finished importing by now
-
         request = self._ws.connect()
         for name, value in {"User-Agent": f"autogen-http-runtime/{__version__}", **headers}.items():
             if name in request.headers:

@@ -1,64 +1,7 @@
 """The seed's import path: ``from autogen_http_runtime.runtimes.http import HttpWorkerAgentRuntime``.
 
-Re-exports the very same objects as :mod:`autogen_http_runtime`.
+Re-exports the very same objects as :mod:`autogen_http_runtime`, every name of its ``__all__``.
 """
 
-from ... import (
-    AccessPolicy,
-    AccessRule,
-    AgentNotFoundError,
-    AgentTypeConflictError,
-    AuthenticationError,
-    BearerTokens,
-    CallCancelledError,
-    CallTimeoutError,
-    HostConnectionError,
-    HostShuttingDownError,
-    HttpAgentServer,
-    HttpAgentService,
-    HttpRuntimeError,
-    HttpWorkerAgentRuntime,
-    Identity,
-    MessageTooLargeError,
-    PermissionDeniedError,
-    ProtocolError,
-    RateLimit,
-    ReconnectPolicy,
-    RemoteAgentError,
-    RpcError,
-    SerializationError,
-    SubscriptionError,
-    TLSError,
-    TooManyCallsError,
-    WorkerDisconnectedError,
-)
-
-__all__ = [
-    "AccessPolicy",
-    "AccessRule",
-    "AgentNotFoundError",
-    "AgentTypeConflictError",
-    "AuthenticationError",
-    "BearerTokens",
-    "CallCancelledError",
-    "CallTimeoutError",
-    "HostConnectionError",
-    "HostShuttingDownError",
-    "HttpAgentServer",
-    "HttpAgentService",
-    "HttpRuntimeError",
-    "HttpWorkerAgentRuntime",
-    "Identity",
-    "MessageTooLargeError",
-    "PermissionDeniedError",
-    "ProtocolError",
-    "RateLimit",
-    "ReconnectPolicy",
-    "RemoteAgentError",
-    "RpcError",
-    "SerializationError",
-    "SubscriptionError",
-    "TLSError",
-    "TooManyCallsError",
-    "WorkerDisconnectedError",
-]
+from ... import *  # noqa: F403 - the whole public surface, as it is
+from ... import __all__ as __all__
