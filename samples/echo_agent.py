@@ -1,8 +1,9 @@
-"""Write a worker agent and call it from another worker (README section "Write a new worker agent").
+"""Write a worker agent and call it from another worker (README.md, section "Quick start").
 
     python samples/echo_agent.py [--host-address 127.0.0.1:9000]
 
 Without --host-address it starts its own host on a free port. Prints ``echo: hello``.
+samples/echo_worker.py serves the same agent until stopped, for docs/protocol.md's examples.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Publish/subscribe across workers (README section "Publish/subscribe").
+"""Publish/subscribe across workers (README.md, section "Quick start").
 
     python samples/pubsub.py [--host-address 127.0.0.1:9000]
 

@@ -1,4 +1,4 @@
-"""Exchange raw ``str`` messages with a custom serializer (README section "Message serialization").
+"""Exchange raw ``str`` messages with a custom serializer (README.md, section "Quick start").
 
     python samples/string_serializer.py [--host-address 127.0.0.1:9000]
 

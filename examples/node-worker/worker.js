@@ -8,18 +8,70 @@
 //     topic type REPLY_TOPIC, with the same source;
 //   - agent_metadata, agent_save_state and agent_load_state work per agent key.
 //
-// Usage: node worker.js [HOST_URL]   (default http://127.0.0.1:9000; also env AUTOGEN_HOST)
+// Usage: node worker.js [--token TOKEN] [--header 'Name: value']... [--ca FILE] [HOST_URL]
+//   HOST_URL  default http://127.0.0.1:9000 (also env AUTOGEN_HOST); https:// connects with TLS
+//   --token   sent as `Authorization: Bearer TOKEN` (env AUTOGEN_HTTP_TOKEN, which, unlike a
+//             command-line argument, other users cannot read in the process list)
+//   --header  an extra handshake header, repeatable (env AUTOGEN_HTTP_HEADERS: a JSON object)
+//   --ca      a PEM file of the CA that signed the host's certificate, trusted instead of
+//             Node's own CA store (env AUTOGEN_HTTP_CA)
 // Env:   AGENT_TYPE (node-echo), TOPIC (node-news), REPLY_TOPIC (node-replies)
 //
 // It writes one JSON object per line to stdout: {"ready": ...} once registered, then
 // {"event": ...} for each event received. SIGINT or SIGTERM makes it say `bye` and exit 0.
+// A host that refuses the handshake (HTTP 401 or 403: no token, a wrong one, or no rule for
+// this identity) makes it say so on stderr and exit 1.
 'use strict';
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const { parseArgs } = require('node:util');
 const WebSocket = require('ws');
 
 const PROTOCOL = 'autogen-http/1';
-const hostUrl = process.argv[2] || process.env.AUTOGEN_HOST || 'http://127.0.0.1:9000';
+
+function usage(message) {
+  process.stderr.write(`${message}\nusage: node worker.js [--token TOKEN] [--header 'Name: value']... [--ca FILE] [HOST_URL]\n`);
+  process.exit(2);
+}
+
+let options;
+try {
+  options = parseArgs({
+    allowPositionals: true,
+    options: {
+      token: { type: 'string' },
+      header: { type: 'string', multiple: true },
+      ca: { type: 'string' },
+    },
+  });
+} catch (error) {
+  usage(error.message);
+}
+const hostUrl = options.positionals[0] || process.env.AUTOGEN_HOST || 'http://127.0.0.1:9000';
+
+// The handshake's headers: those of AUTOGEN_HTTP_HEADERS, then each --header, then the token.
+const headers = {};
+if (process.env.AUTOGEN_HTTP_HEADERS) {
+  let fromEnv;
+  try {
+    fromEnv = JSON.parse(process.env.AUTOGEN_HTTP_HEADERS);
+  } catch (error) {
+    usage(`AUTOGEN_HTTP_HEADERS is not JSON: ${error.message}`);
+  }
+  if (fromEnv === null || typeof fromEnv !== 'object' || Array.isArray(fromEnv)) {
+    usage('AUTOGEN_HTTP_HEADERS must be a JSON object of header names and values');
+  }
+  Object.assign(headers, fromEnv);
+}
+for (const header of options.values.header || []) {
+  const colon = header.indexOf(':');
+  if (colon < 1) usage(`--header wants 'Name: value', not '${header}'`);
+  headers[header.slice(0, colon).trim()] = header.slice(colon + 1).trim();
+}
+const token = options.values.token || process.env.AUTOGEN_HTTP_TOKEN;
+if (token) headers.Authorization = `Bearer ${token}`;
+const caFile = options.values.ca || process.env.AUTOGEN_HTTP_CA;
 const AGENT_TYPE = process.env.AGENT_TYPE || 'node-echo';
 const TOPIC = process.env.TOPIC || 'node-news';
 const REPLY_TOPIC = process.env.REPLY_TOPIC || 'node-replies';
@@ -44,7 +96,12 @@ function say(record) {
 
 // Turn http(s)://host:port[/prefix] into ws(s)://host:port[/prefix]/v1/worker.
 const url = hostUrl.replace(/^http/, 'ws').replace(/\/+$/, '') + '/v1/worker';
-const socket = new WebSocket(url, { perMessageDeflate: false });
+const socketOptions = { perMessageDeflate: false, headers };
+if (caFile) {
+  if (!url.startsWith('wss:')) usage('--ca needs an https:// host address');
+  socketOptions.ca = fs.readFileSync(caFile);
+}
+const socket = new WebSocket(url, socketOptions);
 
 let nextId = 1;
 const waiting = new Map(); // our request id -> {resolve, reject}
@@ -166,6 +223,20 @@ socket.on('close', (code, reason) => {
   if (stopping) process.exit(0);
   process.stderr.write(`connection closed: ${code} ${reason}\n`);
   process.exit(1);
+});
+// The host answered the handshake with an HTTP status instead of switching to WebSocket.
+socket.on('unexpected-response', (request, response) => {
+  let body = '';
+  response.setEncoding('utf8');
+  response.on('data', (chunk) => (body += chunk));
+  response.on('end', () => {
+    const why = { 401: 'no token, or a wrong one', 403: 'the token is valid but this identity may not connect' };
+    process.stderr.write(
+      `the host refused the connection: HTTP ${response.statusCode}` +
+        `${why[response.statusCode] ? ` (${why[response.statusCode]})` : ''}: ${body}\n`,
+    );
+    process.exit(1);
+  });
 });
 socket.on('error', (error) => {
   process.stderr.write(`connection error: ${error.message}\n`);
