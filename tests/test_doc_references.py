@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from autogen_http_runtime._serve import ServeSettings
+from autogen_http_runtime._cli.settings import ServeSettings
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 

@@ -22,7 +22,7 @@ from autogen_http_runtime import BearerTokens, HttpAgentServer
 
 from .test_node_worker import EXAMPLE, NODE, node_modules  # noqa: F401 (a fixture)
 from .test_security import ca, host_tls, serving, tls, workers  # noqa: F401 (fixtures)
-from .utils import Text, bounded
+from .utils import Text, bounded, owners
 
 pytestmark = pytest.mark.skipif(
     NODE is None, reason="node is not installed: the Node.js worker of examples/node-worker cannot run here"
@@ -108,7 +108,7 @@ async def test_without_a_good_token_the_node_worker_is_refused_and_says_so(
         async with node_worker("--token", "wrong", server.url) as worker:
             said = await worker.refused()
             assert "HTTP 401" in said and "no token, or a wrong one" in said
-        assert server.service.core.agent_types == {}
+        assert owners(server.service.core) == {}
 
 
 async def by_api_key(headers: Mapping[str, str]) -> str | None:

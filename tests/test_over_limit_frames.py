@@ -28,8 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, MessageTooLargeError, _server
+from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, MessageTooLargeError
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._http import server as _server
 
 from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded
 

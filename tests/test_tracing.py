@@ -83,7 +83,9 @@ async def test_call_across_workers_is_one_trace(make_worker: WorkerFactory) -> N
     assert process.parent.trace_id == trace_id
     assert process.parent.is_remote
     assert process.attributes is not None
-    assert process.attributes["messaging.message.type"] == "Text"
+    assert process.attributes["recipient_agent_class"] == "Upper"
+    # ... and, as autogen-core's, links to it.
+    assert [link.context.span_id for link in process.links] == [create.context.span_id]
 
 
 async def test_publish_across_workers_is_one_trace(make_worker: WorkerFactory) -> None:
@@ -106,13 +108,13 @@ async def test_publish_across_workers_is_one_trace(make_worker: WorkerFactory) -
     spans = exporter.get_finished_spans()
     trace_id = root.get_span_context().trace_id
     assert trace_ids(spans) == {trace_id}
-    publish = by_name(spans, NAMES.get_span_name("publish", topic))
+    create = by_name(spans, NAMES.get_span_name("create", topic))
     process = by_name(spans, process_name)
-    assert publish.name == "autogen publish news.(src)-T"
+    assert create.name == "autogen create news.(src)-T"
     assert process.name == "autogen process rec.(src)-A"
-    assert publish.parent is not None and publish.parent.span_id == root.get_span_context().span_id
-    assert process.parent is not None and publish.context is not None
-    assert process.parent.span_id == publish.context.span_id
+    assert create.parent is not None and create.parent.span_id == root.get_span_context().span_id
+    assert process.parent is not None and create.context is not None
+    assert process.parent.span_id == create.context.span_id
     assert process.parent.is_remote
 
 

@@ -46,7 +46,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import pytest
 from autogen_core import AgentId, MessageContext, SingleThreadedAgentRuntime, TopicId, TypeSubscription
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
@@ -63,16 +62,6 @@ SUBSCRIBER = AgentId("listener", "src")
 REMOTE_CLASS = "sender_agent_class"
 
 NOT_ONE_OF_THESE = "<a span not in this run>"
-
-# What our runtime does not do yet (issue 15): the parity tests below fail until it does.
-PARITY_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 15: publish's producer span is named 'autogen publish' instead of 'autogen create'; "
-        "no 'send'/'publish' span; 'process' has no link to the 'create' span and not autogen-core's "
-        "attributes; 'ack' names the called agent instead of the caller and links nothing"
-    ),
-)
 
 Inbox = asyncio.Queue[tuple[AgentId, Any, MessageContext]]
 Row = tuple[str, str, tuple[tuple[str, Any], ...], tuple[str, ...]]
@@ -287,7 +276,6 @@ async def test_autogen_core_spans_are_as_described() -> None:
     assert process.parent == named(publish, f"autogen publish {topic}").context
 
 
-@PARITY_PENDING
 async def test_a_call_makes_the_spans_autogen_core_makes(make_worker: WorkerFactory) -> None:
     ours = await http_spans("send", make_worker)
     theirs = await core_spans("send")
@@ -295,7 +283,6 @@ async def test_a_call_makes_the_spans_autogen_core_makes(make_worker: WorkerFact
     assert_remote_parents(ours)
 
 
-@PARITY_PENDING
 async def test_a_publish_makes_the_spans_autogen_core_makes(make_worker: WorkerFactory) -> None:
     ours = await http_spans("publish", make_worker)
     theirs = await core_spans("publish")

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Coroutine
 from typing import Any
 
-from autogen_core import AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
+from autogen_core import Agent, AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
 
 from .._exceptions import AgentNotFoundError, ErrorCode, HostConnectionError, MessageTooLargeError
 from .._logging import call_extra
@@ -22,7 +22,7 @@ from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
 from .serialization import PayloadCodec
-from .tracing import RuntimeTracer, continued, trace_context_from
+from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
 
 class Inbound:
@@ -142,13 +142,30 @@ class Inbound:
             cancellation_token=token,
             message_id=message_id if isinstance(message_id, str) else str(req.id),
         )
-        with continued(trace_context_from(req.params)):
-            with self._tracer.span("process", agent.id, payload.data_type):
+        trace = trace_context_from(req.params)
+        with continued(trace):
+            attributes = self._attributes(agent, sender, ctx, message)
+            with self._tracer.span("process", agent.id, link=trace, attributes=attributes):
                 with MessageHandlerContext.populate_context(agent.id):
                     response = await agent.on_message(message, ctx=ctx)
         if response is None:
             return {"payload": None}
         return {"payload": wire.payload_to_wire(self._codec.encode(response))}
+
+    def _attributes(
+        self, agent: Agent, sender: AgentId | None, ctx: MessageContext, message: Any
+    ) -> dict[str, str] | None:
+        """autogen-core's attributes of a ``process`` span, made only when spans are."""
+        if not self._tracer.active:
+            return None
+        return handler_attributes(
+            self._codec.registry,
+            sender=sender,
+            recipient=agent.id,
+            recipient_class=type(agent).__name__,
+            context=ctx,
+            message=message,
+        )
 
     def event(self, connection: HostConnection, event: wire.Event) -> None:
         self._spawn(connection, self._deliver_event(event))
@@ -170,8 +187,10 @@ class Inbound:
                 cancellation_token=CancellationToken(),
                 message_id=str(attributes["id"]),
             )
-            with continued(trace_context_from(attributes)):
-                with self._tracer.span("process", agent.id, payload.data_type):
+            trace = trace_context_from(attributes)
+            with continued(trace):
+                span_attributes = self._attributes(agent, sender, ctx, message)
+                with self._tracer.span("process", agent.id, link=trace, attributes=span_attributes):
                     with MessageHandlerContext.populate_context(agent.id):
                         await agent.on_message(message, ctx=ctx)
         except asyncio.CancelledError:

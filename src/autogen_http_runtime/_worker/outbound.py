@@ -11,9 +11,10 @@ from autogen_core import AgentId, CancellationToken, TopicId
 
 from .._protocol import wire
 from .._protocol.wire import JsonObject, Method
+from .agents import LocalAgents
 from .connection import HostConnection
 from .serialization import PayloadCodec
-from .tracing import RuntimeTracer, current_trace_context
+from .tracing import RuntimeTracer, current_trace_context, handler_attributes
 
 
 class Outbound:
@@ -27,6 +28,7 @@ class Outbound:
 
     def __init__(
         self,
+        agents: LocalAgents,
         codec: PayloadCodec,
         tracer: RuntimeTracer,
         ready: Callable[[], Awaitable[HostConnection]],
@@ -34,6 +36,7 @@ class Outbound:
         call_timeout: float | None,
         message_ids: Iterator[str],
     ) -> None:
+        self._agents = agents
         self._codec = codec
         self._tracer = tracer
         self._ready = ready
@@ -56,6 +59,7 @@ class Outbound:
         payload = self._codec.encode(message)
         connection = await self._ready()
         await connection.drain()
+        sent: dict[str, str] = {}
         with self._tracer.span("create", recipient, payload.data_type):
             params: JsonObject = {
                 "recipient": wire.agent_id_to_wire(recipient),
@@ -63,17 +67,38 @@ class Outbound:
                 "message_id": message_id or next(self._message_ids),
                 "payload": wire.payload_to_wire(payload),
             }
-            params.update(current_trace_context())
+            # The 'create' span: the remote 'process' span's parent, and what it links to.
+            created = current_trace_context()
+            params.update(created)
             deadline = timeout if timeout is not None else self._call_timeout
             if deadline is not None and math.isfinite(deadline):  # JSON has no Infinity
                 params["timeout"] = deadline
-            request_id, future = connection.start_call(Method.SEND, params)
+            with self._tracer.span("send", recipient, link=created):
+                if created:
+                    sent = current_trace_context()  # the 'ack' span links to this one
+                request_id, future = connection.start_call(Method.SEND, params)
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
             reply = await connection.wait(Method.SEND, request_id, future, timeout=deadline)
-        with self._tracer.span("ack", recipient):
+        # As autogen-core's: named after the agent the answer goes to, the caller.
+        with self._tracer.span("ack", sender, link=sent) as span:
             body = reply.get("payload") if isinstance(reply, dict) else None
-            return None if body is None else self._codec.decode(wire.payload_from_wire(body))
+            result = None if body is None else self._codec.decode(wire.payload_from_wire(body))
+            if span is not None:
+                caller_class = None  # as autogen-core's: the calling agent's class, when it is here
+                if sender is not None and sender.type in self._agents:
+                    caller_class = type(await self._agents.get(sender)).__name__
+                span.set_attributes(
+                    handler_attributes(
+                        self._codec.registry,
+                        sender=recipient,
+                        recipient=sender,
+                        recipient_class=caller_class,
+                        context=None,
+                        message=result,
+                    )
+                )
+            return result
 
     async def publish(
         self, message: Any, topic_id: TopicId, *, sender: AgentId | None, message_id: str | None
@@ -85,17 +110,20 @@ class Outbound:
         payload = self._codec.encode(message)
         connection = await self._ready()
         await connection.drain()
-        with self._tracer.span("publish", topic_id, payload.data_type):
-            connection.send_event(
-                wire.event(
-                    event_id=message_id or next(self._message_ids),
-                    topic_type=topic_id.type,
-                    topic_source=topic_id.source,
-                    payload=payload,
-                    sender=sender,
-                    trace=current_trace_context(),
+        # autogen-core's names: 'create' where the message is made, 'publish' where it leaves.
+        with self._tracer.span("create", topic_id, payload.data_type):
+            created = current_trace_context()
+            with self._tracer.span("publish", topic_id, link=created):
+                connection.send_event(
+                    wire.event(
+                        event_id=message_id or next(self._message_ids),
+                        topic_type=topic_id.type,
+                        topic_source=topic_id.source,
+                        payload=payload,
+                        sender=sender,
+                        trace=created,
+                    )
                 )
-            )
 
     async def call(self, method: str, agent: AgentId, extra: JsonObject | None = None) -> Any:
         """A routed call other than ``send`` (metadata, state) to ``agent``, wherever it is served."""

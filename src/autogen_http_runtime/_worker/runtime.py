@@ -167,6 +167,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger=self._log,
         )
         self._outbound = Outbound(
+            self._agents,
             self._codec,
             self._tracer,
             self._lifecycle.ready,

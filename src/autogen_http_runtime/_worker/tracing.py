@@ -9,10 +9,12 @@ without an SDK every span is a no-op.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+from autogen_core import JSON_DATA_CONTENT_TYPE, AgentId, MessageContext
 from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -20,6 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .._compat import (
     ExtraMessageRuntimeAttributes,
     MessageRuntimeTracingConfig,
+    SerializationRegistry,
     TraceHelper,
     global_tracer_provider_installed,
 )
@@ -70,11 +73,71 @@ class RuntimeTracer:
         self._given = tracer_provider is not None
         self._helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig(runtime_name))
 
+    @property
+    def active(self) -> bool:
+        """Whether spans are made: a provider was given, or one is installed globally."""
+        return self._given or global_tracer_provider_installed()
+
     def span(
-        self, operation: Any, destination: Any, message_type: str | None = None
+        self,
+        operation: Any,
+        destination: Any,
+        message_type: str | None = None,
+        *,
+        link: Mapping[str, str] | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> AbstractContextManager[Any]:
-        """A span for ``operation`` on ``destination`` (autogen-core's names), or nothing."""
-        if not self._given and not global_tracer_provider_installed():
+        """A span for ``operation`` on ``destination`` (autogen-core's names), or nothing.
+
+        ``link`` is a trace context (``traceparent``...) the span links to, as autogen-core's
+        ``TraceHelper`` does with its ``parent`` argument; the span's parent stays the current span.
+        """
+        if not self.active:
             return _NOTHING
         extra = ExtraMessageRuntimeAttributes(message_type=message_type) if message_type is not None else None
-        return self._helper.trace_block(operation, destination, parent=None, extraAttributes=extra)
+        return self._helper.trace_block(
+            operation, destination, parent=link or None, extraAttributes=extra, attributes=attributes
+        )
+
+
+def handler_attributes(
+    registry: SerializationRegistry,
+    *,
+    sender: AgentId | None,
+    recipient: AgentId | None,
+    recipient_class: str | None,
+    context: MessageContext | None,
+    message: Any,
+) -> dict[str, str]:
+    """autogen-core's attributes of ``process`` and ``ack`` spans (its runtime's ``_create_otel_attributes``).
+
+    ``sender_agent_class`` is left out: the sending agent lives in another process.
+    """
+    attributes: dict[str, str] = {}
+    if sender is not None:
+        attributes["sender_agent_type"] = sender.type
+    if recipient is not None:
+        attributes["recipient_agent_type"] = recipient.type
+        if recipient_class is not None:
+            attributes["recipient_agent_class"] = recipient_class
+    if context is not None:
+        attributes["message_context"] = json.dumps(
+            {
+                "sender": str(context.sender),
+                "topic_id": str(context.topic_id),
+                "is_rpc": context.is_rpc,
+                "message_id": context.message_id,
+            }
+        )
+    attributes["message"] = _message_text(registry, message) if message else "No Message"
+    return attributes
+
+
+def _message_text(registry: SerializationRegistry, message: Any) -> str:
+    """The message as autogen-core's runtime writes it into a span."""
+    try:
+        type_name = registry.type_name(message)
+        data = registry.serialize(message, type_name=type_name, data_content_type=JSON_DATA_CONTENT_TYPE)
+        return data.decode("utf-8")
+    except ValueError:
+        return "Message could not be serialized"
