@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -68,8 +69,6 @@ def test_kill_resets_connections_at_once(redis_server: RedisServer) -> None:
         assert time.monotonic() - started < 1.0
     assert pid is not None
     with pytest.raises(ProcessLookupError):
-        import os
-
         os.kill(pid, 0)
 
 
