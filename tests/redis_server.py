@@ -25,13 +25,17 @@ as ``from .redis_server import RedisServer``; a benchmark inserts the repository
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +50,28 @@ SHARED_PORT = 6379
 READY_LINE = "Ready to accept connections"
 #: How often ``start()`` tries another port when the picked one was taken meanwhile.
 PORT_ATTEMPTS = 5
+
+
+#: Servers still running, stopped at interpreter exit should their owners forget (or crash).
+_RUNNING: weakref.WeakSet[RedisServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_RUNNING):
+        server.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the thread that started it dies, so a
+    test run or benchmark killed outright (SIGKILL, `timeout`'s SIGTERM) leaves no server
+    behind. Start servers from a long-lived thread (the main one) for the same reason."""
+    PR_SET_PDEATHSIG = 1
+    assert _PRCTL is not None
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 class RedisServerError(RuntimeError):
@@ -240,7 +266,9 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # a Ctrl-C in the terminal is for pytest, not for our server
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
+        _RUNNING.add(self)
         self._reader = threading.Thread(target=self._read_log, args=(self._proc,), daemon=True)
         self._reader.start()
         if not self._ready.wait(self.start_timeout):
@@ -277,6 +305,7 @@ class RedisServer:
         if proc.stdout is not None:
             proc.stdout.close()
         self._proc = None
+        _RUNNING.discard(self)
 
     def _join_reader(self) -> None:
         if self._reader is not None:

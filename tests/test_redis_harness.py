@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +202,43 @@ def test_tls_with_client_certificates_and_acl(tmp_path: Path) -> None:
         )
         with no_cert, pytest.raises(redis.ConnectionError):
             no_cert.ping()
+
+
+ORPHAN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tests.redis_server import RedisServer
+server = RedisServer().start()
+print(server.port, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_server_dies_with_the_process_that_started_it() -> None:
+    """SIGKILL the owner (no atexit, no __exit__): its redis-server must not linger."""
+    root = str(Path(__file__).resolve().parent.parent)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, root], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        port = int(owner.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        owner.kill()
+        owner.wait(10)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "redis-server outlived its owner"
+            time.sleep(0.01)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        for stream in (owner.stdin, owner.stdout):
+            if stream is not None:
+                stream.close()
