@@ -31,7 +31,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: check $(CHROMIUM)
+# The cluster tests run their own redis-server processes (tests/redis_server.py) from Debian's
+# package, never the machine's shared instance on 6379; installed like chromium.
+REDIS_SERVER := /usr/bin/redis-server
+
+$(REDIS_SERVER):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+
+test: check $(CHROMIUM) $(REDIS_SERVER)
 	$(PY) -m pytest
 
 # Refresh docs/dashboard.png from the dashboard's browser test.
