@@ -160,7 +160,7 @@ class HttpAgentServer:
         if self._state is not _State.NEW:
             raise RuntimeError(f"HttpAgentServer cannot start: it is {self._state.value}.")
         loop = asyncio.get_running_loop()
-        self._socket = _bind(self._host, self._port)
+        self._socket = _bind(self._host, self._port, unread_timeout=self.service.slow_consumer_timeout)
         self._port = self._socket.getsockname()[1]
         if self.service.authenticator is None and not _is_loopback(self._host):
             self._log.warning(
@@ -285,13 +285,23 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind and listen ourselves, so a taken port is an OSError here rather than uvicorn's sys.exit."""
+def _bind(host: str, port: int, *, unread_timeout: float) -> socket.socket:
+    """Bind and listen ourselves, so a taken port is an OSError here rather than uvicorn's sys.exit.
+
+    Every connection accepted inherits ``TCP_USER_TIMEOUT`` (Linux): a peer that leaves what
+    the host wrote unacknowledged (it stopped reading, or vanished) for ``unread_timeout``
+    seconds has its socket aborted by the kernel, on either WebSocket path, so what the
+    host had buffered for it is freed rather than waiting for a flush that never comes.
+    """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT") and family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1000, int(unread_timeout * 1000))
+            )
         sock.bind(sockaddr)
         sock.listen(2048)
         sock.setblocking(False)

@@ -99,6 +99,9 @@ class HttpAgentService:
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
+        #: Seconds a sender is held for a worker that is behind; also how long a peer may leave
+        #: what the host wrote unread before ``HttpAgentServer``'s kernel drops it.
+        self.slow_consumer_timeout = slow_consumer_timeout
         self.core = RoutingCore(
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
