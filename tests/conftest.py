@@ -41,7 +41,7 @@ async def server(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[HttpAgentServer]:
     """A host on an ephemeral port; its worker WebSockets take the direct path
-    (``_host_websocket.py``), or the ASGI path for ``"asgi"`` (see ``pytest_generate_tests``)."""
+    (``_transport/uvicorn_protocol.py``), or the ASGI path for ``"asgi"`` (see ``pytest_generate_tests``)."""
     if getattr(request, "param", "direct") == "asgi":
         monkeypatch.setattr(_server, "direct_protocol", lambda: None)
     host = HttpAgentServer("127.0.0.1", port=0)

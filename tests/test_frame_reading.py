@@ -1,4 +1,4 @@
-"""Whole text frames read without websockets' parser (``_frames.py``) give what it would give.
+"""Whole text frames read without websockets' parser (``_transport/frames.py``) give what it would give.
 
 The unit tests hold ``read_text_frame``, ``parser_idle`` and ``TextFrameReader`` to
 websockets' own framing. The stream tests send a mix of frames websockets must handle

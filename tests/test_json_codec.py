@@ -437,7 +437,7 @@ def test_readable_itself_refuses_what_json_cannot_carry(value: Any) -> None:
         _json.readable(value)
 
 
-# dumps() itself is given only JSON values (see _json.py); msgspec would write MSGSPEC_WRITES.
+# dumps() itself is given only JSON values (see _protocol/json_codec.py); msgspec would write MSGSPEC_WRITES.
 @pytest.mark.parametrize("value", [object(), complex(1, 2)], ids=lambda value: type(value).__name__)
 def test_what_no_codec_can_write_is_a_type_error_to_dumps(value: Any) -> None:
     with pytest.raises(TypeError):

@@ -1,4 +1,4 @@
-"""The worker's own WebSocket client (``_websocket.py``) against hosts that misbehave.
+"""The worker's own WebSocket client (``_transport/client.py``) against hosts that misbehave.
 
 A real host never fragments its messages, sends binary frames, ignores pings, stalls the
 handshake or stops reading; these fake hosts do, one thing each. They are websockets'
