@@ -43,8 +43,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def instance_of(worker: HttpWorkerAgentRuntime) -> str:
     """The instance id a worker sends in ``hello``. PRIVATE: the runtime keeps it in
-    ``_options``; an attacker reads it from ``GET /v1/workers`` (which the fix should stop)."""
-    instance: str = worker._options.instance_id
+    ``_lifecycle.options``; an attacker reads it from ``GET /v1/workers`` (which the fix should stop)."""
+    instance: str = worker._lifecycle.options.instance_id
     return instance
 
 

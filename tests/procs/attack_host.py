@@ -43,7 +43,7 @@ def take_the_asgi_path() -> None:
     PRIVATE: it replaces ``_server.direct_protocol``, as ``tests/conftest.py`` does for the
     ``asgi`` runs of the suite; the only private name the attack tests touch in the host.
     """
-    from autogen_http_runtime import _server
+    from autogen_http_runtime._http import server as _server
 
     _server.direct_protocol = lambda: None  # type: ignore[assignment]
 
