@@ -27,13 +27,13 @@ def _request(request_id: int, method: str, **params: object) -> str:
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
 
 
-def _drain(session: WorkerSession) -> list[str]:
+def _drain(session: WorkerSession) -> list[bytes]:
     out = []
     while not session.outbox.empty():
-        text = session.outbox.get_nowait()
-        assert text is not None
-        session.sent(text)
-        out.append(text)
+        data = session.outbox.get_nowait()
+        assert isinstance(data, bytes)
+        session.sent(data)
+        out.append(data)
     return out
 
 
@@ -56,7 +56,7 @@ def time_calls(count: int) -> float:
     for text in requests:
         router.handle_text(caller, text)
         [forwarded] = _drain(target)
-        host_id = int(forwarded.split('"id":', 1)[1].split(",", 1)[0])
+        host_id = int(forwarded.split(b'"id":', 1)[1].split(b",", 1)[0])
         router.handle_text(target, answer % host_id)
         _drain(caller)
     return (time.perf_counter() - started) / count
