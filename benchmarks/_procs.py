@@ -112,11 +112,11 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
-async def run_host(runtime: str, port: int) -> None:
+async def run_host(runtime: str, port: int, replicas: bool = False) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        server: Any = HttpAgentServer("127.0.0.1", port=port)
+        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas)
         await server.start()
         say("READY")
         await wait_for_signal()
@@ -161,6 +161,7 @@ def main() -> None:
     host = sub.add_parser("host")
     host.add_argument("runtime", choices=["http", "grpc"])
     host.add_argument("port", type=int)
+    host.add_argument("--replicas", action="store_true")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -170,7 +171,7 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port))
+        run_loop(run_host(args.runtime, args.port, args.replicas))
     else:
         run_loop(run_workers(args))
 

@@ -97,11 +97,13 @@ async def spawn(*args: str) -> AsyncIterator[Proc]:
 
 
 @contextlib.asynccontextmanager
-async def cluster(runtime: str, *workers: tuple[str, ...]) -> AsyncIterator[tuple[str, Proc, list[Proc]]]:
+async def cluster(
+    runtime: str, *workers: tuple[str, ...], host_args: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[str, Proc, list[Proc]]]:
     """A host and worker processes; yields the address, the host and the workers."""
     port = free_port()
     address = f"127.0.0.1:{port}"
-    async with spawn("host", runtime, str(port)) as host, contextlib.AsyncExitStack() as stack:
+    async with spawn("host", runtime, str(port), *host_args) as host, contextlib.AsyncExitStack() as stack:
         procs = [await stack.enter_async_context(spawn("worker", runtime, address, *w)) for w in workers]
         yield address, host, procs
 
@@ -143,25 +145,34 @@ async def rpc_latency(runtime: str, calls: int) -> dict[str, float]:
     return {"p50_ms": q[49] * 1e3, "p90_ms": q[89] * 1e3, "p99_ms": q[98] * 1e3}
 
 
-async def rpc_throughput(runtime: str, calls: int, in_flight: int) -> dict[str, float]:
+async def rpc_throughput(
+    runtime: str, calls: int, in_flight: int, replicas: int = 0, keys: int = 8
+) -> dict[str, float]:
+    """Calls to ``echo`` from ``in_flight`` lanes; with ``replicas``, the host has replicas on
+    and that many echo workers serve the type (the echo CPU figure is their sum)."""
+    echoes = [("--echo", "echo")] * max(1, replicas)
+    host_args = ("--replicas",) if replicas else ()
     async with (
-        cluster(runtime, ("--echo", "echo")) as (address, host, workers),
+        cluster(runtime, *echoes, host_args=host_args) as (address, host, workers),
         driver(runtime, address) as drv,
     ):
-        targets = [AgentId("echo", str(k)) for k in range(8)]
+        targets = [AgentId("echo", str(k)) for k in range(keys)]
         for n in range(50):
-            await checked_call(drv, n, targets[n % 8])
+            await checked_call(drv, n, targets[n % keys])
         counter = iter(range(calls))
 
         async def lane() -> None:
             for n in counter:
-                await checked_call(drv, n, targets[n % 8])
+                await checked_call(drv, n, targets[n % keys])
 
-        procs_before = (host.cpu_seconds(), workers[0].cpu_seconds(), cpu_seconds("self"))
+        def cpu_now() -> tuple[float, float, float]:
+            return (host.cpu_seconds(), sum(w.cpu_seconds() for w in workers), cpu_seconds("self"))
+
+        procs_before = cpu_now()
         start = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(in_flight)))
         elapsed = time.perf_counter() - start
-        procs_after = (host.cpu_seconds(), workers[0].cpu_seconds(), cpu_seconds("self"))
+        procs_after = cpu_now()
     cpu = [(after - before) / calls * 1e3 for before, after in zip(procs_before, procs_after, strict=True)]
     return {
         "rpc_per_s": calls / elapsed,
@@ -170,6 +181,35 @@ async def rpc_throughput(runtime: str, calls: int, in_flight: int) -> dict[str, 
         "echo_cpu_ms": cpu[1],
         "driver_cpu_ms": cpu[2],
     }
+
+
+async def replicated(runtime: str, calls: int) -> dict[str, float | str]:
+    """128 calls in flight over 64 agent ids of one type: served by one worker (replicas off,
+    then on) and by two (replicas on, separate processes). The host's CPU per call is what
+    placement adds; gRPC refuses a second worker for a type."""
+    if runtime == "grpc":
+        return dict.fromkeys(REPLICA_FIGURES, "one worker per type")
+    exclusive = await rpc_throughput(runtime, calls, 128, keys=64)
+    one = await rpc_throughput(runtime, calls, 128, replicas=1, keys=64)
+    two = await rpc_throughput(runtime, calls, 128, replicas=2, keys=64)
+    return {
+        "exclusive_rpc_per_s": exclusive["rpc_per_s"],
+        "one_replica_rpc_per_s": one["rpc_per_s"],
+        "two_replicas_rpc_per_s": two["rpc_per_s"],
+        "exclusive_host_cpu_ms": exclusive["host_cpu_ms"],
+        "one_replica_host_cpu_ms": one["host_cpu_ms"],
+        "two_replicas_host_cpu_ms": two["host_cpu_ms"],
+    }
+
+
+REPLICA_FIGURES = (
+    "exclusive_rpc_per_s",
+    "one_replica_rpc_per_s",
+    "two_replicas_rpc_per_s",
+    "exclusive_host_cpu_ms",
+    "one_replica_host_cpu_ms",
+    "two_replicas_host_cpu_ms",
+)
 
 
 async def in_process_throughput(calls: int, in_flight: int) -> dict[str, float]:
@@ -304,6 +344,7 @@ def scenarios(quick: bool) -> list[tuple[str, Scenario]]:
         ("Fan-out to 4 subscribers", lambda rt: fan_out(rt, n(10000), 4)),
         ("1 MiB RPCs (and one of 16 MiB)", lambda rt: big_payloads(rt, n(100))),
         ("Many workers", lambda rt: many_workers(rt, 20 if quick else 1000)),
+        ("Replicas, 128 in flight", lambda rt: replicated(rt, n(20000))),
         ("Start-up", start_up),
     ]
 

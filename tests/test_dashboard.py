@@ -55,7 +55,13 @@ def test_snapshot_lists_workers_types_subscriptions_and_totals() -> None:
     assert snap["accepting"] is True
     assert [w["name"] for w in snap["workers"]] == ["", "b-worker"]
     assert snap["workers"][1]["agent_types"] == ["b"] and snap["workers"][1]["subscriptions"] == 1
-    assert snap["agent_types"] == [{"type": "b", "worker_id": target.worker_id}]
+    assert snap["agent_types"] == [
+        {
+            "type": "b",
+            "worker_id": target.worker_id,
+            "replicas": [{"worker_id": target.worker_id, "calls": 1, "agent_ids": None}],
+        }
+    ]
     assert snap["subscriptions"] == [{"id": "s1", "kind": "type_prefix", "topic": "news.", "agent_type": "b"}]
     assert snap["totals"]["calls_routed"] == 1 and snap["totals"]["errors"] == 1
     assert snap["call_outcomes"]["ok"] == 1 and snap["latency"]["count"] == 1

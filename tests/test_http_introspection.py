@@ -38,17 +38,21 @@ async def http(server: HttpAgentServer) -> AsyncIterator[httpx.AsyncClient]:
 async def test_agents_lists_each_type_and_its_worker(
     http: httpx.AsyncClient, server: HttpAgentServer, make_worker: WorkerFactory
 ) -> None:
-    assert (await http.get("/v1/agents")).json() == {"agent_types": {}, "workers": 0}
+    empty = {"agent_types": {}, "workers": 0, "replicas": False, "types": []}
+    assert (await http.get("/v1/agents")).json() == empty
     first, second = await make_worker(), await make_worker()
     await Upper.register(first, "upper", Upper)
     await second.register_factory("other", Upper)
     core = server.service.core
+    other, upper = owners(core)["other"].worker_id, owners(core)["upper"].worker_id
     assert (await http.get("/v1/agents")).json() == {
-        "agent_types": {
-            "other": owners(core)["other"].worker_id,
-            "upper": owners(core)["upper"].worker_id,
-        },
+        "agent_types": {"other": other, "upper": upper},
         "workers": 2,
+        "replicas": False,
+        "types": [
+            {"type": "other", "replicas": [{"worker_id": other, "name": "", "calls": 0, "agent_ids": None}]},
+            {"type": "upper", "replicas": [{"worker_id": upper, "name": "", "calls": 0, "agent_ids": None}]},
+        ],
     }
 
 

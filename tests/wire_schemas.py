@@ -29,6 +29,7 @@ _RESPONSE_SCHEMA = {
     "send": "ws/send-response.json",
     "agent_metadata": "ws/agent-metadata-response.json",
     "agent_save_state": "ws/agent-save-state-response.json",
+    "register_agent_type": "ws/register-agent-type-response.json",
 }
 
 

@@ -42,6 +42,7 @@ EventLoop = Literal["auto", "asyncio", "uvloop"]
 #: The headings of ``serve --help``, in order: a setting's group names one.
 GROUPS: Final = {
     "server": "server",
+    "placement": "placement (docs/operations.md)",
     "logging": "logging",
     "tls": "TLS (uvicorn's settings, passed through)",
     "security": "security (docs/security.md)",
@@ -91,6 +92,12 @@ class ServeSettings(BaseSettings):
         "auto",
         "server",
         "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
+    )
+
+    replicas: bool = _setting(
+        False,
+        "placement",
+        "let several workers serve one agent type, each agent id placed on one of them",
     )
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
@@ -288,6 +295,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         rate_limit=settings.limit(),
         max_connections=settings.max_connections,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
+        replicas=settings.replicas,
     )
     return HttpAgentServer(
         settings.host,

@@ -119,6 +119,7 @@ class CallTable:
         call = PendingCall(
             host_id, caller, req.id, target, req.method, time.perf_counter(), req.params.get("traceparent")
         )
+        target.routed(recipient.type, recipient.key, self._directory.replicas)
         self._stats.calls_routed += 1
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id

@@ -94,6 +94,7 @@ class Control:
                     "protocol": PROTOCOL_VERSION,
                     "worker_id": session.worker_id,
                     "max_message_size": session.max_message_size,
+                    "replicas": self._directory.replicas,
                 },
             )
         )
@@ -110,7 +111,31 @@ class Control:
         self._guard.authorize(session, "register", agent_type, req.id)
         if self._draining():
             raise MessageError(ErrorCode.SHUTTING_DOWN, "The host is shutting down.", req.id)
-        self._directory.register_type(session, agent_type, self._answer(session, req))
+
+        def done(error: MessageError | None) -> None:
+            if error is not None:
+                error.request_id = req.id
+                self._reject(session, error)
+                return
+            replicas = len(self._directory.serving(agent_type))
+            if replicas > 1:
+                self._log.info(
+                    "Worker %s joined the replica set of agent type %r (%d replicas)",
+                    session.worker_id,
+                    agent_type,
+                    replicas,
+                )
+            # Without replicas the answer stays what it always was: {}.
+            answer = {"replicas": replicas} if self._directory.replicas else {}
+            session.send(wire.result(req.id, answer))
+
+        self._directory.register_type(session, agent_type, done)
+
+    def register_instance(self, session: WorkerSession, req: wire.Request) -> None:
+        with wire.tagged(req.id):
+            agent_id = wire.required_agent_id(req.params, "agent")
+        self._guard.authorize(session, "register", agent_id.type, req.id)
+        self._directory.pin(session, agent_id, self._answer(session, req))
 
     def unregister_type(self, session: WorkerSession, req: wire.Request) -> None:
         with wire.tagged(req.id):

@@ -234,6 +234,8 @@ class RoutingCore:
             return self.calls.forward(session, req)
         if req.method == Method.REGISTER_AGENT_TYPE:
             control.register_type(session, req)
+        elif req.method == Method.REGISTER_AGENT_INSTANCE:
+            control.register_instance(session, req)
         elif req.method == Method.UNREGISTER_AGENT_TYPE:
             control.unregister_type(session, req)
         elif req.method == Method.ADD_SUBSCRIPTION:

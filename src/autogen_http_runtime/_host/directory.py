@@ -7,8 +7,8 @@ once in memory; once a shared engine has confirmed it, in a cluster). The core s
 worker its answer from that callback, so a registration is acknowledged only when it
 routes.
 
-:class:`LocalDirectory` is the in-memory directory of one host: today's behaviour, each
-agent type served by one worker.
+:class:`LocalDirectory` is the in-memory directory of one host: each agent type served by
+one worker, or, with replicas, by several, each agent id placed on one of them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from autogen_core import AgentId, TopicId
 from .._exceptions import ErrorCode
 from .._protocol.subscriptions import SubscriptionSpec
 from .._protocol.wire import MessageError
+from .placement import Placement
 from .session import WorkerSession
 from .subscriptions import SubscriptionEntry, SubscriptionTable
 
@@ -35,11 +36,17 @@ class Directory(Protocol):
 
     # -- reads: answered from this host's view, at once ------------------------------------
 
+    #: Whether several workers may serve one agent type (each agent id placed on one).
+    replicas: bool
+
     def owner(self, agent_id: AgentId) -> WorkerSession | None:
         """The worker that serves ``agent_id``, or ``None`` if none does."""
 
     def serves(self, session: WorkerSession, agent_type: str) -> bool:
         """Whether ``session`` registered ``agent_type``."""
+
+    def serving(self, agent_type: str) -> Sequence[WorkerSession]:
+        """The workers serving ``agent_type``: its replicas, in the order they joined."""
 
     def recipients(self, topic: TopicId) -> list[AgentId]:
         """The agents subscribed to ``topic``, each once."""
@@ -65,10 +72,15 @@ class Directory(Protocol):
         """A worker left: forget its agent types and subscriptions."""
 
     def register_type(self, session: WorkerSession, agent_type: str, done: Done) -> None:
-        """``session`` serves ``agent_type`` from now on (``AGENT_TYPE_CONFLICT`` if it may not)."""
+        """``session`` serves ``agent_type`` from now on: alone, or as one of its replicas
+        (``AGENT_TYPE_CONFLICT`` if it may not)."""
 
     def unregister_type(self, session: WorkerSession, agent_type: str) -> None:
         """``session`` no longer serves ``agent_type`` (nothing if it did not)."""
+
+    def pin(self, session: WorkerSession, agent_id: AgentId, done: Done) -> None:
+        """``agent_id`` lives on ``session`` whatever the placement (``AGENT_TYPE_CONFLICT`` if
+        another worker has it)."""
 
     def add_subscription(self, session: WorkerSession, spec: SubscriptionSpec, done: Done) -> None:
         """Add a subscription owned by ``session`` (``SUBSCRIPTION_EXISTS`` if one matches the same way)."""
@@ -78,18 +90,28 @@ class Directory(Protocol):
 
 
 class LocalDirectory:
-    """The directory of one host, in memory: each agent type is served by one worker."""
+    """The directory of one host, in memory.
 
-    def __init__(self) -> None:
-        self._owners: dict[str, WorkerSession] = {}
+    Args:
+        replicas: Several workers may serve one agent type; each agent id is then placed on
+            one of them (:mod:`.placement`). Off: a second worker registering a type that is
+            served already is refused (``AGENT_TYPE_CONFLICT``), as on the gRPC runtime.
+    """
+
+    def __init__(self, *, replicas: bool = False) -> None:
+        self.replicas = replicas
+        self._placement: Placement[WorkerSession] = Placement(_member_key)
         self._workers: dict[str, WorkerSession] = {}
-        self._subscriptions = SubscriptionTable()
+        self._subscriptions = SubscriptionTable(shared=replicas)
 
     def owner(self, agent_id: AgentId) -> WorkerSession | None:
-        return self._owners.get(agent_id.type)
+        return self._placement.owner(agent_id)
 
     def serves(self, session: WorkerSession, agent_type: str) -> bool:
-        return self._owners.get(agent_type) is session
+        return session in self._placement.members(agent_type)
+
+    def serving(self, agent_type: str) -> Sequence[WorkerSession]:
+        return self._placement.members(agent_type)
 
     def recipients(self, topic: TopicId) -> list[AgentId]:
         return self._subscriptions.recipients(topic)
@@ -101,7 +123,9 @@ class LocalDirectory:
         return self._workers.values()
 
     def agent_types(self) -> Mapping[str, Sequence[WorkerSession]]:
-        return {agent_type: (session,) for agent_type, session in self._owners.items()}
+        return {
+            agent_type: tuple(self._placement.members(agent_type)) for agent_type in self._placement.types()
+        }
 
     def subscriptions(self) -> Iterable[SubscriptionEntry]:
         return self._subscriptions
@@ -112,16 +136,16 @@ class LocalDirectory:
     def remove_worker(self, session: WorkerSession) -> None:
         self._workers.pop(session.worker_id, None)
         for agent_type in session.agent_types:
-            if self._owners.get(agent_type) is session:
-                del self._owners[agent_type]
+            self._placement.leave(agent_type, session)
         for subscription_id in session.subscription_ids:
             entry = self._subscriptions.get(subscription_id)
             if entry is not None and entry.owner is session:
                 self._subscriptions.remove(subscription_id)
 
     def register_type(self, session: WorkerSession, agent_type: str, done: Done) -> None:
-        owner = self._owners.get(agent_type)
-        if owner is not None and owner is not session:
+        members = self._placement.members(agent_type)
+        if members and session not in members and not self.replicas:
+            owner = members[0]
             done(
                 MessageError(
                     ErrorCode.AGENT_TYPE_CONFLICT,
@@ -129,14 +153,34 @@ class LocalDirectory:
                 )
             )
             return
-        self._owners[agent_type] = session
+        self._placement.join(agent_type, session)
         session.agent_types.add(agent_type)
         done(None)
 
     def unregister_type(self, session: WorkerSession, agent_type: str) -> None:
-        if self._owners.get(agent_type) is session:
-            del self._owners[agent_type]
+        if session in self._placement.members(agent_type):
+            self._placement.leave(agent_type, session)
             session.agent_types.discard(agent_type)
+
+    def pin(self, session: WorkerSession, agent_id: AgentId, done: Done) -> None:
+        if session not in self._placement.members(agent_id.type):
+            done(
+                MessageError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"Register agent type '{agent_id.type}' before pinning its agent '{agent_id}'.",
+                )
+            )
+            return
+        other = self._placement.pin(agent_id, session)
+        if other is not None:
+            done(
+                MessageError(
+                    ErrorCode.AGENT_TYPE_CONFLICT,
+                    f"Agent '{agent_id}' is already registered by worker {other.worker_id}.",
+                )
+            )
+            return
+        done(None)
 
     def add_subscription(self, session: WorkerSession, spec: SubscriptionSpec, done: Done) -> None:
         try:
@@ -160,3 +204,8 @@ class LocalDirectory:
         if isinstance(entry.owner, WorkerSession):
             entry.owner.subscription_ids.discard(subscription_id)
         done(None)
+
+
+def _member_key(session: WorkerSession) -> str:
+    """What a worker is placed by: its own id for itself, the same across its reconnections."""
+    return session.instance or session.worker_id

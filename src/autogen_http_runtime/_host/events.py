@@ -51,6 +51,7 @@ class EventFanOut:
         stats.events_published += 1
         topic = TopicId(event.topic_type, event.topic_source)
         behind: WorkerSession | None = None
+        replicas = self._directory.replicas
         for recipient in self._directory.recipients(topic):
             if recipient == sender:
                 continue
@@ -76,6 +77,7 @@ class EventFanOut:
                 continue
             stats.event_copies_delivered += 1
             session.copies_delivered += 1
+            target.routed(recipient.type, recipient.key, replicas)
             target.send_encoded(data)
             if target.backlogged:
                 behind = target

@@ -31,6 +31,9 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 
+#: Agent ids a worker's placement counts are kept for, at most (``placed_keys``).
+MAX_TRACKED_KEYS: Final = 100_000
+
 #: What an outbox holds: an encoded message for a WebSocket peer, the message itself for a
 #: caller inside the process (nothing to encode for it), or ``None`` for "close".
 Outgoing = Union[bytes, JsonObject, None]
@@ -148,6 +151,12 @@ class WorkerSession:
     bytes_out: int = 0
     #: Copies of the events this session published that were queued for their recipients.
     copies_delivered: int = 0
+    #: Calls and event copies routed to this worker, by agent type.
+    routed_by_type: dict[str, int] = field(default_factory=dict)
+    #: With replicas: the keys of the agent ids placed on this worker, by agent type
+    #: (at most MAX_TRACKED_KEYS in all: past it, new ones are not counted).
+    placed_keys: dict[str, set[str]] = field(default_factory=dict)
+    placed_total: int = 0
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
@@ -156,6 +165,15 @@ class WorkerSession:
     on_overflow: Callable[[WorkerSession], None] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
+
+    def routed(self, agent_type: str, key: str, track_keys: bool) -> None:
+        """Count a call or event copy routed to this worker for ``agent_type``/``key``."""
+        self.routed_by_type[agent_type] = self.routed_by_type.get(agent_type, 0) + 1
+        if track_keys:
+            keys = self.placed_keys.setdefault(agent_type, set())
+            if key not in keys and self.placed_total < MAX_TRACKED_KEYS:
+                keys.add(key)
+                self.placed_total += 1
 
     @property
     def drained(self) -> asyncio.Event:

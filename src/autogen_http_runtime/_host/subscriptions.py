@@ -31,12 +31,20 @@ class SubscriptionEntry:
 
 
 class SubscriptionTable:
-    """Every subscription of a host, by id, by exact topic type and by prefix."""
+    """Every subscription of a host, by id, by exact topic type and by prefix.
 
-    def __init__(self) -> None:
+    Args:
+        shared: Several owners may add subscriptions that match the same way (replicas of
+            one agent type each add its class subscriptions): they are one logical
+            subscription, each agent reached once. Without it, a second one is refused.
+            One owner may never add the same match twice.
+    """
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self._shared = shared
         self._by_id: dict[str, SubscriptionEntry] = {}
-        #: (kind, topic, agent type) -> the entry: at most one subscription matches one way.
-        self._by_match: dict[tuple[str, str, str], SubscriptionEntry] = {}
+        #: (kind, topic, agent type) -> the entries matching that way (one, unless shared).
+        self._by_match: dict[tuple[str, str, str], list[SubscriptionEntry]] = {}
         self._exact: dict[str, dict[str, SubscriptionEntry]] = {}
         self._prefixed: dict[str, dict[str, SubscriptionEntry]] = {}
         #: Length of each prefix in use -> how many prefixes have it.
@@ -57,19 +65,22 @@ class SubscriptionTable:
         return self._by_id.get(subscription_id)
 
     def same_match(self, spec: SubscriptionSpec) -> SubscriptionEntry | None:
-        """The subscription that matches exactly as ``spec`` does, if any."""
-        return self._by_match.get(_match_key(spec))
+        """The (first) subscription that matches exactly as ``spec`` does, if any."""
+        entries = self._by_match.get(_match_key(spec))
+        return entries[0] if entries else None
 
     def add(self, spec: SubscriptionSpec, owner: object) -> SubscriptionEntry:
         """Raises: ValueError: A subscription with the same id, or matching the same way, exists."""
         if spec.id in self._by_id:
             raise ValueError(f"Subscription already exists: id {spec.id!r}.")
         key = _match_key(spec)
-        existing = self._by_match.get(key)
-        if existing is not None:
-            raise ValueError(f"Subscription already exists: id {existing.spec.id!r}.")
+        entries = self._by_match.setdefault(key, [])
+        for existing in entries:
+            if not self._shared or existing.owner is owner:
+                raise ValueError(f"Subscription already exists: id {existing.spec.id!r}.")
         entry = SubscriptionEntry(spec, owner, next(self._order))
-        self._by_id[spec.id] = self._by_match[key] = entry
+        self._by_id[spec.id] = entry
+        entries.append(entry)
         if spec.kind == "type":
             self._exact.setdefault(spec.topic, {})[spec.id] = entry
         else:
@@ -82,7 +93,10 @@ class SubscriptionTable:
         """Raises: KeyError: No subscription has this id."""
         entry = self._by_id.pop(subscription_id)
         spec = entry.spec
-        del self._by_match[_match_key(spec)]
+        key = _match_key(spec)
+        self._by_match[key].remove(entry)
+        if not self._by_match[key]:
+            del self._by_match[key]
         index = self._exact if spec.kind == "type" else self._prefixed
         bucket = index[spec.topic]
         del bucket[spec.id]

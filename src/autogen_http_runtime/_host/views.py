@@ -46,6 +46,24 @@ class SubscriptionView:
     worker_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """One worker serving an agent type."""
+
+    worker_id: str
+    name: str
+    #: Calls and event copies routed to it for this type.
+    routed: int
+    #: With replicas: the agent ids of this type placed on it so far (``None`` without).
+    agent_ids: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTypeView:
+    agent_type: str
+    replicas: list[ReplicaView]
+
+
 class Traffic(NamedTuple):
     """Frames and bytes over every worker connection since the host started."""
 
@@ -85,10 +103,24 @@ def worker_count(core: RoutingCore) -> int:
     return sum(1 for _ in core.directory.workers())
 
 
-def agent_types(core: RoutingCore) -> dict[str, list[str]]:
-    """Each registered agent type and the ids of the workers serving it, sorted by type."""
-    table = core.directory.agent_types()
-    return {agent_type: [s.worker_id for s in table[agent_type]] for agent_type in sorted(table)}
+def agent_type_views(core: RoutingCore) -> list[AgentTypeView]:
+    """Each registered agent type and its workers, sorted by type."""
+    tracked = core.directory.replicas
+    return [
+        AgentTypeView(
+            agent_type,
+            [
+                ReplicaView(
+                    worker_id=s.worker_id,
+                    name=s.name,
+                    routed=s.routed_by_type.get(agent_type, 0),
+                    agent_ids=len(s.placed_keys.get(agent_type, ())) if tracked else None,
+                )
+                for s in sessions
+            ],
+        )
+        for agent_type, sessions in sorted(core.directory.agent_types().items())
+    ]
 
 
 def subscriptions(core: RoutingCore) -> list[SubscriptionView]:

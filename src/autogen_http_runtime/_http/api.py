@@ -147,9 +147,23 @@ class _HttpApi:
 
     async def list_agents(self) -> models.AgentsListing:
         core = self._core
+        types = views.agent_type_views(core)
         return models.AgentsListing(
-            agent_types={agent_type: ids[0] for agent_type, ids in views.agent_types(core).items()},
+            agent_types={view.agent_type: view.replicas[0].worker_id for view in types},
             workers=views.worker_count(core),
+            replicas=core.directory.replicas,
+            types=[
+                models.AgentTypeInfo(
+                    type=view.agent_type,
+                    replicas=[
+                        models.ReplicaInfo(
+                            worker_id=r.worker_id, name=r.name, calls=r.routed, agent_ids=r.agent_ids
+                        )
+                        for r in view.replicas
+                    ],
+                )
+                for view in types
+            ],
         )
 
     async def list_subscriptions(self) -> models.SubscriptionsListing:

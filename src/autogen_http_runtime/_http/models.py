@@ -23,6 +23,7 @@ from .problems import PROBLEM_CONTENT_TYPE
 from .rpc import DEADLINE_HEADER
 
 _WORKER_ID = "3a1cdfa9443f4689bce096da558557ff"
+_OTHER_WORKER_ID = "c0ffee0a1b2c4d3e8f9a0b1c2d3e4f50"
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -87,15 +88,50 @@ RPC_ERROR_EXAMPLE: dict[str, Any] = {
 # -- introspection ----------------------------------------------------------------------------
 
 
+class ReplicaInfo(BaseModel):
+    worker_id: str
+    name: str = Field(description="The `name` the worker gave in `hello`; may be empty.")
+    calls: int = Field(ge=0, description="Calls and event copies routed to it for this type.")
+    agent_ids: int | None = Field(
+        ge=0,
+        description="With replicas: how many agent ids of this type are placed on it (counted up to "
+        "100,000 per worker); `null` without replicas.",
+    )
+
+
+class AgentTypeInfo(BaseModel):
+    type: str
+    replicas: list[ReplicaInfo] = Field(description="The workers serving it, in the order they joined.")
+
+
 class AgentsListing(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"agent_types": {"echo": _WORKER_ID}, "workers": 1}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "agent_types": {"echo": _WORKER_ID},
+                    "workers": 2,
+                    "replicas": True,
+                    "types": [
+                        {
+                            "type": "echo",
+                            "replicas": [
+                                {"worker_id": _WORKER_ID, "name": "py-a", "calls": 12, "agent_ids": 3},
+                                {"worker_id": _OTHER_WORKER_ID, "name": "py-b", "calls": 9, "agent_ids": 2},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
     )
 
     agent_types: dict[str, str] = Field(
-        description="Each registered agent type and the id of the worker serving it, sorted by type."
+        description="Each registered agent type and the id of the (first) worker serving it, sorted by type."
     )
     workers: int = Field(ge=0, description="Connected workers.")
+    replicas: bool = Field(description="Whether several workers may serve one agent type.")
+    types: list[AgentTypeInfo] = Field(description="Each registered agent type and every worker serving it.")
 
 
 class SubscriptionInfo(BaseModel):

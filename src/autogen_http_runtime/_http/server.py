@@ -82,6 +82,8 @@ class HttpAgentServer:
             (``HttpWorkerAgentRuntime(compression=True)``). Off by default: each compressed
             connection keeps zlib state (hundreds of KiB) and spends CPU on every message;
             it pays on slow links with large text payloads.
+        replicas: Let several workers serve one agent type (see ``HttpAgentService``); for
+            the service this server makes. ``None`` (the default): off, or as ``service`` says.
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
@@ -100,6 +102,7 @@ class HttpAgentServer:
         service: HttpAgentService | None = None,
         log_level: str | None = None,
         compression: bool = False,
+        replicas: bool | None = None,
         ssl: Mapping[str, Any] | None = None,
         extra_grpc_config: object = None,
     ) -> None:
@@ -113,7 +116,14 @@ class HttpAgentServer:
         self._ssl = dict(ssl or {})
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
-        self.service = service or HttpAgentService(max_message_size=max_message_size)
+        if service is None:
+            service = HttpAgentService(max_message_size=max_message_size, replicas=bool(replicas))
+        elif replicas is not None and replicas != service.replicas:
+            raise ValueError(
+                f"HttpAgentServer(replicas={replicas}) disagrees with the service it was given "
+                f"(replicas={service.replicas}): set it on the HttpAgentService."
+            )
+        self.service = service
         self.app = FastAPI(
             title="autogen-http-runtime host",
             docs_url="/docs",

@@ -20,6 +20,7 @@ from .._constants import (
     WORKER_WS_PATH,
 )
 from .._host.core import RoutingCore
+from .._host.directory import LocalDirectory
 from .._host.security import AccessPolicy, Authenticator, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
 from .._ops.probes import operations_router
@@ -80,6 +81,11 @@ class HttpAgentService:
         public_routes: Names of the routes that need no authentication; the probes
             (``healthz``, ``readyz``) by default. Add ``metrics`` for an unauthenticated
             Prometheus scrape.
+        replicas: Let several workers serve one agent type. Each agent id is then placed
+            on one of them (the same one while they stay), a worker that leaves hands its
+            ids to the others, and an event reaches each subscribed agent id once. Off (the
+            default), a second worker registering a type already served is refused
+            (``AgentTypeConflictError``), as on the gRPC runtime. See ``docs/operations.md``.
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
     """
 
@@ -96,13 +102,16 @@ class HttpAgentService:
         rate_limit: RateLimit | None = None,
         max_connections: int | None = None,
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
+        replicas: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
         #: Seconds a sender is held for a worker that is behind; also how long a peer may leave
         #: what the host wrote unread before ``HttpAgentServer``'s kernel drops it.
         self.slow_consumer_timeout = slow_consumer_timeout
+        self.replicas = replicas
         self.core = RoutingCore(
+            directory=LocalDirectory(replicas=replicas),
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
             max_calls_in_flight=max_calls_in_flight,

@@ -42,7 +42,7 @@ def snapshot(core: RoutingCore) -> dict[str, Any]:
     stats = core.stats
     workers = views.workers(core)
     subscriptions = views.subscriptions(core)
-    agent_types = views.agent_types(core)
+    agent_types = views.agent_type_views(core)
     latency = stats.call_latency
     totals = views.traffic(core)
     return {
@@ -67,8 +67,15 @@ def snapshot(core: RoutingCore) -> dict[str, Any]:
         ],
         "worker_count": len(workers),
         "agent_types": [
-            {"type": agent_type, "worker_id": ", ".join(worker_ids)}
-            for agent_type, worker_ids in list(agent_types.items())[:MAX_ROWS]
+            {
+                "type": view.agent_type,
+                "worker_id": view.replicas[0].worker_id,
+                "replicas": [
+                    {"worker_id": r.worker_id, "calls": r.routed, "agent_ids": r.agent_ids}
+                    for r in view.replicas
+                ],
+            }
+            for view in agent_types[:MAX_ROWS]
         ],
         "agent_type_count": len(agent_types),
         "subscriptions": [

@@ -50,7 +50,32 @@ class RouterCollector:
             1 if core.accepting else 0,
         )
         yield gauge("workers", "Workers connected now.", len(workers))
-        yield gauge("agent_types", "Agent types registered now.", len(views.agent_types(core)))
+        agent_types = views.agent_type_views(core)
+        yield gauge("agent_types", "Agent types registered now.", len(agent_types))
+        serving = GaugeMetricFamily(
+            PREFIX + "agent_type_workers",
+            "Workers serving each agent type (its replicas).",
+            labels=["agent_type"],
+        )
+        routed = CounterMetricFamily(
+            PREFIX + "routed",
+            "Calls and event copies routed to each worker serving an agent type.",
+            labels=["agent_type", "worker_id"],
+        )
+        placed = GaugeMetricFamily(
+            PREFIX + "placed_agent_ids",
+            "With replicas: agent ids of each type placed on each of its workers so far.",
+            labels=["agent_type", "worker_id"],
+        )
+        for view in agent_types:
+            serving.add_metric([view.agent_type], len(view.replicas))
+            for replica in view.replicas:
+                routed.add_metric([view.agent_type, replica.worker_id], replica.routed)
+                if replica.agent_ids is not None:
+                    placed.add_metric([view.agent_type, replica.worker_id], replica.agent_ids)
+        yield serving
+        yield routed
+        yield placed
         yield gauge("subscriptions", "Subscriptions stored now.", views.subscription_count(core))
         yield gauge("calls_in_flight", "Calls routed and not yet answered.", core.pending_calls)
 

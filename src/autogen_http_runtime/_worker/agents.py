@@ -77,6 +77,13 @@ class LocalAgents:
     def add_instance(self, agent_id: AgentId, agent_instance: Agent) -> None:
         self._agents[agent_id] = agent_instance
 
+    def remove_instance(self, agent_id: AgentId) -> None:
+        self._agents.pop(agent_id, None)
+
+    def instance_ids(self) -> list[AgentId]:
+        """The ids of the agent instances registered here (not those a factory made)."""
+        return [agent_id for agent_id in self._agents if agent_id.type in self._instance_types]
+
     def remove_type(self, agent_type: str) -> None:
         self._factories.pop(agent_type, None)
         self._instance_types.pop(agent_type, None)

@@ -54,6 +54,7 @@ class HostConnection:
         self._ws: _websocket.WebSocketClient | None = None
         self.max_message_size = options.max_message_size
         self.worker_id = ""
+        self.replicas = False
         self._handlers = handlers
         self._log = logger
         self._ids = itertools.count(1)
@@ -115,6 +116,9 @@ class HostConnection:
             await conn.close()
             raise
         conn.worker_id = str(hello.get("worker_id", "")) if isinstance(hello, dict) else ""
+        # Whether the host lets several workers serve one type: then even an agent of a type
+        # served here may live on another worker, and is reached through the host.
+        conn.replicas = isinstance(hello, dict) and hello.get("replicas") is True
         host_limit = hello.get("max_message_size") if isinstance(hello, dict) else None
         if isinstance(host_limit, int) and host_limit > 0:
             conn.max_message_size = min(options.max_message_size, host_limit)

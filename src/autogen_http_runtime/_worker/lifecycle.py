@@ -98,6 +98,9 @@ class Lifecycle:
 
     async def _shutdown(self) -> None:
         self.state = WorkerState.STOPPED
+        if self._registrations.replicated:
+            replicated = ", ".join(sorted(self._registrations.replicated))
+            self._log.info("Leaving the replica set of agent type(s) %s", replicated)
         connection = self.link.connection
         if self.link.connected and connection is not None:
             try:

@@ -7,12 +7,13 @@ The host forgets a worker's registrations when its connection ends; each new con
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from autogen_core import Subscription
+from autogen_core import AgentId, Subscription
 
-from .._exceptions import ErrorCode, SubscriptionError
+from .._exceptions import ErrorCode, RpcError, SubscriptionError
 from .._protocol import wire
 from .._protocol.subscriptions import spec_of
 from .._protocol.wire import JsonObject, Method
@@ -23,6 +24,14 @@ from .connection import HostConnection
 Control = Callable[[str, JsonObject], Awaitable[Any]]
 
 
+class Call(Protocol):
+    """``HostConnection.call``: a request on one connection, with a timeout."""
+
+    def __call__(
+        self, method: str, params: JsonObject, *, timeout: float | None = None
+    ) -> Awaitable[Any]: ...
+
+
 class Registrations:
     """The agent types (kept by :class:`LocalAgents`) and subscriptions a worker registered.
 
@@ -30,8 +39,10 @@ class Registrations:
         control_timeout: Seconds to wait for the host to answer each registration.
     """
 
-    def __init__(self, agents: LocalAgents, *, control_timeout: float) -> None:
+    def __init__(self, agents: LocalAgents, *, control_timeout: float, logger: logging.Logger) -> None:
         self._agents = agents
+        self._log = logger
+        self._replicated: set[str] = set()
         self._control_timeout = control_timeout
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
@@ -47,9 +58,12 @@ class Registrations:
         while pending := [t for t in self._agents.types() if t not in registered]:
             for agent_type in pending:
                 registered.add(agent_type)
-                await connection.call(
-                    Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout
-                )
+                await self.register_type(agent_type, connection.call)
+        pinned: set[AgentId] = set()
+        while unpinned := [a for a in self._agents.instance_ids() if a not in pinned]:
+            for agent_id in unpinned:
+                pinned.add(agent_id)
+                await self.pin(agent_id, connection.call)
         while unsent := [s for s in self._subscriptions.values() if s.id not in self._sent]:
             for subscription in unsent:
                 self._sent.add(subscription.id)
@@ -58,6 +72,34 @@ class Registrations:
                     {"subscription": wire.subscription_to_wire(spec_of(subscription))},
                     timeout=self._control_timeout,
                 )
+
+    async def register_type(self, agent_type: str, call: Call) -> None:
+        """Tell the host this worker serves ``agent_type``; log joining a replica set."""
+        answer = await call(Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout)
+        replicas = answer.get("replicas") if isinstance(answer, dict) else None
+        if isinstance(replicas, int) and replicas > 1:
+            self._replicated.add(agent_type)
+            self._log.info("Joined the replica set of agent type %r (%d replicas)", agent_type, replicas)
+        else:
+            self._replicated.discard(agent_type)
+
+    async def pin(self, agent_id: AgentId, call: Call) -> None:
+        """Tell the host the agent instance ``agent_id`` lives here (a host from before
+        replicas does not know the request: it needs no pin)."""
+        try:
+            await call(
+                Method.REGISTER_AGENT_INSTANCE,
+                {"agent": wire.agent_id_to_wire(agent_id)},
+                timeout=self._control_timeout,
+            )
+        except RpcError as exc:
+            if exc.code != ErrorCode.METHOD_NOT_FOUND:
+                raise
+
+    @property
+    def replicated(self) -> set[str]:
+        """The agent types this worker serves as one of several replicas (when it last registered)."""
+        return self._replicated
 
     async def add_subscription(self, subscription: Subscription, control: Control | None) -> None:
         """Keep ``subscription``, and tell the host through ``control`` (``None`` before start).

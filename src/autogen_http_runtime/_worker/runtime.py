@@ -155,7 +155,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
         self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
-        self._registrations = Registrations(self._agents, control_timeout=control_timeout)
+        self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
             host_address,
             options,
@@ -314,12 +314,21 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 self._forget_on_host(agent_id.type)
             raise
         self._agents.add_instance(agent_id, agent_instance)
+        try:
+            if self._lifecycle.host_must_hear():  # a replica set places this id here, and only here
+                await self._registrations.pin(agent_id, (await self._lifecycle.ready()).call)
+        except BaseException:
+            self._agents.remove_instance(agent_id)
+            if new_type:
+                self._agents.remove_type(agent_id.type)
+                self._forget_on_host(agent_id.type)
+            raise
         return agent_id
 
     async def _register_type_with_host(self, agent_type: str) -> None:
         try:
             if self._lifecycle.host_must_hear():
-                await self._lifecycle.control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
+                await self._registrations.register_type(agent_type, (await self._lifecycle.ready()).call)
         except BaseException:
             self._agents.remove_type(agent_type)
             self._forget_on_host(agent_type)
@@ -362,23 +371,31 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Load state saved by :meth:`save_state` into this worker's agents (created as needed)."""
         await self._agents.load_all(state)
 
+    def _serves_here(self, agent: AgentId) -> bool:
+        """Whether ``agent`` lives on this worker for sure: its type is served here and no
+        replica elsewhere may own it (with replicas, the host's placement decides)."""
+        if agent.type not in self._agents:
+            return False
+        connection = self._lifecycle.live_connection()
+        return connection is None or not connection.replicas or agent in self._agents.instance_ids()
+
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
+        if self._serves_here(agent):
             return await self._agents.metadata(agent)
         reply = await self._outbound.call(Method.AGENT_METADATA, agent)
         return cast(AgentMetadata, reply["metadata"])
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """Saved state of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
+        if self._serves_here(agent):
             return await self._agents.save_agent(agent)
         reply = await self._outbound.call(Method.AGENT_SAVE_STATE, agent)
         return cast(Mapping[str, Any], reply["state"])
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         """Load state into an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
+        if self._serves_here(agent):
             await self._agents.load_agent(agent, state)
             return
         await self._outbound.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
