@@ -14,9 +14,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from .._compat import warn_grpc_config_ignored
 from .._constants import (
+    CLOSE_GRACE,
     DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -26,6 +29,8 @@ from .._constants import (
 from .._protocol.address import format_host_port, split_host_port
 from .._signals import signals_received
 from .._transport.uvicorn_protocol import direct_protocol
+from .connections import ConnectionLimits, GuardedApp, descriptor_budget, guarded_protocol
+from .models import description_router
 from .service import HttpAgentService
 
 __all__ = ["HttpAgentServer"]
@@ -114,13 +119,16 @@ class HttpAgentServer:
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
         self.service = service or HttpAgentService(max_message_size=max_message_size)
+        # The API description authenticates like the service's routes (docs/security.md).
         self.app = FastAPI(
             title="autogen-http-runtime host",
-            docs_url="/docs",
+            openapi_url=None,
+            docs_url=None,
             redoc_url=None,
             exception_handlers=self.service.exception_handlers,
         )
         self.app.include_router(self.service.router)
+        self.app.include_router(description_router(self.app, self.service.authenticate))
         self._state = _State.NEW
         self._socket: socket.socket | None = None
         self._uvicorn: _EmbeddedUvicorn | None = None
@@ -169,9 +177,18 @@ class HttpAgentServer:
                 "(e.g. BearerTokens) or bind 127.0.0.1; see docs/security.md.",
                 self.address,
             )
+        # Every connection is guarded (connections.py): a request within hello_timeout, no
+        # close that waits for ever on a peer that reads nothing, a budget of descriptors.
+        limits = ConnectionLimits(
+            request_timeout=self.service.hello_timeout,
+            close_timeout=CLOSE_GRACE,
+            max_open=descriptor_budget(),
+            logger=self._log,
+        )
         config = uvicorn.Config(
-            self.app,
+            GuardedApp(self.app),
             lifespan="off",
+            http=guarded_protocol(import_from_string(HTTP_PROTOCOLS["auto"]), limits),
             ws=direct_protocol() or "websockets-sansio",
             ws_max_size=self._max_message_size,
             ws_ping_interval=self._ping_interval,

@@ -7,12 +7,13 @@ The host forgets a worker's registrations when its connection ends; each new con
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from autogen_core import Subscription
 
-from .._exceptions import ErrorCode, SubscriptionError
+from .._exceptions import ErrorCode, PermissionDeniedError, SubscriptionError, TooManyCallsError
 from .._protocol import wire
 from .._protocol.subscriptions import spec_of
 from .._protocol.wire import JsonObject, Method
@@ -21,6 +22,8 @@ from .connection import HostConnection
 
 #: Sends a control request to the host and returns its result.
 Control = Callable[[str, JsonObject], Awaitable[Any]]
+#: Longest wait before asking again for a subscription the host's rate limit refused.
+_MAX_RETRY_AFTER: Final = 5.0
 
 
 class Registrations:
@@ -30,17 +33,24 @@ class Registrations:
         control_timeout: Seconds to wait for the host to answer each registration.
     """
 
-    def __init__(self, agents: LocalAgents, *, control_timeout: float) -> None:
+    def __init__(self, agents: LocalAgents, *, control_timeout: float, logger: logging.Logger) -> None:
         self._agents = agents
         self._control_timeout = control_timeout
+        self._log = logger
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
         self._sent: set[str] = set()
 
-    async def replay(self, connection: HostConnection) -> None:
+    async def replay(self, connection: HostConnection, *, first: bool = True) -> None:
         """Register every agent type and subscription on a new connection.
 
         Loops until nothing new appears: registrations made while it awaits are sent too.
+        A subscription refused by the host's rate limit is asked for again once it allows.
+
+        Args:
+            first: The first connection (``start()``): a refused subscription is raised. On
+                a reconnection it is logged and skipped instead (and asked for again on the
+                next one): someone else may hold it, and that must not end the worker.
         """
         self._sent = set()
         registered: set[str] = set()
@@ -53,11 +63,29 @@ class Registrations:
         while unsent := [s for s in self._subscriptions.values() if s.id not in self._sent]:
             for subscription in unsent:
                 self._sent.add(subscription.id)
-                await connection.call(
-                    Method.ADD_SUBSCRIPTION,
-                    {"subscription": wire.subscription_to_wire(spec_of(subscription))},
-                    timeout=self._control_timeout,
-                )
+                try:
+                    await self._add_again(connection, subscription)
+                except (SubscriptionError, PermissionDeniedError, TooManyCallsError) as exc:
+                    if first:
+                        raise
+                    self._sent.discard(subscription.id)
+                    self._log.warning(
+                        "The host refused subscription %r again after reconnecting: %s", subscription.id, exc
+                    )
+
+    async def _add_again(self, connection: HostConnection, subscription: Subscription) -> None:
+        params = {"subscription": wire.subscription_to_wire(spec_of(subscription))}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._control_timeout
+        while True:
+            try:
+                await connection.call(Method.ADD_SUBSCRIPTION, params, timeout=self._control_timeout)
+                return
+            except TooManyCallsError as exc:
+                wait = _retry_after(exc)
+                if wait is None or loop.time() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)  # the host said when its rate limit allows another
 
     async def add_subscription(self, subscription: Subscription, control: Control | None) -> None:
         """Keep ``subscription``, and tell the host through ``control`` (``None`` before start).
@@ -106,6 +134,15 @@ class Registrations:
             )
         self._subscriptions.pop(subscription_id, None)
         self._sent.discard(subscription_id)
+
+
+def _retry_after(error: TooManyCallsError) -> float | None:
+    """Seconds the host's rate limit asks to wait, or ``None`` for another limit (not one of time)."""
+    data = error.data
+    wait = data.get("retry_after") if isinstance(data, dict) else None
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not wait >= 0:
+        return None
+    return min(float(wait), _MAX_RETRY_AFTER)
 
 
 def forget_type(connection: HostConnection | None, agent_type: str) -> None:

@@ -155,7 +155,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
         self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
-        self._registrations = Registrations(self._agents, control_timeout=control_timeout)
+        self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
             host_address,
             options,
