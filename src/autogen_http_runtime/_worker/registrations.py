@@ -68,7 +68,6 @@ class Registrations:
                 except (SubscriptionError, PermissionDeniedError, TooManyCallsError) as exc:
                     if first:
                         raise
-                    self._sent.discard(subscription.id)
                     self._log.warning(
                         "The host refused subscription %r again after reconnecting: %s", subscription.id, exc
                     )
