@@ -8,16 +8,27 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from autogen_core import MessageContext, RoutedAgent, message_handler
+from autogen_core import MessageContext, RoutedAgent, TopicId, message_handler
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService
 from autogen_http_runtime._http import server as _server
 
-from .attack_support import RawPeer, workers
+from .attack_support import (
+    MiB,
+    RawPeer,
+    host_process,
+    open_fds,
+    poll,
+    raw_peers,
+    rss,
+    settled_rss,
+    workers,
+)
 from .utils import TIMEOUT, Text, bounded
 
 HELLO_TIMEOUT = 0.5
@@ -169,3 +180,44 @@ async def test_past_the_descriptor_budget_new_connections_displace_idle_ones(
         finally:
             for sock in idle:
                 sock.close()
+
+
+async def test_on_uvloop_idle_sockets_and_a_peer_that_never_reads_are_cut(tmp_path: Path) -> None:
+    """The guard works through asyncio's public transport API, so uvloop's transports (which
+    ``serve`` uses when installed) get the same bounds: a host in its own process on uvloop."""
+    ping, event_size = 0.5, 4 * MiB
+    args = [
+        "--loop",
+        "uvloop",
+        "--hello-timeout",
+        "0.5",
+        "--ping-interval",
+        str(ping),
+        "--ping-timeout",
+        str(ping),
+    ]
+    loop = asyncio.get_running_loop()
+    async with host_process(tmp_path, *args) as process, workers() as make, raw_peers() as peers:
+        publisher = await make(process.url, name="publisher")
+        await bounded(publisher.publish_message(Text("x" * event_size), TopicId("flood", "s")))
+        baseline, descriptors = await settled_rss(process.pid), open_fds(process.pid)
+        idle = socket.socket()
+        idle.setblocking(False)
+        try:
+            await bounded(loop.sock_connect(idle, ("127.0.0.1", process.port)))
+            sink = await RawPeer.connect(process.url)
+            peers.append(sink)
+            await bounded(sink.hello())
+            spec = {"id": "sink", "kind": "type", "agent_type": "sink", "topic": "flood"}
+            await bounded(sink.call("register_agent_type", {"type": "sink"}))
+            await bounded(sink.call("add_subscription", {"subscription": spec}))
+            for n in range(2):  # and the sink reads nothing more, pongs included
+                await bounded(publisher.publish_message(Text(f"{n}" * event_size), TopicId("flood", "s")))
+            assert await bounded(read_until_closed(idle)) == b""
+
+            def let_go() -> bool:
+                return open_fds(process.pid) <= descriptors and rss(process.pid) - baseline < 6 * MiB
+
+            assert await poll(let_go, within=2 * ping + 1.0 + 2.0)
+        finally:
+            idle.close()

@@ -416,3 +416,26 @@ async def test_a_caller_that_stays_behind_is_dropped_by_its_own_timer() -> None:
             reading.cancel()
         assert core.stats.senders_held == 0  # nobody was held back for it
         assert any("dropped: too slow: did not catch up within 0.5 s" in line for line in records.lines)
+
+
+async def test_a_request_id_with_a_lone_surrogate_is_refused_before_the_call_runs() -> None:
+    """Validated first: the answer could carry such an id only as an escape many clients cannot
+    read back (test_attacks.py's 8c accepts either; this is the choice the host makes)."""
+    async with host() as server, workers() as make, http(server) as client:
+        serving = await make(server.url)
+        await serving.register_factory("odd", Surrogate)  # would answer, were it called
+        body = (
+            '{"jsonrpc": "2.0", "id": "\\ud800", "method": "send", "params": {"recipient": '
+            '{"type": "odd", "key": "k"}, "payload": {"data_type": "Text", "data": {"content": "x"}}}}'
+        )
+        answer = await client.post("/v1/rpc", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": -32600,
+                "message": "A string request id must be Unicode text (it holds a lone surrogate).",
+            },
+        }
+        assert server.service.core.stats.calls_routed == 0
