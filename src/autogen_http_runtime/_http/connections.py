@@ -201,9 +201,12 @@ class GuardedConnection(asyncio.Protocol):
         self._disarm()
 
     def unsent(self) -> int:
-        """Bytes written to the socket that the peer has not taken yet."""
+        """Bytes written to the socket that the peer has not taken yet (0 once it is closing:
+        asyncio's TLS transport cannot tell then)."""
         transport = self._transport
-        return 0 if transport is None or self._lost else transport.get_write_buffer_size()
+        if transport is None or self._lost or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
 
     def abort_after(self, seconds: float) -> None:
         """Cut the socket ``seconds`` from now, unless it is gone by then."""
@@ -224,9 +227,10 @@ class GuardedConnection(asyncio.Protocol):
     def inner(self) -> asyncio.Protocol:
         return self._inner
 
-    def closing(self) -> None:
-        """uvicorn closed the transport: a WebSocket with data unsent is cut after a while."""
-        if self._upgraded and self.unsent():
+    def closing(self, unsent: int) -> None:
+        """uvicorn closed the transport with ``unsent`` bytes not taken by the peer yet: a
+        WebSocket that has any is cut after a while."""
+        if self._upgraded and unsent:
             self.abort_after(self._limits.close_timeout)
 
     # -- timers ---------------------------------------------------------------------------------
@@ -285,8 +289,9 @@ class _GuardedTransport(asyncio.Transport):
         return self._transport.is_closing()
 
     def close(self) -> None:
+        unsent = self._connection.unsent()
         self._transport.close()
-        self._connection.closing()
+        self._connection.closing(unsent)
 
     def abort(self) -> None:
         self._transport.abort()
