@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Union
+from typing import Any, Literal, Union
 
 __all__ = [
     "ANONYMOUS",
@@ -26,7 +26,6 @@ __all__ = [
     "BearerTokens",
     "Identity",
     "RateLimit",
-    "READABLE",
     "RateLimiter",
     "bearer_token",
 ]
@@ -34,9 +33,6 @@ __all__ = [
 #: What an identity may be allowed to do, each checked against an agent type, a topic type, or
 #: (``read``) the name of a listing.
 Action = Literal["register", "call", "route", "publish", "subscribe", "read"]
-
-#: The listings ``AccessRule(read=...)`` names: the HTTP API's, ``/metrics`` and the dashboard.
-READABLE: Final = ("agents", "subscriptions", "workers", "metrics", "dashboard")
 
 
 @dataclass(frozen=True)
@@ -66,6 +62,7 @@ class Identity:
         return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
 
     def expired(self, now: float | None = None) -> bool:
+        """Whether it has expired by ``now`` (``time.time()`` by default)."""
         expiry = self.expiry
         return expiry is not None and expiry <= (time.time() if now is None else now)
 

@@ -75,6 +75,12 @@ class HttpAgentServer:
         HttpAgentServer(address="127.0.0.1", port=9000)
         HttpAgentServer(port=0)  # an ephemeral port; read it back from .address
 
+    Every connection it accepts is guarded (``connections.py``, docs/security.md): it must send
+    a complete request within the service's ``hello_timeout``; a WebSocket closed with data
+    its peer will not take is cut a second later; connections stop short of the process's
+    ``RLIMIT_NOFILE``. Its API description (``/openapi.json``, ``/docs``) authenticates like
+    the service's routes.
+
     Args:
         address: ``"host:port"``, ``"host"`` or ``"[v6]:port"``. Defaults to ``127.0.0.1:9000``.
         port: Overrides the port in ``address``. ``0`` binds an ephemeral port.
