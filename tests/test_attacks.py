@@ -2,22 +2,17 @@
 
 Each test runs the attack as an outsider would (a real ``HttpAgentServer`` with tokens, an
 access policy and ``max_connections``; a raw WebSocket or plain HTTP for the attacker) and
-asserts what the *fixed* host must do. Each fails today, and is marked
-``xfail(strict=True, raises=AssertionError)`` with what happens instead: the day the defect
-is fixed it turns into a failure (XPASS), and the marker comes off then; anything but an
-assertion failing (a wait that timed out, say) is a real failure meanwhile. Where several
-things go wrong, the test collects what it saw and compares it with what should be, so one
-failure shows all of it (``pytest --runxfail`` shows them).
+asserts what the host must do. Where several things could go wrong, the test collects what
+it saw and compares it with what should be, so one failure shows all of it.
 
 The memory, back-pressure, CPU and file-descriptor attacks (4-7) run a host in its own
-process: ``tests/test_attacks_load.py``. ``docs/attack-notes.md`` has the numbers and the
-causes.
+process: ``tests/test_attacks_load.py``. docs/security.md ("Attacks and defences") names
+the defence each test checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import time
@@ -116,13 +111,6 @@ class Gate(RoutedAgent):
 # -- 1. session takeover ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.1: GET /v1/workers shows every worker's instance to every identity, and a "
-    "hello with it from another identity is accepted: the victim's session is closed (1000) and "
-    "its call in flight fails with -32002",
-)
 async def test_1_another_identity_cannot_take_over_a_workers_session() -> None:
     started, release = asyncio.Event(), asyncio.Event()
     async with secured_host() as server, workers() as make, raw_peers() as peers, http(server) as client:
@@ -167,13 +155,6 @@ async def test_1_another_identity_cannot_take_over_a_workers_session() -> None:
 # -- 2. subscription squatting ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.2: an identity allowed to subscribe to the topic removes the owner's "
-    "subscription by id and re-adds it under its own session; the owner's replay after a "
-    "reconnect then fails with -32005 'Subscription already exists' and the worker gives up for good",
-)
 async def test_2_a_subscription_cannot_be_squatted_and_the_owners_replay_survives() -> None:
     inbox: asyncio.Queue[tuple[AgentId, Any, MessageContext]] = asyncio.Queue()
     quick = ReconnectPolicy(initial_delay=0.05, max_delay=0.2)
@@ -228,12 +209,6 @@ async def test_2_a_subscription_cannot_be_squatted_and_the_owners_replay_survive
 # -- 3. subscribing another identity's agent type -----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.3: an identity may subscribe another identity's agent type to a topic of its "
-    "own and so reach, by publishing there, an agent it may not call, under a key it picks",
-)
 async def test_3_a_subscription_for_an_agent_type_needs_the_right_to_serve_it() -> None:
     inbox: asyncio.Queue[tuple[AgentId, Any, MessageContext]] = asyncio.Queue()
     async with secured_host() as server, workers() as make, raw_peers() as peers, http(server) as client:
@@ -274,11 +249,6 @@ async def test_3_a_subscription_for_an_agent_type_needs_the_right_to_serve_it() 
 # -- 8. lesser holes ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: /openapi.json and /docs answer 200 without a token on a secured host",
-)
 async def test_8a_the_api_description_needs_a_token_on_a_secured_host() -> None:
     async with secured_host() as server, http(server) as client:
         statuses = {path: (await client.get(path)).status_code for path in ("/openapi.json", "/docs")}
@@ -296,11 +266,6 @@ class _Warnings(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: every refused handshake logs a WARNING line of its own (300 for 300)",
-)
 async def test_8b_refused_handshakes_do_not_flood_the_log() -> None:
     attempts = 300
     handler = _Warnings()
@@ -328,12 +293,6 @@ class Counting(RoutedAgent):
         return Text(message.content.upper())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: POST /v1/rpc with the id '\\ud800' runs the call, then fails to encode the "
-    "answer: HTTP 500",
-)
 async def test_8c_a_request_id_that_cannot_be_answered_is_refused_before_the_call_runs() -> None:
     calls: list[str] = []
     async with secured_host() as server, workers() as make, http(server) as client:
@@ -356,12 +315,6 @@ async def test_8c_a_request_id_that_cannot_be_answered_is_refused_before_the_cal
         assert seen == {"status": 200, "handler ran": False, "answer": -32600}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: the identity is decided at the handshake only: a connection whose JWT "
-    "expired keeps working",
-)
 async def test_8d_a_connection_is_closed_when_its_token_expires() -> None:
     import jwt
 
@@ -397,32 +350,17 @@ async def test_8d_a_connection_is_closed_when_its_token_expires() -> None:
         assert await poll(lambda: gone(client, "short-lived", ops), within=TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: there is no way to revoke an identity: HttpAgentService has no revoke(), "
-    "and its open connections keep working",
-)
 async def test_8d_revoking_an_identity_closes_its_connections() -> None:
     async with secured_host() as server, raw_peers() as peers, http(server) as client:
         worker = await RawPeer.connect(server.url, bearer(TOKENS["alice"]))
         peers.append(worker)
         assert outcome(await bounded(worker.hello(name="revoked"))) == "ok"
-        # The proposed API (docs/attack-notes.md): close every connection of an identity.
-        revoke = getattr(server.service, "revoke", None)
-        assert revoke is not None, "HttpAgentService has no revoke(identity)"
-        if inspect.isawaitable(revoked := revoke("alice")):
-            await bounded(revoked)
+        # Close every connection of an identity (docs/security.md, "Revoking and expiring").
+        assert server.service.revoke("alice") == 1
         assert (await bounded(worker.recv())) == {"closed": 1008}
         assert await poll(lambda: gone(client, "revoked", TOKENS["ops"]), within=TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 16.8: every identity with a rule reads /v1/workers, /v1/agents and "
-    "/v1/subscriptions in full; AccessRule has no read permission",
-)
 async def test_8e_introspection_needs_a_read_permission() -> None:
     async with secured_host() as server, workers() as make, http(server) as client:
         alice = await make(server.url, token=TOKENS["alice"], name="alice-worker")

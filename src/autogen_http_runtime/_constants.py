@@ -50,8 +50,15 @@ DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024
 #: to it until it catches up (back-pressure), for at most ``slow_consumer_timeout`` seconds.
 DEFAULT_HIGH_WATER = 8 * 1024 * 1024
 DEFAULT_SLOW_CONSUMER_TIMEOUT = 10.0
+#: Seconds a peer the host gives up on (dropped, revoked, keepalive timed out) has to take
+#: the close frame before its socket is cut: waiting for a peer that reads nothing would
+#: keep what the host wrote for it, and the socket, for ever.
+CLOSE_GRACE = 1.0
 #: Calls one worker may have in flight through the host at once; more get -32011.
 DEFAULT_MAX_CALLS_IN_FLIGHT = 10_000
+#: Subscriptions the workers of one identity may hold at once; more get -32011. An AgentChat
+#: team adds a few per participant (docs/agentchat.md): room for hundreds of teams at once.
+DEFAULT_MAX_SUBSCRIPTIONS = 10_000
 #: Seconds the host lets in-flight calls finish when it stops.
 DEFAULT_GRACE = 5.0
 

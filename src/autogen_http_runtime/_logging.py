@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
@@ -96,3 +97,48 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     numeric = logging.getLevelName(level.upper())
     root.setLevel(logging.DEBUG if numeric == logging.DEBUG else logging.WARNING)
     logging.getLogger("autogen_http_runtime").setLevel(numeric)
+
+
+class Throttled:
+    """One kind of log line a peer can cause at will (a refused handshake, a denied action):
+    at WARNING at most once per ``interval`` seconds, the rest at DEBUG, so that a flood of
+    them cannot flood the log. Each WARNING after the first says how many went to DEBUG.
+
+    Args:
+        keys: How many keys (identities, say) get a WARNING of their own within an interval;
+            past it, keys share one.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        *,
+        keys: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._max_keys = keys
+        self._clock = clock
+        #: key -> (when its next WARNING is allowed, lines logged at DEBUG since its last WARNING)
+        self._windows: dict[object, tuple[float, int]] = {}
+
+    def warning(self, message: str, *args: object, key: object = None, **kwargs: Any) -> None:
+        now = self._clock()
+        if key not in self._windows and len(self._windows) >= self._max_keys:
+            self._windows = {k: w for k, w in self._windows.items() if w[0] > now or w[1]}
+            if len(self._windows) >= self._max_keys:
+                key = None
+        due, quiet = self._windows.get(key, (now, 0))
+        if now < due:
+            self._windows[key] = (due, quiet + 1)
+            if self._log.isEnabledFor(logging.DEBUG):
+                self._log.debug(message, *args, **kwargs)
+            return
+        self._windows[key] = (now + self._interval, 0)
+        if quiet:
+            message += f" ({quiet} more like it in the last {self._interval:g} s were logged at DEBUG)"
+        else:
+            message += f" (more like it within {self._interval:g} s are logged at DEBUG)"
+        self._log.warning(message, *args, **kwargs)

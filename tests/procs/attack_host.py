@@ -3,12 +3,13 @@ but for one switch (:func:`take_the_asgi_path`).
 
 Usage: ``python -m tests.procs.attack_host [--path direct|asgi] [--rate-limit R]
 [--ping-interval S] [--ping-timeout S] [--slow-consumer-timeout S] [--max-queued-bytes N]
-[--max-message-size N] [--hello-timeout S] [--nofile N]``
+[--max-message-size N] [--hello-timeout S] [--nofile N] [--loop asyncio|uvloop]``
 
 The host is an ``HttpAgentServer``. With ``--path direct`` (the default) its worker WebSockets
-take the direct path (``_host_websocket.py``), with ``--path asgi`` the ASGI path a mounted
-service takes: the two paths ``tests/conftest.py`` runs the suite on. ``--nofile`` lowers
-the process's RLIMIT_NOFILE before anything is opened.
+take the direct path (``_transport/uvicorn_protocol.py``), with ``--path asgi`` the ASGI path a
+mounted service takes: the two paths ``tests/conftest.py`` runs the suite on. ``--nofile``
+lowers the process's RLIMIT_NOFILE before anything is opened; ``--loop uvloop`` runs the
+host on uvloop, as ``serve`` does when it is installed.
 
 Prints ``READY <url>`` once serving, then serves until killed.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import sys
 from typing import Any
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService, RateLimit
@@ -59,6 +61,7 @@ async def main() -> None:
     parser.add_argument("--max-message-size", type=int, default=32 * 1024 * 1024)
     parser.add_argument("--hello-timeout", type=float, default=10.0)
     parser.add_argument("--nofile", type=int, default=0)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     if args.nofile:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -79,4 +82,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--loop" in sys.argv and sys.argv[sys.argv.index("--loop") + 1] == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -23,6 +23,7 @@ from .._constants import (
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     DEFAULT_PORT,
@@ -164,14 +165,21 @@ class ServeSettings(BaseSettings):
     rate_limit: Optional[float] = _setting(
         None,
         "security",
-        "calls and publishes per second per identity; 'none' for no limit",
+        "calls, publishes and new subscriptions per second per identity; 'none' for no limit",
         "N",
         gt=0,
     )
     rate_burst: Optional[int] = _setting(
         None,
         "security",
-        "calls and publishes an identity may make at once (default: 2 x rate)",
+        "calls, publishes and new subscriptions an identity may make at once (default: 2 x rate)",
+        "N",
+        ge=1,
+    )
+    max_subscriptions: Optional[int] = _setting(
+        DEFAULT_MAX_SUBSCRIPTIONS,
+        "security",
+        "subscriptions the workers of one identity may hold at once; 'none' for no limit",
         "N",
         ge=1,
     )
@@ -214,7 +222,7 @@ class ServeSettings(BaseSettings):
     hello_timeout: float = _setting(
         DEFAULT_CONNECT_TIMEOUT,
         "limits",
-        "seconds a new connection has to say hello",
+        "seconds a new connection has to send a complete request and to say hello",
         "S",
         gt=0,
     )
@@ -240,7 +248,13 @@ class ServeSettings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @field_validator(
-        "ping_interval", "ping_timeout", "rate_limit", "max_connections", "rate_burst", mode="before"
+        "ping_interval",
+        "ping_timeout",
+        "rate_limit",
+        "max_connections",
+        "rate_burst",
+        "max_subscriptions",
+        mode="before",
     )
     @classmethod
     def _none(cls, value: Any) -> Any:
@@ -293,6 +307,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         authenticator=settings.authenticator(),
         access_policy=settings.policy(),
         rate_limit=settings.limit(),
+        max_subscriptions=settings.max_subscriptions,
         max_connections=settings.max_connections,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
         replicas=settings.replicas,

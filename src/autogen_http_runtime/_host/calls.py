@@ -132,11 +132,13 @@ class CallTable:
         call = self._pending.get(frame_id) if isinstance(frame_id, int) else None
         return call if call is not None and call.target is session else None
 
-    def answer(self, call: PendingCall, frame: wire.Response | wire.ErrorResponse) -> WorkerSession | None:
+    def answer(self, call: PendingCall, frame: wire.Response | wire.ErrorResponse) -> None:
         """Relay the serving worker's answer to ``call`` to its caller.
 
-        Returns:
-            The caller, if it is now behind.
+        An answer never holds back the worker that sent it, even when it leaves the caller
+        behind: that worker serves other callers too, and one caller that does not read must
+        not delay them. The caller's own transport drops it if it stays behind (see
+        ``transport.py``), and past ``max_queued_bytes`` it is dropped at once.
         """
         self._stats.call_latency.observe(time.perf_counter() - call.started)
         self._stats.calls_answered += 1
@@ -150,7 +152,7 @@ class CallTable:
         caller = call.caller
         if caller.local:
             caller.send(reply)  # an HTTP request writes its own answer: no frame, no frame limit
-            return None
+            return
         try:
             data = wire.encode_bytes(reply)
         except RecursionError:
@@ -171,7 +173,6 @@ class CallTable:
             )
             data = wire.encode_bytes(wire.error(call.caller_id, ErrorCode.MESSAGE_TOO_LARGE, message))
         caller.send_encoded(data)
-        return caller if caller.backlogged else None
 
     def cancel(self, caller: WorkerSession, caller_id: object) -> None:
         """The caller gave up on a call: forget it and tell the serving worker."""

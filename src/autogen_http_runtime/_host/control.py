@@ -7,7 +7,7 @@ back once the change holds (at once on one host).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .._compat import is_valid_agent_type
 from .._constants import PROTOCOL_VERSION
@@ -24,7 +24,10 @@ class Control:
     and ``remove_subscription`` for the routing core.
 
     Args:
-        sessions: Every session the core has open, by id (for a reconnecting worker's hello).
+        sessions_of: The worker sessions open for an identity name (for a reconnecting
+            worker's hello, and to count an identity's subscriptions).
+        max_subscriptions: Subscriptions the workers of one identity may hold at once;
+            ``None``: no limit.
         close_session: How the core forgets a session.
         reject: How the core answers a request with an error (counted and logged).
         draining: Whether the host has started shutting down.
@@ -37,6 +40,8 @@ class Control:
         sessions: dict[str, WorkerSession],
         *,
         max_message_size: int,
+        max_subscriptions: int | None,
+        sessions_of: Callable[[str], Iterable[WorkerSession]],
         close_session: Callable[[WorkerSession, str], None],
         reject: Callable[[WorkerSession, MessageError], None],
         draining: Callable[[], bool],
@@ -46,6 +51,8 @@ class Control:
         self._guard = guard
         self._sessions = sessions
         self._max_message_size = max_message_size
+        self.max_subscriptions = max_subscriptions
+        self._sessions_of = sessions_of
         self._close_session = close_session
         self._reject = reject
         self._draining = draining
@@ -69,19 +76,30 @@ class Control:
                     req.id,
                 )
             session.max_message_size = min(self._max_message_size, int(limit))
-        session.batching = req.params.get("batch") is True
         name, instance = req.params.get("name"), req.params.get("instance")
+        instance = instance if isinstance(instance, str) else ""
+        # A worker reconnecting before the host noticed its old connection die: the new
+        # connection replaces the old one, which frees its types for re-registration. Only
+        # the identity that holds an instance may resume it, or any caller could take over
+        # another's worker by naming its instance.
+        older = [
+            s for s in self._sessions.values() if instance and s.instance == instance and s is not session
+        ]
+        for old in older:
+            if old.identity.name != session.identity.name:
+                self._guard.refuse(
+                    session,
+                    f"instance '{instance}' belongs to another identity: it may not be resumed",
+                    f"Instance '{instance}' belongs to another identity; pick an instance of your own.",
+                    req.id,
+                )
+        session.batching = req.params.get("batch") is True
         session.name = name if isinstance(name, str) else ""
-        session.instance = instance if isinstance(instance, str) else ""
-        if session.instance:
-            # A worker reconnecting before the host noticed its old connection die: the new
-            # connection replaces the old one, which frees its types for re-registration.
-            replaced = "replaced by a new connection from the same worker"
-            for old in [
-                s for s in self._sessions.values() if s.instance == session.instance and s is not session
-            ]:
-                old.close(CLOSE_NORMAL, replaced)
-                self._close_session(old, replaced)
+        session.instance = instance
+        replaced = "replaced by a new connection from the same worker"
+        for old in older:
+            old.close(CLOSE_NORMAL, replaced)
+            self._close_session(old, replaced)
         session.greeted = True
         self._directory.add_worker(session)
         self._log.info(
@@ -147,14 +165,42 @@ class Control:
         with wire.tagged(req.id):
             spec = wire.subscription_from_wire(req.params.get("subscription"))
         self._guard.authorize_subscription(session, spec, req.id)
+        if not (
+            spec.kind == "type_prefix"
+            and spec.topic == f"{spec.agent_type}:"
+            and self._directory.serves(session, spec.agent_type)
+        ):
+            # A type's own direct-topic subscription (RoutedAgent.register adds one with each
+            # type) comes with the type, which takes no token either.
+            self._guard.take_rate(session, req.id)
+        limit = self.max_subscriptions
+        if limit is not None:
+            held = sum(len(s.subscription_ids) for s in self._sessions_of(session.identity.name))
+            if held >= limit:
+                raise MessageError(
+                    ErrorCode.TOO_MANY_CALLS,
+                    f"Identity '{session.identity.name}' already holds {held} subscriptions, the most "
+                    f"one identity may (max_subscriptions); remove some first.",
+                    req.id,
+                )
         self._directory.add_subscription(session, spec, self._answer(session, req))
 
     def remove_subscription(self, session: WorkerSession, req: wire.Request) -> None:
+        """Any worker of the identity that added a subscription may remove it; nobody else."""
         with wire.tagged(req.id):
             subscription_id = wire.required_str(req.params, "id")
         entry = self._directory.subscription(subscription_id)
-        if entry is not None and self._guard.access is not None and entry.owner is not session:
-            self._guard.authorize(session, "subscribe", entry.spec.topic, req.id)
+        if entry is not None and entry.owner is not session:
+            if self._guard.access is not None:
+                self._guard.authorize(session, "subscribe", entry.spec.topic, req.id)
+            owner = entry.owner
+            if isinstance(owner, WorkerSession) and owner.identity.name != session.identity.name:
+                self._guard.refuse(
+                    session,
+                    f"subscription '{subscription_id}' belongs to another identity: it may not be removed",
+                    f"Subscription '{subscription_id}' belongs to another identity.",
+                    req.id,
+                )
         self._directory.remove_subscription(subscription_id, self._answer(session, req))
 
     def _answer(self, session: WorkerSession, req: wire.Request) -> Done:

@@ -20,6 +20,7 @@ from .._constants import (
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
     HOST_LOGGER,
 )
 from .._exceptions import ErrorCode
@@ -32,7 +33,7 @@ from .directory import Directory, LocalDirectory
 from .events import EventFanOut
 from .guard import Guard
 from .security import ANONYMOUS, AccessPolicy, Identity, RateLimiter
-from .session import CLOSE_GOING_AWAY, WorkerSession
+from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, WorkerSession
 from .stats import RouterStats
 
 
@@ -45,7 +46,10 @@ class RoutingCore:
         max_calls_in_flight: Calls one worker may have in flight through the host.
         access: Per-identity authorisation, also turning on sender verification; ``None``
             lets every session do everything.
-        rate_limiter: Per-identity token buckets for calls and publishes; ``None``: no limit.
+        rate_limiter: Per-identity token buckets for calls, publishes and new subscriptions;
+            ``None``: no limit.
+        max_subscriptions: Subscriptions the workers of one identity may hold at once;
+            ``None``: no limit.
         directory: Who serves what; a :class:`LocalDirectory` (this host alone) by default.
         logger: Where to log; defaults to ``autogen_http_runtime.host``.
     """
@@ -58,6 +62,7 @@ class RoutingCore:
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
         access: AccessPolicy | None = None,
         rate_limiter: RateLimiter | None = None,
+        max_subscriptions: int | None = DEFAULT_MAX_SUBSCRIPTIONS,
         directory: Directory | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -70,6 +75,8 @@ class RoutingCore:
         self.directory: Directory = directory or LocalDirectory()
         self.guard = Guard(access, rate_limiter, self._log)
         self.sessions: dict[str, WorkerSession] = {}
+        #: The worker sessions (not HTTP requests) of each identity name.
+        self._by_identity: dict[str, set[WorkerSession]] = {}
         self.calls = CallTable(
             self.directory, self.guard, self.stats, max_calls_in_flight=max_calls_in_flight, logger=self._log
         )
@@ -79,6 +86,8 @@ class RoutingCore:
             self.guard,
             self.sessions,
             max_message_size=max_message_size,
+            max_subscriptions=max_subscriptions,
+            sessions_of=self.sessions_of,
             close_session=self.close_session,
             reject=self._reject,
             draining=lambda: self._draining,
@@ -106,6 +115,10 @@ class RoutingCore:
     def pending_calls(self) -> int:
         return len(self.calls)
 
+    @property
+    def max_subscriptions(self) -> int | None:
+        return self._control.max_subscriptions
+
     def open_session(self, *, local: str = "", identity: Identity = ANONYMOUS) -> WorkerSession:
         """A session for a new peer.
 
@@ -127,7 +140,19 @@ class RoutingCore:
             identity=identity,
         )
         self.sessions[session.worker_id] = session
+        if not session.local:
+            self._by_identity.setdefault(identity.name, set()).add(session)
         return session
+
+    def sessions_of(self, identity: str) -> list[WorkerSession]:
+        """The worker sessions (HTTP requests aside) open for the identity named ``identity``."""
+        return list(self._by_identity.get(identity, ()))
+
+    def cut_off(self, session: WorkerSession, reason: str) -> None:
+        """Close a worker's connection now (1008) and forget it: its credentials were revoked
+        or expired. What it has not read is dropped; the calls it serves fail at once."""
+        session.cut(CLOSE_POLICY_VIOLATION, reason)
+        self.close_session(session, reason)
 
     def close_session(self, session: WorkerSession, reason: str = "disconnected") -> None:
         """Forget a peer: free its agent types and subscriptions, fail the calls it served."""
@@ -136,6 +161,11 @@ class RoutingCore:
         session.closed = True
         session.release_senders()  # a sender held back for it would wait for nothing
         if not session.local:
+            same = self._by_identity.get(session.identity.name)
+            if same is not None:
+                same.discard(session)
+                if not same:
+                    del self._by_identity[session.identity.name]
             self.stats.count_closed(session)
             self.directory.remove_worker(session)
         self.calls.session_closed(session, reason)
@@ -195,7 +225,8 @@ class RoutingCore:
             if isinstance(message, wire.Request):
                 return self._on_request(session, message)
             if isinstance(message, (wire.Response, wire.ErrorResponse)):
-                return self._on_response(session, message)
+                self._on_response(session, message)
+                return None
             if isinstance(message, wire.Notification):
                 self._on_notification(session, message)
                 return None
@@ -249,12 +280,11 @@ class RoutingCore:
             raise MessageError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.", req.id)
         return None
 
-    def _on_response(
-        self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse
-    ) -> WorkerSession | None:
+    def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self.calls.served_by(session, frame.id)
         if call is not None:
-            return self.calls.answer(call, frame)
+            self.calls.answer(call, frame)
+            return
         if isinstance(frame, wire.ErrorResponse) and frame.id is None:
             self._complain_once(session, "reported error %d: %s", frame.code, frame.message)
         else:
@@ -265,7 +295,6 @@ class RoutingCore:
                 session.worker_id,
                 extra=call_extra(frame.id, None),
             )
-        return None
 
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
         if note.method != Method.CANCEL:
@@ -304,7 +333,7 @@ class RoutingCore:
                 exc.message,
                 extra=call_extra(exc.request_id, _traceparent(message)),
             )
-        session.send(wire.error(exc.request_id, exc.code, exc.message))
+        session.send(wire.error(exc.request_id, exc.code, exc.message, exc.data))
 
     # -- shutdown ---------------------------------------------------------------------
 

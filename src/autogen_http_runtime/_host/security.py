@@ -30,8 +30,9 @@ __all__ = [
     "bearer_token",
 ]
 
-#: What an identity may be allowed to do, each checked against an agent or topic type.
-Action = Literal["register", "call", "publish", "subscribe"]
+#: What an identity may be allowed to do, each checked against an agent type, a topic type, or
+#: (``read``) the name of a listing.
+Action = Literal["register", "call", "route", "publish", "subscribe", "read"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,28 @@ class Identity:
         name: The identity's name: what :class:`AccessPolicy` rules and rate limits key on,
             and what the host's logs and ``/v1/workers`` show.
         claims: Anything else the authenticator wants to keep (e.g. a JWT's claims).
+        expires_at: When the credentials stop being valid, in seconds since the epoch (as
+            ``time.time()``). The host refuses an identity past it, and closes a worker
+            connection (code 1008) when it passes. ``None`` (the default): the claims'
+            ``exp``, when it is a number (a JWT's expiry), else never.
     """
 
     name: str
     claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    expires_at: float | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def expiry(self) -> float | None:
+        """When this identity expires (``expires_at``, or the claims' numeric ``exp``); ``None``: never."""
+        if self.expires_at is not None:
+            return self.expires_at
+        exp = self.claims.get("exp")
+        return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether it has expired by ``now`` (``time.time()`` by default)."""
+        expiry = self.expiry
+        return expiry is not None and expiry <= (time.time() if now is None else now)
 
 
 #: The identity of every caller when the host has no authenticator.
@@ -96,6 +115,17 @@ class BearerTokens:
     def names(self) -> list[str]:
         """The identity names, in the order given."""
         return [identity.name for _, identity in self._keys]
+
+    def remove(self, name: str) -> bool:
+        """Stop accepting ``name``'s token: its next handshake or request is refused (401).
+
+        Connections open now stay open: close them with ``HttpAgentService.revoke(name)``.
+        Returns whether ``name`` had a token.
+        """
+        kept = [(key, identity) for key, identity in self._keys if identity.name != name]
+        removed = len(kept) != len(self._keys)
+        self._keys = kept
+        return removed
 
     @classmethod
     def parse(cls, text: str) -> BearerTokens:
@@ -161,32 +191,44 @@ class AccessRule:
     Args:
         register: Agent types the identity may register (serve).
         call: Agent types it may send RPCs to (``send_message``, state and metadata calls).
+        route: Agent types it may subscribe to topics without serving them (so that what is
+            published there reaches their agents). ``None`` (the default): the ``call``
+            patterns, since whoever may call an agent type reaches its agents already.
+            Types it may ``register`` it may always subscribe.
         publish: Topic types it may publish to.
-        subscribe: Topic types it may subscribe agents to (and remove subscriptions of).
+        subscribe: Topic types it may subscribe agents to.
+        read: Listings it may read: ``agents``, ``subscriptions``, ``workers`` (``GET /v1/...``),
+            ``metrics`` and ``dashboard``.
     """
 
     register: tuple[str, ...]
     call: tuple[str, ...]
+    route: tuple[str, ...]
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    read: tuple[str, ...]
 
     def __init__(
         self,
         *,
         register: str | Iterable[str] = (),
         call: str | Iterable[str] = (),
+        route: str | Iterable[str] | None = None,
         publish: str | Iterable[str] = (),
         subscribe: str | Iterable[str] = (),
+        read: str | Iterable[str] = (),
     ) -> None:
         object.__setattr__(self, "register", _patterns(register))
         object.__setattr__(self, "call", _patterns(call))
+        object.__setattr__(self, "route", self.call if route is None else _patterns(route))
         object.__setattr__(self, "publish", _patterns(publish))
         object.__setattr__(self, "subscribe", _patterns(subscribe))
+        object.__setattr__(self, "read", _patterns(read))
 
     @classmethod
     def allow_all(cls) -> AccessRule:
         """A rule that allows every action on every name."""
-        return cls(register="*", call="*", publish="*", subscribe="*")
+        return cls(register="*", call="*", route="*", publish="*", subscribe="*", read="*")
 
     def allows(self, action: Action, name: str) -> bool:
         patterns: tuple[str, ...] = getattr(self, action)
@@ -215,7 +257,8 @@ class AccessPolicy:
         """Build a policy from plain data, e.g. a parsed JSON file::
 
             {"rules": {"planner": {"register": ["planner"], "call": ["*"],
-                                   "publish": ["tasks.*"], "subscribe": ["results"]}},
+                                   "publish": ["tasks.*"], "subscribe": ["results"],
+                                   "read": ["agents"]}},
              "default": null}
 
         Raises:
@@ -226,7 +269,7 @@ class AccessPolicy:
             raise ValueError(f"Unknown access policy keys: {sorted(unknown)}.")
 
         def rule(spec: Mapping[str, Any]) -> AccessRule:
-            extra = set(spec) - {"register", "call", "publish", "subscribe"}
+            extra = set(spec) - {"register", "call", "route", "publish", "subscribe", "read"}
             if extra:
                 raise ValueError(f"Unknown access rule keys: {sorted(extra)}.")
             return AccessRule(**spec)
@@ -280,3 +323,9 @@ class RateLimiter:
             return False
         self._buckets[identity.name] = (tokens - 1.0, now)
         return True
+
+    def retry_after(self, identity: Identity) -> float:
+        """Seconds until the identity's bucket holds a token again (0 if it holds one)."""
+        tokens, last = self._buckets.get(identity.name, (float(self.limit.burst), self._clock()))
+        tokens = min(float(self.limit.burst), tokens + (self._clock() - last) * self.limit.rate)
+        return max(0.0, (1.0 - tokens) / self.limit.rate)

@@ -160,9 +160,19 @@ class WorkerSession:
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
+    #: Dropped as too slow (see :meth:`drop_as_slow`).
     overflowed: bool = False
-    #: Set by the transport: called when the peer is dropped for being too slow.
+    #: Cut off (see :meth:`cut`): its connection is to be closed at once, not flushed first.
+    cut_off: bool = False
+    #: Set by the transport: called when the host cuts the peer off (:meth:`cut`): dropped as
+    #: too slow (it overflowed), or its credentials were revoked or expired.
     on_overflow: Callable[[WorkerSession], None] | None = None
+    #: Set by the transport: called with ``True`` when the peer falls more than ``high_water``
+    #: behind, with ``False`` once it has caught up (it times the peer, see ``transport.py``).
+    on_behind: Callable[[bool], None] | None = None
+    #: Set by a transport that can tell: bytes written to the socket that the peer has not
+    #: taken yet. They count against ``max_queued_bytes`` with those in the outbox.
+    unsent: Callable[[], int] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
 
@@ -195,13 +205,19 @@ class WorkerSession:
         """Queue a message the core has encoded (ASCII JSON)."""
         if self.closed:
             return
-        size = len(data)
-        if self.queued_bytes + size > self.max_queued_bytes:
-            self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
-            return
-        self.queued_bytes += size
-        if self.queued_bytes > self.high_water:
-            self.drained.clear()
+        queued = self.queued_bytes + len(data)
+        if queued > self.high_water:
+            # Behind: what the socket still holds counts too (a peer that reads nothing
+            # costs at most max_queued_bytes), and the transport starts timing it.
+            if queued + (0 if self.unsent is None else self.unsent()) > self.max_queued_bytes:
+                self.drop_as_slow(f"more than {self.max_queued_bytes} bytes queued for it")
+                return
+            drained = self.drained
+            if drained.is_set():
+                drained.clear()
+                if self.on_behind is not None:
+                    self.on_behind(True)
+        self.queued_bytes = queued
         self.outbox.put_nowait(data)
 
     @property
@@ -214,8 +230,11 @@ class WorkerSession:
         self.queued_bytes -= size
         self.frames_out += 1
         self.bytes_out += size
-        if self._drained is not None and self.queued_bytes <= self.high_water // 2:
-            self._drained.set()
+        drained = self._drained
+        if drained is not None and not drained.is_set() and self.queued_bytes <= self.high_water // 2:
+            drained.set()
+            if self.on_behind is not None:
+                self.on_behind(False)
 
     def release_senders(self) -> None:
         """Let the senders held back for this peer go on: it is gone."""
@@ -229,11 +248,20 @@ class WorkerSession:
         """
         if self.closed:
             return
+        self.overflowed = True
+        self.cut(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
+
+    def cut(self, code: int, reason: str) -> None:
+        """Close the peer's connection now: what it has not read is let go, the close goes
+        out if the socket takes it, and the transport cuts the socket if the peer does not
+        complete the closing handshake within a second (``docs/operations.md``)."""
+        if self.closed:
+            return
         self.outbox.clear()
         self.queued_bytes = 0
         self.release_senders()
-        self.overflowed = True
-        self.close(CLOSE_POLICY_VIOLATION, f"too slow: {why}")
+        self.cut_off = True
+        self.close(code, reason)
         if self.on_overflow is not None:
             self.on_overflow(self)
 

@@ -5,13 +5,15 @@ path and on the ASGI path (``_http/worker_socket.py``), and the HTTP API's in-pr
 caller (``_http/local.py``). What they share is here, once:
 
 - **In**: :meth:`Transport.receive` routes what the peer sent, in order. When routing a
-  message leaves a worker the core sends to more than ``high_water`` bytes behind, the
-  transport stops reading from its own peer (:meth:`Transport.pause_reading`) and holds
-  what it had already read, until that worker has caught up; a worker that does not
-  catch up within ``slow_consumer_timeout`` seconds is dropped as too slow. So a fast
-  sender waits for its slowest receiver, and the host's memory stays bounded.
+  call or an event leaves a worker the core sends to more than ``high_water`` bytes
+  behind, the transport stops reading from its own peer (:meth:`Transport.pause_reading`)
+  and holds what it had already read, until that worker has caught up. So a fast sender
+  waits for its slowest receiver, and the host's memory stays bounded. An answer never
+  holds its sender back: the worker answering serves other callers too.
 - **Out**: the core queues messages in ``session.outbox``; :meth:`Transport.wake` is
-  called each time, and the subclass writes them its own way.
+  called each time, and the subclass writes them its own way. Each transport times its
+  own peer: one that stays more than ``high_water`` bytes behind for
+  ``slow_consumer_timeout`` seconds is dropped as too slow, whoever sent it the messages.
 - **The end**: :meth:`Transport.end` reports why the connection ended, once the messages
   held before it have been routed.
 """
@@ -66,8 +68,11 @@ class Transport(ABC):
         self._hello_timer: asyncio.TimerHandle | None = (
             None if hello_timeout is None else self._loop.call_later(hello_timeout, self._hello_overdue)
         )
+        #: Runs while the peer is more than ``high_water`` bytes behind; drops it when due.
+        self._slow_timer: asyncio.TimerHandle | None = None
         session.outbox.listen(self.wake)
-        session.on_overflow = self._overflowed
+        session.on_overflow = self._cut
+        session.on_behind = self._behind
 
     # -- what subclasses provide --------------------------------------------------------
 
@@ -83,7 +88,8 @@ class Transport(ABC):
         """Something was queued in the session's outbox (called synchronously; must not raise)."""
 
     def dropped(self) -> None:  # noqa: B027 - a hook
-        """The core dropped the peer as too slow: what it has not read is gone; close it now."""
+        """The peer was cut off (too slow, revoked, expired): what it has not read is gone;
+        close its connection now, and cut the socket if the close does not go through."""
 
     # -- in -------------------------------------------------------------------------------
 
@@ -145,12 +151,29 @@ class Transport(ABC):
                 self.end(self._end_reason)  # what ended meanwhile, now that the held are routed
 
     async def _catch_up(self, behind: WorkerSession) -> None:
-        """Wait until ``behind`` has caught up; drop it if it does not in time."""
+        """Wait until ``behind`` has caught up; drop it if it does not in time.
+
+        Its own transport times it too (see :meth:`_behind`); this bound holds for a peer
+        whose transport is not one of ours.
+        """
         self.core.stats.senders_held += 1
         try:
             await asyncio.wait_for(behind.drained.wait(), self._slow_consumer_timeout)
         except asyncio.TimeoutError:
             behind.drop_as_slow(f"did not catch up within {self._slow_consumer_timeout} s")
+
+    def _behind(self, behind: bool) -> None:
+        """The peer fell more than ``high_water`` behind (``True``), or caught up."""
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        if behind:
+            self._slow_timer = self._loop.call_later(self._slow_consumer_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._slow_timer = None
+        if not self.session.drained.is_set():
+            self.session.drop_as_slow(f"did not catch up within {self._slow_consumer_timeout} s")
 
     # -- the end ----------------------------------------------------------------------------
 
@@ -172,6 +195,7 @@ class Transport(ABC):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
+        self._behind(False)
         self.lost()
 
     def _hello_overdue(self) -> None:
@@ -179,5 +203,6 @@ class Transport(ABC):
         if not self.session.greeted:
             self.session.close(CLOSE_POLICY_VIOLATION, "no hello received in time")
 
-    def _overflowed(self, session: WorkerSession) -> None:
+    def _cut(self, session: WorkerSession) -> None:
+        self._behind(False)
         self.dropped()

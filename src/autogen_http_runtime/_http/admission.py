@@ -15,10 +15,21 @@ from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from .._host.security import ANONYMOUS, AccessPolicy, Authenticator, Identity
+from .._logging import Throttled
 from .problems import Problem
 
 #: Routes any caller may use when the service authenticates: the probes.
 DEFAULT_PUBLIC_ROUTES: Final = ("healthz", "readyz")
+#: Routes that show what every identity has (workers, agent types, subscriptions), and the
+#: listing each is: with an access policy, the caller's rule must allow ``read`` of it.
+READ_ROUTES: Final = {
+    "list_agents": "agents",
+    "list_subscriptions": "subscriptions",
+    "list_workers": "workers",
+    "metrics": "metrics",
+    "dashboard": "dashboard",
+    "dashboard_events": "dashboard",
+}
 #: Where :meth:`Admission.authenticate_http` leaves the caller's identity on ``request.state``.
 IDENTITY_STATE: Final = "autogen_http_identity"
 
@@ -43,6 +54,7 @@ class Admission:
         self._access = access
         self.public_routes = frozenset(public_routes)
         self._log = logger
+        self._refusals = Throttled(logger)
 
     async def identify(self, headers: dict[str, str]) -> Identity | None:
         if self.authenticator is None:
@@ -65,6 +77,8 @@ class Admission:
                 "The host requires authentication: send valid credentials "
                 "(e.g. 'Authorization: Bearer <token>').",
             )
+        if identity.expired():  # an authenticator that does not check expiry itself
+            return Problem(401, "unauthenticated", "Unauthenticated", "The credentials have expired.")
         if self._access is not None and self._access.rule_for(identity) is None:
             return Problem(
                 403, "forbidden", "Forbidden", f"Identity '{identity.name}' has no access to this host."
@@ -75,12 +89,24 @@ class Admission:
         """The router's dependency: refuse an HTTP request (raise :class:`Problem`) or note its identity."""
         if connection.scope["type"] != "http":
             return  # the worker WebSocket is admitted by its endpoint, which can answer a refusal
-        route = connection.scope.get("route")
-        if self.authenticator is None or getattr(route, "name", None) in self.public_routes:
+        name = getattr(connection.scope.get("route"), "name", None)
+        if self.authenticator is None or name in self.public_routes:
             return
         admitted = await self.admit(connection)
         if isinstance(admitted, Problem):
             raise admitted
+        listing = READ_ROUTES.get(name) if isinstance(name, str) else None
+        access = self._access
+        if listing is not None and access is not None and not access.allows(admitted, "read", listing):
+            self._refusals.warning(
+                "Denied: identity %r may not read %s (AccessRule read)",
+                admitted.name,
+                listing,
+                key=admitted.name,
+            )
+            raise Problem(
+                403, "forbidden", "Forbidden", f"Identity '{admitted.name}' may not read {listing}."
+            )
         setattr(connection.state, IDENTITY_STATE, admitted)
 
 

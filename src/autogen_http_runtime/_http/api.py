@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Final
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from .._constants import AGENTS_PATH, PROTOCOL_VERSION
 from .._exceptions import HTTP_MEANINGS, ErrorCode
@@ -29,6 +29,7 @@ from .admission import request_identity
 from .cloudevents import events_from_http
 from .local import LocalTransport
 from .problems import Problem
+from .responses import AsciiJSONResponse
 from .rpc import DEADLINE_HEADER, EVENTS_PATH, RpcEndpoint, read_body
 
 RPC_PATH: Final = "/v1/rpc"
@@ -141,7 +142,7 @@ class _HttpApi:
         accepted = models.EventsAccepted(
             ids=[str(event.attributes["id"]) for event in events], delivered=delivered
         )
-        return JSONResponse(accepted.model_dump(), status_code=202)
+        return AsciiJSONResponse(accepted.model_dump(), status_code=202)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -177,14 +178,16 @@ class _HttpApi:
             ]
         )
 
-    async def list_workers(self) -> models.WorkersListing:
+    async def list_workers(self, request: Request) -> models.WorkersListing:
+        # A worker's instance is what resumes its session: shown to its own identity only.
+        caller = request_identity(request).name
         return models.WorkersListing(
             protocol=PROTOCOL_VERSION,
             workers=[
                 models.WorkerInfo(
                     worker_id=w.worker_id,
                     name=w.name,
-                    instance=w.instance,
+                    instance=w.instance if w.identity == caller else "",
                     connected_at=datetime.fromtimestamp(w.connected_at, tz=timezone.utc),
                     agent_types=w.agent_types,
                     subscriptions=w.subscriptions,

@@ -10,10 +10,15 @@ against both these models' schemas and the shipped ones.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
 
 from .._constants import PROTOCOL_VERSION
 from .._protocol import schemas as _schemas
@@ -24,6 +29,8 @@ from .rpc import DEADLINE_HEADER
 
 _WORKER_ID = "3a1cdfa9443f4689bce096da558557ff"
 _OTHER_WORKER_ID = "c0ffee0a1b2c4d3e8f9a0b1c2d3e4f50"
+OPENAPI_PATH: Final = "/openapi.json"
+DOCS_PATH: Final = "/docs"
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -169,7 +176,10 @@ class SubscriptionsListing(BaseModel):
 class WorkerInfo(BaseModel):
     worker_id: str
     name: str = Field(description="The `name` the worker gave in `hello`; may be empty.")
-    instance: str = Field(description="The `instance` the worker gave in `hello`; may be empty.")
+    instance: str = Field(
+        description="The `instance` the worker gave in `hello`; empty when it gave none, and to "
+        "callers of another identity (only the same identity may resume it)."
+    )
     connected_at: datetime = Field(description="When the WebSocket was accepted (UTC).")
     agent_types: list[str] = Field(description="Agent types it serves, sorted.")
     subscriptions: int = Field(ge=0, description="Subscriptions it added that are still in place.")
@@ -319,3 +329,22 @@ RPC_DESCRIPTION = (
     f"`agent_load_state`. The `{DEADLINE_HEADER}` header bounds the wait; calls past their deadline are "
     "cancelled and answered with error -32007."
 )
+
+
+# -- the document itself --------------------------------------------------------------------
+
+
+def description_router(app: FastAPI, authenticate: Callable[[HTTPConnection], Awaitable[None]]) -> APIRouter:
+    """``GET /openapi.json`` and ``GET /docs`` (Swagger UI) for ``app``, behind ``authenticate``
+    (the service's: routes named ``openapi`` and ``docs``, public only if made so)."""
+
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI_PATH, title=f"{app.title} - Swagger UI")
+
+    router = APIRouter(dependencies=[Depends(authenticate)])
+    router.add_api_route(OPENAPI_PATH, openapi, methods=["GET"], name="openapi", include_in_schema=False)
+    router.add_api_route(DOCS_PATH, docs, methods=["GET"], name="docs", include_in_schema=False)
+    return router

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from .._exceptions import HTTP_MEANINGS, ErrorCode
+from .responses import AsciiJSONResponse
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 PROBLEM_TYPE_PREFIX: Final = "urn:autogen-http:problem:"
@@ -62,7 +63,7 @@ class Problem(HTTPException):
         }
         if self.errors:
             body["errors"] = self.errors
-        return JSONResponse(
+        return AsciiJSONResponse(
             body, status_code=self.status_code, media_type=PROBLEM_CONTENT_TYPE, headers=self.headers
         )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from .._exceptions import ErrorCode
@@ -26,6 +26,7 @@ from .._protocol.wire import JsonObject, MessageError, Method
 from .admission import request_identity
 from .local import LocalTransport
 from .problems import Problem
+from .responses import AsciiJSONResponse
 
 DEADLINE_HEADER: Final = "X-Deadline"
 EVENTS_PATH: Final = "/v1/events"
@@ -60,11 +61,11 @@ class RpcEndpoint:
         try:
             parsed = _json.loads(body)
         except (ValueError, RecursionError) as exc:
-            return JSONResponse(wire.error(None, ErrorCode.PARSE_ERROR, f"Parse error: {exc}"))
+            return AsciiJSONResponse(wire.error(None, ErrorCode.PARSE_ERROR, f"Parse error: {exc}"))
         batch = isinstance(parsed, list)
         items: list[Any] = parsed if batch else [parsed]
         if not items:
-            return JSONResponse(
+            return AsciiJSONResponse(
                 wire.error(None, ErrorCode.INVALID_REQUEST, "An empty batch is not a request.")
             )
 
@@ -80,7 +81,7 @@ class RpcEndpoint:
                 try:
                     request_id, method, params = _prepare(item)
                 except MessageError as exc:
-                    answers[index] = wire.error(exc.request_id, exc.code, exc.message)
+                    answers[index] = wire.error(exc.request_id, exc.code, exc.message, exc.data)
                     continue
                 limits = [t for t in (timeout, wire.optional_number(params, "timeout")) if t is not None]
                 allowed = min(limits) if limits else None
@@ -95,7 +96,7 @@ class RpcEndpoint:
         replies = [answers[index] for index in range(len(items)) if index in answers and index not in silent]
         if not replies:
             return Response(status_code=204)
-        return JSONResponse(replies if batch else replies[0])
+        return AsciiJSONResponse(replies if batch else replies[0])
 
 
 async def _collect(
@@ -186,6 +187,12 @@ def _prepare(item: Any) -> tuple[wire.RequestId | None, str, JsonObject]:
         raise MessageError(
             ErrorCode.INVALID_REQUEST, "Send a request: 'jsonrpc', 'method', 'params' and 'id'."
         )
+    if isinstance(request_id, str) and not _is_text(request_id):
+        # Refused before anything runs: its answer could carry it only as an escape that many
+        # clients cannot read back.
+        raise MessageError(
+            ErrorCode.INVALID_REQUEST, "A string request id must be Unicode text (it holds a lone surrogate)."
+        )
     with wire.tagged(request_id):
         if method not in wire.ROUTED_METHODS:
             raise MessageError(
@@ -206,6 +213,15 @@ def _prepare(item: Any) -> tuple[wire.RequestId | None, str, JsonObject]:
         elif method == Method.AGENT_LOAD_STATE and not isinstance(params.get("state"), dict):
             raise MessageError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
     return request_id, method, params
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8: no lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _deadline_header(request: Request) -> float | None:

@@ -14,9 +14,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from .._compat import warn_grpc_config_ignored
 from .._constants import (
+    CLOSE_GRACE,
     DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
@@ -26,6 +29,8 @@ from .._constants import (
 from .._protocol.address import format_host_port, split_host_port
 from .._signals import signals_received
 from .._transport.uvicorn_protocol import direct_protocol
+from .connections import ConnectionLimits, GuardedApp, descriptor_budget, guarded_protocol
+from .models import description_router
 from .service import HttpAgentService
 
 __all__ = ["HttpAgentServer"]
@@ -69,6 +74,12 @@ class HttpAgentServer:
         HttpAgentServer("localhost:50051")
         HttpAgentServer(address="127.0.0.1", port=9000)
         HttpAgentServer(port=0)  # an ephemeral port; read it back from .address
+
+    Every connection it accepts is guarded (``connections.py``, docs/security.md): it must send
+    a complete request within the service's ``hello_timeout``; a WebSocket closed with data
+    its peer will not take is cut a second later; connections stop short of the process's
+    ``RLIMIT_NOFILE``. Its API description (``/openapi.json``, ``/docs``) authenticates like
+    the service's routes.
 
     Args:
         address: ``"host:port"``, ``"host"`` or ``"[v6]:port"``. Defaults to ``127.0.0.1:9000``.
@@ -124,13 +135,16 @@ class HttpAgentServer:
                 f"(replicas={service.replicas}): set it on the HttpAgentService."
             )
         self.service = service
+        # The API description authenticates like the service's routes (docs/security.md).
         self.app = FastAPI(
             title="autogen-http-runtime host",
-            docs_url="/docs",
+            openapi_url=None,
+            docs_url=None,
             redoc_url=None,
             exception_handlers=self.service.exception_handlers,
         )
         self.app.include_router(self.service.router)
+        self.app.include_router(description_router(self.app, self.service.authenticate))
         self._state = _State.NEW
         self._socket: socket.socket | None = None
         self._uvicorn: _EmbeddedUvicorn | None = None
@@ -179,9 +193,18 @@ class HttpAgentServer:
                 "(e.g. BearerTokens) or bind 127.0.0.1; see docs/security.md.",
                 self.address,
             )
+        # Every connection is guarded (connections.py): a request within hello_timeout, no
+        # close that waits for ever on a peer that reads nothing, a budget of descriptors.
+        limits = ConnectionLimits(
+            request_timeout=self.service.hello_timeout,
+            close_timeout=CLOSE_GRACE,
+            max_open=descriptor_budget(),
+            logger=self._log,
+        )
         config = uvicorn.Config(
-            self.app,
+            GuardedApp(self.app),
             lifespan="off",
+            http=guarded_protocol(import_from_string(HTTP_PROTOCOLS["auto"]), limits),
             ws=direct_protocol() or "websockets-sansio",
             ws_max_size=self._max_message_size,
             ws_ping_interval=self._ping_interval,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from starlette.requests import HTTPConnection
 
 from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
     HOST_LOGGER,
     MOUNTED_MAX_MESSAGE_SIZE,
@@ -21,12 +23,13 @@ from .._constants import (
 )
 from .._host.core import RoutingCore
 from .._host.directory import LocalDirectory
-from .._host.security import AccessPolicy, Authenticator, RateLimit, RateLimiter
+from .._host.security import AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
 from .._ops.probes import operations_router
 from .admission import DEFAULT_PUBLIC_ROUTES, Admission
 from .api import api_router
 from .problems import Problem
+from .responses import AsciiJSONResponse
 from .worker_socket import WorkerEndpoint
 
 __all__ = ["HttpAgentService"]
@@ -65,7 +68,9 @@ class HttpAgentService:
         max_calls_in_flight: Calls one worker may have in flight through the host; more
             fail at once with ``TooManyCallsError``.
         hello_timeout: Seconds a new connection has to send ``hello`` before it is closed
-            (code 1008).
+            (code 1008). Under ``HttpAgentServer`` it also bounds how long any connection
+            may take to send a complete request (or WebSocket handshake), and each part of
+            a request body, before it is cut.
         authenticator: Checks every worker handshake and HTTP request (but ``public_routes``):
             an async callable taking the headers (lower-case names) and returning an
             :class:`Identity` (or its name), or ``None`` to refuse with HTTP 401. Use
@@ -74,8 +79,11 @@ class HttpAgentService:
         access_policy: What each identity may register, call, publish and subscribe to;
             with a policy the host also verifies senders. An identity with no rule is
             refused at the handshake (HTTP 403). ``None``: everyone may do everything.
-        rate_limit: Calls and publishes per second per identity (a token bucket); more
-            fail with ``TooManyCallsError`` (HTTP 429 on the HTTP API). ``None``: no limit.
+        rate_limit: Calls, publishes and new subscriptions per second per identity (a token
+            bucket); more fail with ``TooManyCallsError`` (HTTP 429 on the HTTP API).
+            ``None``: no limit.
+        max_subscriptions: Subscriptions the workers of one identity may hold at once (10,000
+            by default); more fail with ``TooManyCallsError``. ``None``: no limit.
         max_connections: Worker WebSockets the host keeps open at once; more are refused
             (HTTP 503) and the worker retries later. ``None``: no limit.
         public_routes: Names of the routes that need no authentication; the probes
@@ -100,6 +108,7 @@ class HttpAgentService:
         authenticator: Authenticator | None = None,
         access_policy: AccessPolicy | None = None,
         rate_limit: RateLimit | None = None,
+        max_subscriptions: int | None = DEFAULT_MAX_SUBSCRIPTIONS,
         max_connections: int | None = None,
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         replicas: bool = False,
@@ -110,6 +119,9 @@ class HttpAgentService:
         #: what the host wrote unread before ``HttpAgentServer``'s kernel drops it.
         self.slow_consumer_timeout = slow_consumer_timeout
         self.replicas = replicas
+        #: Seconds a new connection has to say hello (and, under ``HttpAgentServer``, to send
+        #: a complete request).
+        self.hello_timeout = hello_timeout
         self.core = RoutingCore(
             directory=LocalDirectory(replicas=replicas),
             max_message_size=max_message_size,
@@ -117,6 +129,7 @@ class HttpAgentService:
             max_calls_in_flight=max_calls_in_flight,
             access=access_policy,
             rate_limiter=None if rate_limit is None else RateLimiter(rate_limit),
+            max_subscriptions=max_subscriptions,
             logger=self._log,
         )
         self._admission = Admission(authenticator, access_policy, public_routes, self._log)
@@ -128,8 +141,12 @@ class HttpAgentService:
             slow_consumer_timeout=slow_consumer_timeout,
             logger=self._log,
         )
-        # Every HTTP route (those included below too) authenticates through this dependency.
-        self.router = APIRouter(dependencies=[Depends(self._admission.authenticate_http)])
+        # Every HTTP route (those included below too) authenticates through this dependency,
+        # and answers in ASCII JSON (whatever strings peers sent, the answer can be written).
+        self.router = APIRouter(
+            dependencies=[Depends(self._admission.authenticate_http)],
+            default_response_class=AsciiJSONResponse,
+        )
         self.router.add_api_websocket_route(WORKER_WS_PATH, self._workers, name="worker")
         self.router.include_router(operations_router(self.core))  # probes, /metrics, /dashboard
         # POST /v1/events, POST /v1/rpc, GET /v1/agents, /v1/subscriptions, /v1/workers
@@ -142,6 +159,31 @@ class HttpAgentService:
     @property
     def max_connections(self) -> int | None:
         return self._workers.max_connections
+
+    @property
+    def authenticate(self) -> Callable[[HTTPConnection], Awaitable[None]]:
+        """The FastAPI dependency every route of :attr:`router` authenticates through, for
+        routes of your own app to do the same (``dependencies=[Depends(service.authenticate)]``)."""
+        return self._admission.authenticate_http
+
+    def revoke(self, identity: str | Identity, reason: str = "credentials revoked") -> int:
+        """Close every worker connection of ``identity`` now, with code 1008 and ``reason``.
+
+        Each is forgotten at once: its agent types and subscriptions go, the calls it was
+        serving fail at their callers with ``WorkerDisconnectedError``. Whether it may come
+        back is its authenticator's business: take its credentials out first (e.g.
+        :meth:`BearerTokens.remove`), or a worker will reconnect with them. Call it on the
+        host's event loop (from another thread: ``loop.call_soon_threadsafe``).
+
+        Returns:
+            How many connections were closed.
+        """
+        name = identity.name if isinstance(identity, Identity) else identity
+        sessions = self.core.sessions_of(name)
+        for session in sessions:
+            self.core.cut_off(session, reason)
+        self._log.warning("Revoked identity %r: closed %d connection(s) (%s)", name, len(sessions), reason)
+        return len(sessions)
 
     @property
     def exception_handlers(self) -> dict[Any, Any]:

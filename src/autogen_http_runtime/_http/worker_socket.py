@@ -14,22 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from .._constants import CLOSE_GRACE
 from .._host.core import RoutingCore
 from .._host.security import Identity
 from .._host.session import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, WorkerSession
 from .._host.transport import Transport
+from .._logging import Throttled
 from .._protocol.batching import joined
 from .._transport.uvicorn_protocol import DIRECT_FRAMES, DirectWebSocketProtocol
 from .admission import Admission, peer_of
+from .connections import CONNECTION, GuardedConnection
 from .problems import Problem
 
 #: Seconds the close frame (and what precedes it) gets to go out when a worker's session ends.
-_FLUSH_ON_CLOSE = 1.0
+_FLUSH_ON_CLOSE = CLOSE_GRACE
 
 
 class WorkerEndpoint:
@@ -57,13 +61,18 @@ class WorkerEndpoint:
         self._hello_timeout = hello_timeout
         self._slow_consumer_timeout = slow_consumer_timeout
         self._log = logger
+        # Anyone who reaches the port can be refused as often as they like: one WARNING a
+        # minute for each kind of refusal, the rest at DEBUG.
+        self._refusals = Throttled(logger)
         self._open = 0
         #: The endpoint task of each connection, for a shutdown to wait on.
         self.connections: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, websocket: WebSocket) -> None:
         if self.max_connections is not None and self._open >= self.max_connections:
-            self._log.warning("Refused a worker: already %d connections (max_connections)", self._open)
+            self._refusals.warning(
+                "Refused a worker: already %d connections (max_connections)", self._open, key=503
+            )
             await refuse(
                 websocket,
                 Problem(
@@ -76,7 +85,9 @@ class WorkerEndpoint:
             return
         admitted = await self._admission.admit(websocket)
         if isinstance(admitted, Problem):
-            self._log.warning("Refused a worker from %s: %s", peer_of(websocket), admitted.detail)
+            self._refusals.warning(
+                "Refused a worker from %s: %s", peer_of(websocket), admitted.detail, key=admitted.status
+            )
             await refuse(websocket, admitted)
             return
         self._open += 1
@@ -96,27 +107,43 @@ class WorkerEndpoint:
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
-        protocol = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("protocol")
+        extensions = websocket.scope.get("extensions", {})
+        protocol = extensions.get(DIRECT_FRAMES, {}).get("protocol")
         transport: DirectTransport | AsgiTransport
         if isinstance(protocol, DirectWebSocketProtocol):
             transport = DirectTransport(core, session, protocol, task, **self._transport_settings())
         else:
-            transport = AsgiTransport(core, session, websocket, task, self._log, **self._transport_settings())
+            connection = extensions.get(CONNECTION, {}).get("connection")
+            guarded = connection if isinstance(connection, GuardedConnection) else None
+            transport = AsgiTransport(
+                core, session, websocket, task, self._log, guarded, **self._transport_settings()
+            )
+        expiry = identity.expiry
+        expires = (
+            None
+            if expiry is None
+            else asyncio.get_running_loop().call_later(
+                max(0.0, expiry - time.time()), core.cut_off, session, "credentials expired"
+            )
+        )
         reason = "connection closed"
         try:
             reason = await transport.run()
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
         except asyncio.CancelledError:
-            if not session.overflowed:
+            if not session.cut_off:
                 raise
-            # The transport cancelled us (dropped as too slow); returning lets uvicorn drop the socket.
+            # The transport cancelled us (cut off); returning lets uvicorn drop the socket.
             uncancel = getattr(task, "uncancel", None)
             if uncancel is not None:
                 uncancel()
             reason = session.close_reason
-            self._log.warning("Worker %s dropped: %s", session.worker_id, reason)
+            if session.overflowed:
+                self._log.warning("Worker %s dropped: %s", session.worker_id, reason)
         finally:
+            if expires is not None:
+                expires.cancel()
             transport.close()
             core.close_session(session, reason)
             session.outbox.put_nowait(None)
@@ -146,6 +173,7 @@ class DirectTransport(Transport):
         self._ws = protocol
         self._task = task
         self._flush_scheduled = False
+        session.unsent = protocol.transport.get_write_buffer_size
 
     async def run(self) -> str:
         """Attach to the connection and return why it ended."""
@@ -175,7 +203,7 @@ class DirectTransport(Transport):
         self._flush_scheduled = False
         session, ws = self.session, self._ws
         outbox = session.outbox
-        if session.overflowed:
+        if session.cut_off:
             outbox.clear()
             ws.close_and_abort(session.close_code, session.close_reason, after=_FLUSH_ON_CLOSE)
             return
@@ -207,17 +235,24 @@ class AsgiTransport(Transport):
         websocket: WebSocket,
         task: asyncio.Task[Any],
         logger: logging.Logger,
+        connection: GuardedConnection | None,
         *,
         slow_consumer_timeout: float,
         hello_timeout: float,
     ) -> None:
+        """``connection``: the socket's guard when ``HttpAgentServer`` serves it (it can cut the
+        socket, and tell what the socket holds unsent); ``None`` under another server."""
         super().__init__(
             core, session, slow_consumer_timeout=slow_consumer_timeout, hello_timeout=hello_timeout
         )
         self._websocket = websocket
         self._task = task
         self._log = logger
+        self._connection = connection
         self._writer: asyncio.Task[None] | None = None
+        self._cancel_timer: asyncio.TimerHandle | None = None
+        if connection is not None:
+            session.unsent = connection.unsent
 
     async def run(self) -> str:
         """Route the worker's messages until the WebSocket ends; return why it ended."""
@@ -227,6 +262,8 @@ class AsgiTransport(Transport):
             if message["type"] == "websocket.disconnect":
                 return f"closed with code {message.get('code', 1000)}"
             self.receive(message.get("text"))
+            # Not kept while we wait for the next: it may be max_message_size bytes of text.
+            del message
             await self.readable()
 
     def pause_reading(self) -> None:
@@ -236,7 +273,18 @@ class AsgiTransport(Transport):
         pass
 
     def dropped(self) -> None:
-        self._task.cancel()  # dropping a worker that fell behind must not wait for it to read
+        # The writer sends the close frame if it is free to; cutting a peer off must not wait
+        # for it to read, so a second later the socket is cut (under HttpAgentServer) and the
+        # endpoint, whose writer may be stuck on a peer that reads nothing, cancelled.
+        if self._connection is not None:
+            self._connection.abort_after(_FLUSH_ON_CLOSE)
+        if self._cancel_timer is None:
+            self._cancel_timer = self._loop.call_later(_FLUSH_ON_CLOSE, self._task.cancel)
+
+    def close(self) -> None:
+        if self._cancel_timer is not None:
+            self._cancel_timer.cancel()
+        super().close()
 
     async def flushed(self, timeout: float) -> None:
         if self._writer is not None:

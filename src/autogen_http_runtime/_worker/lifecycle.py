@@ -82,7 +82,7 @@ class Lifecycle:
         try:
             if self.state is WorkerState.STOPPED:
                 raise HostConnectionError("The runtime was stopped while it was connecting.")
-            await self._registrations.replay(connection)
+            await self._registrations.replay(connection, first=self.state is WorkerState.STARTING)
         except BaseException:
             await connection.close(1000, "registration failed")
             raise

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from autogen_core import AgentId, Subscription
 
-from .._exceptions import ErrorCode, RpcError, SubscriptionError
+from .._exceptions import ErrorCode, PermissionDeniedError, RpcError, SubscriptionError, TooManyCallsError
 from .._protocol import wire
 from .._protocol.subscriptions import spec_of
 from .._protocol.wire import JsonObject, Method
@@ -22,6 +22,8 @@ from .connection import HostConnection
 
 #: Sends a control request to the host and returns its result.
 Control = Callable[[str, JsonObject], Awaitable[Any]]
+#: Longest wait before asking again for a subscription the host's rate limit refused.
+_MAX_RETRY_AFTER: Final = 5.0
 
 
 class Call(Protocol):
@@ -48,10 +50,16 @@ class Registrations:
         #: Ids of the subscriptions sent to the host on the current connection.
         self._sent: set[str] = set()
 
-    async def replay(self, connection: HostConnection) -> None:
+    async def replay(self, connection: HostConnection, *, first: bool = True) -> None:
         """Register every agent type and subscription on a new connection.
 
         Loops until nothing new appears: registrations made while it awaits are sent too.
+        A subscription refused by the host's rate limit is asked for again once it allows.
+
+        Args:
+            first: The first connection (``start()``): a refused subscription is raised. On
+                a reconnection it is logged and skipped instead (and asked for again on the
+                next one): someone else may hold it, and that must not end the worker.
         """
         self._sent = set()
         registered: set[str] = set()
@@ -67,11 +75,28 @@ class Registrations:
         while unsent := [s for s in self._subscriptions.values() if s.id not in self._sent]:
             for subscription in unsent:
                 self._sent.add(subscription.id)
-                await connection.call(
-                    Method.ADD_SUBSCRIPTION,
-                    {"subscription": wire.subscription_to_wire(spec_of(subscription))},
-                    timeout=self._control_timeout,
-                )
+                try:
+                    await self._add_again(connection, subscription)
+                except (SubscriptionError, PermissionDeniedError, TooManyCallsError) as exc:
+                    if first:
+                        raise
+                    self._log.warning(
+                        "The host refused subscription %r again after reconnecting: %s", subscription.id, exc
+                    )
+
+    async def _add_again(self, connection: HostConnection, subscription: Subscription) -> None:
+        params = {"subscription": wire.subscription_to_wire(spec_of(subscription))}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._control_timeout
+        while True:
+            try:
+                await connection.call(Method.ADD_SUBSCRIPTION, params, timeout=self._control_timeout)
+                return
+            except TooManyCallsError as exc:
+                wait = _retry_after(exc)
+                if wait is None or loop.time() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)  # the host said when its rate limit allows another
 
     async def register_type(self, agent_type: str, call: Call) -> None:
         """Tell the host this worker serves ``agent_type``; log joining a replica set."""
@@ -148,6 +173,15 @@ class Registrations:
             )
         self._subscriptions.pop(subscription_id, None)
         self._sent.discard(subscription_id)
+
+
+def _retry_after(error: TooManyCallsError) -> float | None:
+    """Seconds the host's rate limit asks to wait, or ``None`` for another limit (not one of time)."""
+    data = error.data
+    wait = data.get("retry_after") if isinstance(data, dict) else None
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not wait >= 0:
+        return None
+    return min(float(wait), _MAX_RETRY_AFTER)
 
 
 def forget_type(connection: HostConnection | None, agent_type: str) -> None:
