@@ -100,7 +100,7 @@ class Stalling(RoutedAgent):
 
 def test_every_schema_is_valid_draft_2020_12_with_an_id_under_v1() -> None:
     schemas = _schemas.load_all()
-    assert len(schemas) == 1 + 20 + 9  # common, ws/ (frames, frame, message), http/
+    assert len(schemas) == 1 + 21 + 9  # common, ws/ (frames, frame, message), http/
     for schema_id, schema in schemas.items():
         assert schema_id.startswith(_schemas.BASE_ID)
         Draft202012Validator.check_schema(schema)

@@ -96,6 +96,8 @@ class Method:
     UNREGISTER_AGENT_TYPE: Final = "unregister_agent_type"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
+    #: The worker is stopping: route nothing new to it, but relay the answers it still sends.
+    DRAIN: Final = "drain"
     BYE: Final = "bye"
     # worker -> host -> the worker serving params.recipient.type, answered by that worker
     SEND: Final = "send"
