@@ -101,6 +101,11 @@ def test_format_host_port_brackets_ipv6() -> None:
         ("ws://h:1/agents", "http://h:1/agents", "ws://h:1/agents/v1/worker"),
         ("wss://h:2/agents", "https://h:2/agents", "wss://h:2/agents/v1/worker"),
         ("  http://h:1  ", "http://h:1", "ws://h:1/v1/worker"),
+        # The worker WebSocket's own URL, as docs/protocol.md shows it: the mount point precedes it.
+        ("ws://127.0.0.1:9000/v1/worker", "http://127.0.0.1:9000", "ws://127.0.0.1:9000/v1/worker"),
+        ("ws://h:1/agents/v1/worker/", "http://h:1/agents", "ws://h:1/agents/v1/worker"),
+        ("https://h/agents/v1/worker", "https://h/agents", "wss://h/agents/v1/worker"),
+        ("http://h:1/v1/workers", "http://h:1/v1/workers", "ws://h:1/v1/workers/v1/worker"),
     ],
 )
 def test_parse_host_address(address: str, http_url: str, ws_url: str) -> None:

@@ -222,11 +222,191 @@ def test_ssl_takes_only_uvicorn_ssl_settings() -> None:
         HttpAgentServer(port=0, ssl={"certfile": "c.pem"})
 
 
+@pytest.fixture
+def tls_files(certificate: tuple[Path, Path], tmp_path: Path) -> dict[str, str]:
+    """The certificate and key, and files that go wrong with them in each way."""
+    cert, key = certificate
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+         "-keyout", str(other / "key.pem"), "-out", str(other / "cert.pem")],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    return {
+        "cert": str(cert),
+        "key": str(key),
+        "other-key": str(other / "key.pem"),
+        "encrypted": str(encrypted),
+        "junk": str(tmp_path / "junk.pem"),
+        "missing": str(tmp_path / "missing.pem"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            ["--ssl-certfile", "{cert}"],
+            "--ssl-certfile {cert} holds no private key: give --ssl-keyfile (the certificate's key), "
+            "or put the key in the same file.",
+        ),
+        (
+            ["--ssl-certfile", "{missing}", "--ssl-keyfile", "{key}"],
+            "--ssl-certfile {missing}: no such file.",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{missing}"],
+            "--ssl-keyfile {missing}: no such file.",
+        ),
+        (
+            ["--ssl-certfile", "{junk}", "--ssl-keyfile", "{key}"],
+            "--ssl-certfile {junk} holds no PEM certificate (-----BEGIN CERTIFICATE-----).",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{junk}"],
+            "--ssl-keyfile {junk} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----).",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{other-key}"],
+            "The private key in {other-key} does not belong to the certificate in {cert} "
+            "(--ssl-keyfile and --ssl-certfile).",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{encrypted}"],
+            "--ssl-keyfile {encrypted}: the private key is encrypted: give --ssl-keyfile-password.",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{encrypted}", "--ssl-keyfile-password", "wrong"],
+            "--ssl-keyfile {encrypted}: the private key cannot be decrypted with --ssl-keyfile-password.",
+        ),
+        (
+            ["--ssl-keyfile", "{key}"],
+            "--ssl-keyfile was given without --ssl-certfile, the server's certificate.",
+        ),
+        (
+            ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}", "--ssl-ca-certs", "{junk}"],
+            "--ssl-ca-certs {junk} holds no PEM CA certificate.",
+        ),
+    ],
+    ids=[
+        "cert-without-key",
+        "missing-cert",
+        "missing-key",
+        "cert-not-pem",
+        "key-not-pem",
+        "key-of-another-cert",
+        "encrypted-key-without-password",
+        "wrong-password",
+        "key-without-cert",
+        "ca-not-pem",
+    ],
+)
 @pytest.mark.usefixtures("restore_root_logging")
-def test_a_missing_certificate_exits_1_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    missing = str(tmp_path / "missing.pem")
-    assert main(["serve", "--port", "0", "--ssl-certfile", missing, "--ssl-keyfile", missing]) == 1
+def test_tls_files_are_checked_at_start_and_named(
+    tls_files: dict[str, str], options: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [option.format_map(tls_files) for option in options]
+    assert main(["serve", "--port", "0", *args]) == 2
     gc.collect()  # a failed server task nobody retrieved would complain now
     err = capsys.readouterr().err
-    assert "autogen-http-runtime serve: [Errno 2] No such file or directory" in err
-    assert "never retrieved" not in err
+    assert err == f"autogen-http-runtime serve: invalid setting: {expected.format_map(tls_files)}\n"
+
+
+def test_checked_tls_files_that_are_right_pass(tls_files: dict[str, str], tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    both.write_text(Path(tls_files["cert"]).read_text() + Path(tls_files["key"]).read_text())
+    for settings in (
+        ServeSettings(ssl_certfile=str(both)),
+        ServeSettings(
+            ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["encrypted"], ssl_keyfile_password="secret"
+        ),
+        ServeSettings(
+            ssl_certfile=tls_files["cert"], ssl_keyfile=tls_files["key"], ssl_ca_certs=tls_files["cert"]
+        ),
+    ):
+        assert make_server(settings).url.startswith("https://")
+
+
+async def test_serve_with_a_certificate_but_no_key_exits_2_with_one_line(tls_files: dict[str, str]) -> None:
+    command = (sys.executable, "-m", "autogen_http_runtime", "serve", "--port", "0")
+    async with serve(*command, "--ssl-certfile", tls_files["cert"]) as proc:
+        stdout, stderr = await bounded(proc.communicate())
+    assert proc.returncode == 2 and stdout == b""
+    assert stderr.decode().splitlines() == [
+        "autogen-http-runtime serve: invalid setting: "
+        f"--ssl-certfile {tls_files['cert']} holds no private key: "
+        "give --ssl-keyfile (the certificate's key), or put the key in the same file."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            "{not json",
+            "--access-policy {path} is not valid JSON: Expecting property name enclosed in double quotes",
+        ),
+        ("[1, 2]", '--access-policy {path} must hold a JSON object ({{"rules": ..., "default": ...}}).'),
+        (
+            '{"rules": {"a": {"call": "*"}}, "extra": 1}',
+            "--access-policy {path} is not a valid access policy: Unknown access policy keys: ['extra'].",
+        ),
+        (
+            '{"rules": {"a": {"cal": "*"}}}',
+            "--access-policy {path} is not a valid access policy: Unknown access rule keys: ['cal'].",
+        ),
+        (None, "--access-policy {path}: no such file."),
+    ],
+    ids=["not-json", "not-an-object", "unknown-key", "unknown-rule-key", "missing"],
+)
+@pytest.mark.usefixtures("restore_root_logging")
+def test_a_bad_access_policy_file_is_named(
+    tmp_path: Path, content: str | None, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["serve", "--port", "0", "--tokens", "a=t", "--access-policy", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autogen-http-runtime serve: invalid setting: " + expected.format(path=path))
+    assert len(err.splitlines()) == 1
+
+
+async def test_an_access_policy_without_tokens_needs_a_rule_for_anonymous(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text('{"rules": {"alice": {"call": "*"}}}')
+    command = (sys.executable, "-m", "autogen_http_runtime", "serve", "--port", "0")
+    async with serve(*command, "--access-policy", str(path)) as proc:
+        stdout, stderr = await bounded(proc.communicate())  # a host that started would not exit
+    assert proc.returncode == 2 and stdout == b""
+    assert stderr.decode() == (
+        f"autogen-http-runtime serve: invalid setting: --access-policy {path} gives no rule to 'anonymous', "
+        "the identity of every caller when neither --tokens nor --tokens-file is given: every worker and "
+        "HTTP request would be refused. Give tokens, or a rule for 'anonymous' (or a \"default\" rule) "
+        "in the policy.\n"
+    )
+    # With a rule that applies to anonymous, or with tokens, it starts.
+    for rules in ('{"rules": {"anonymous": {"call": "*"}}}', '{"rules": {}, "default": {"call": "*"}}'):
+        path.write_text(rules)
+        assert make_server(ServeSettings(port=0, access_policy=str(path))).service.core.access is not None
+    path.write_text('{"rules": {"alice": {"call": "*"}}}')
+    settings = ServeSettings(port=0, access_policy=str(path), tokens="alice=t")
+    assert make_server(settings).service.core.access is not None
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_a_bad_tokens_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("alice\n")
+    assert main(["serve", "--port", "0", "--tokens-file", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"autogen-http-runtime serve: invalid setting: --tokens-file {path}: Bearer tokens are written "
+        "'name=token', one pair per line or comma.\n"
+    )

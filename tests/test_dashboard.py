@@ -74,6 +74,33 @@ def test_snapshot_lists_workers_types_subscriptions_and_totals() -> None:
     )
 
 
+async def test_errors_of_http_callers_are_recorded_under_their_identity_and_request_id(
+    server: HttpAgentServer, make_worker: WorkerFactory
+) -> None:
+    serving = await make_worker()
+    await Upper.register(serving, "upper", Upper)
+    payload = {"data_type": "Text", "data": {"content": "boom"}}
+    upper, nobody = {"type": "upper", "key": "k"}, {"type": "nobody", "key": "k"}
+    fine = {"data_type": "Text", "data": {"content": "fine"}}
+    batch = [
+        {"jsonrpc": "2.0", "id": "ok", "method": "send", "params": {"recipient": upper, "payload": fine}},
+        {
+            "jsonrpc": "2.0",
+            "id": "nobody-here",
+            "method": "send",
+            "params": {"recipient": nobody, "payload": payload},
+        },
+        {"jsonrpc": "2.0", "id": 41, "method": "send", "params": {"recipient": upper, "payload": payload}},
+    ]
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False) as http:
+        answers = (await bounded(http.post("/v1/rpc", json=batch))).json()
+    assert [a.get("error", {}).get("code") for a in answers] == [None, -32001, -32003]
+    recent = {e["request_id"]: e for e in snapshot(server.service.core)["recent_errors"]}
+    assert set(recent) == {"nobody-here", 41}  # the client's ids, not positions in the batch
+    assert {e["worker_id"] for e in recent.values()} == {"http (anonymous)"}
+    assert recent["nobody-here"]["name"] == "AGENT_NOT_FOUND" and recent[41]["name"] == "REMOTE_ERROR"
+
+
 async def test_event_stream_sends_snapshots_and_ends_when_the_host_stops(server: HttpAgentServer) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=TIMEOUT) as http:
         url = f"{server.url}/dashboard/events?interval=0.1"
@@ -149,6 +176,9 @@ async def test_dashboard_shows_workers_and_counters_live(
     for n in range(5):
         assert await bounded(caller.send_message(Text(f"m{n}"), AgentId("upper", "k"))) == Text(f"M{n}")
     await expect(page.locator("#stat-calls-routed")).to_have_text("5", timeout=WAIT_MS)
+    # Its calls made / served since it connected, then those in flight / being served now.
+    await expect(row.locator("td").nth(5)).to_have_text("0 / 5", timeout=WAIT_MS)
+    await expect(row.locator("td").nth(6)).to_have_text("0 / 0", timeout=WAIT_MS)
     await expect(page.locator('#outcomes tr[data-outcome="ok"]')).to_contain_text("5", timeout=WAIT_MS)
 
     # Errors: counted by code, and the latest shown with their message.
@@ -159,6 +189,18 @@ async def test_dashboard_shows_workers_and_counters_live(
     await expect(page.locator("#stat-errors")).to_have_text("2", timeout=WAIT_MS)
     await expect(page.locator("#recent-errors tbody")).to_contain_text("ValueError: kaboom", timeout=WAIT_MS)
     await expect(page.locator('#errors-by-code tr[data-code="-32001"]')).to_contain_text("AGENT_NOT_FOUND")
+    # An HTTP caller's error: shown under its identity and its own request id.
+    request = {
+        "jsonrpc": "2.0",
+        "id": "web-1",
+        "method": "agent_metadata",
+        "params": {"recipient": {"type": "nobody", "key": "k"}},
+    }
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT, trust_env=False) as http:
+        assert (await bounded(http.post("/v1/rpc", json=request))).json()["error"]["code"] == -32001
+    http_error = page.locator("#recent-errors tbody tr").first
+    await expect(http_error).to_contain_text("http (anonymous)", timeout=WAIT_MS)
+    await expect(http_error).to_contain_text("web-1", timeout=WAIT_MS)
 
     # Rates: under a steady load, calls and events per second are above zero.
     stop_load = asyncio.Event()

@@ -115,6 +115,9 @@ async def test_workers_lists_connected_workers_with_their_traffic(
     during = {w["name"]: w for w in (await http.get("/v1/workers")).json()["workers"]}
     assert set(during) == {"serving", "calling"}, "an HTTP caller is not a worker"
     assert during["serving"]["calls_serving"] == 2 and during["calling"]["calls_in_flight"] == 1
+    # Totals since they connected, answered or not, next to those in flight.
+    assert (during["calling"]["calls_made"], during["calling"]["calls_served"]) == (4, 0)
+    assert (during["serving"]["calls_made"], during["serving"]["calls_served"]) == (0, 5)
     grown, old = during["calling"], {w["name"]: w for w in first["workers"]}["calling"]
     for counter in ("messages_in", "messages_out", "bytes_in", "bytes_out"):
         assert grown[counter] >= old[counter] + 3, counter

@@ -150,3 +150,27 @@ async def test_no_line_per_message_at_info(
         await bounded(inbox.get())
     ours = [r for r in caplog.records if r.name.startswith("autogen_http_runtime")]
     assert ours == []
+
+
+@pytest.mark.parametrize("path", ["direct", "asgi"])
+async def test_a_connection_the_host_closed_is_logged_with_the_hosts_code(
+    path: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
+    from autogen_http_runtime._http import server as _server
+
+    if path == "asgi":
+        monkeypatch.setattr(_server, "direct_protocol", lambda: None)
+    caplog.set_level(logging.INFO, HOST_LOGGER)
+    server = HttpAgentServer(port=0)
+    await bounded(server.start())
+    worker = HttpWorkerAgentRuntime(server.url, reconnect=None)
+    try:
+        await bounded(worker.start())
+        await bounded(server.stop(grace=0.5))
+    finally:
+        await bounded(worker.stop())
+        await bounded(server.stop())
+    [line] = [r.getMessage() for r in caplog.records if " disconnected (" in r.getMessage()]
+    assert "(closed by the host with code 1001: host shutting down)" in line
+    assert "1005" not in line

@@ -211,7 +211,7 @@ async def test_worker_stop_closes_its_connection_tidily(
 ) -> None:
     core = server.service.core
     caller = await make_worker()
-    async with spawn("worker", server.url, "stopper", "--until", "stdin") as child:
+    async with spawn("worker", server.url, "stopper", "--until", "stdin", "--stop-grace", "0") as child:
         await child.expect("READY")
         session = owners(core)["stopper"]
         call = asyncio.ensure_future(caller.send_message(Text("x"), AgentId("stopper", "default")))
@@ -223,12 +223,12 @@ async def test_worker_stop_closes_its_connection_tidily(
         await child.expect("STOPPED")
         assert await bounded(child.proc.wait(), TIMEOUT) == 0
 
-        # The call it was serving fails at its caller, and the reason shows the worker took
-        # its leave with the protocol's 'bye' rather than dropping the connection (which
-        # reads "closed with code 1005/1006").
+        # The call it was serving fails at its caller, and the reason shows the worker stopped
+        # its handler and answered for it rather than dropping the connection (which reads
+        # "closed with code 1005/1006").
         with pytest.raises(WorkerDisconnectedError) as caught:
             await bounded(call, PROMPT)
-        assert "bye" in str(caught.value)
+        assert "stopped before the handler finished" in str(caught.value)
         assert "code 100" not in str(caught.value)
 
     assert session.worker_id not in core.sessions

@@ -21,6 +21,9 @@ DEFAULT_HOST = "127.0.0.1"
 WORKER_WS_PATH = "/v1/worker"
 #: Path of the agent-type listing, relative to where the service's router is mounted.
 AGENTS_PATH = "/v1/agents"
+#: What the ``type`` of every RFC 9457 problem the host answers with starts with; a refusal
+#: without it did not come from this package (a worker tells a missing route by it).
+PROBLEM_TYPE_PREFIX = "urn:autogen-http:problem:"
 
 #: Largest WebSocket message either side reads or sends by default: 32 MiB, so that a
 #: 16 MiB payload fits even once base64-encoded (protobuf) or escaped (JSON strings).

@@ -8,7 +8,7 @@ runtime keeps working::
     HttpRuntimeError
     ├── HostConnectionError (ConnectionError)   not connected, connection lost, host stopping
     │   ├── AuthenticationError                  the host refused our credentials (HTTP 401/403)
-    │   └── TLSError                             the TLS handshake failed (certificate not trusted, ...)
+    │   └── TLSError                             TLS does not work out (certificate not trusted, ...)
     ├── SerializationError (ValueError)          a message could not be serialized locally
     └── RpcError                                 a JSON-RPC error object received from the peer
         ├── ProtocolError                        -32700 .. -32603: a peer broke the wire protocol
@@ -145,8 +145,9 @@ class AuthenticationError(HostConnectionError):
 
 
 class TLSError(HostConnectionError):
-    """The TLS handshake with the host failed: its certificate is not trusted (wrong CA,
-    wrong host name, expired) or it asked for a client certificate this worker lacks."""
+    """TLS does not work out with the host: its certificate is not trusted (wrong CA, wrong
+    host name, expired), it asked for a client certificate this worker lacks, or it speaks
+    TLS at a plain ``http://`` (or ``host:port``) address."""
 
 
 class SerializationError(HttpRuntimeError, ValueError):

@@ -8,9 +8,7 @@ or the default. ``_cli.py`` only maps options onto :class:`ServeSettings`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final, Literal, Optional
 
 from pydantic import Field, field_validator
@@ -29,11 +27,12 @@ from .._constants import (
     DEFAULT_PORT,
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
 )
-from .._host.security import AccessPolicy, Authenticator, BearerTokens, RateLimit
+from .._host.security import ANONYMOUS, AccessPolicy, Authenticator, BearerTokens, RateLimit
 from .._http.admission import DEFAULT_PUBLIC_ROUTES
 from .._http.server import HttpAgentServer
 from .._http.service import HttpAgentService
 from .._logging import LogFormat
+from . import files
 
 ENV_PREFIX = "AUTOGEN_HTTP_"
 
@@ -274,14 +273,28 @@ class ServeSettings(BaseSettings):
         if self.tokens:
             return BearerTokens.parse(self.tokens)
         if self.tokens_file:
-            return BearerTokens.from_file(self.tokens_file)
+            return files.bearer_tokens(self.tokens_file)
         return None
 
-    def policy(self) -> AccessPolicy | None:
-        """The access policy read from the ``access_policy`` JSON file, if any."""
+    def policy(self, authenticator: Authenticator | None) -> AccessPolicy | None:
+        """The access policy read from the ``access_policy`` JSON file, if any.
+
+        Raises:
+            ValueError: The file is not a policy, or, with no tokens (``authenticator`` is
+                ``None``, so every caller is ``anonymous``), it gives ``anonymous`` no rule:
+                every worker would then be refused.
+        """
         if self.access_policy is None:
             return None
-        return AccessPolicy.from_mapping(json.loads(Path(self.access_policy).read_text(encoding="utf-8")))
+        policy = files.access_policy(self.access_policy)
+        if authenticator is None and policy.rule_for(ANONYMOUS) is None:
+            raise ValueError(
+                f"--access-policy {self.access_policy} gives no rule to 'anonymous', the identity of "
+                "every caller when neither --tokens nor --tokens-file is given: every worker and "
+                "HTTP request would be refused. Give tokens, or a rule for 'anonymous' (or a "
+                '"default" rule) in the policy.'
+            )
+        return policy
 
     def limit(self) -> RateLimit | None:
         if self.rate_limit is None:
@@ -298,14 +311,23 @@ class ServeSettings(BaseSettings):
 
 
 def make_server(settings: ServeSettings) -> HttpAgentServer:
+    """The host ``settings`` describe, its files read and checked.
+
+    Raises:
+        ValueError: A setting, or a file one names, is wrong (the message says which and how).
+    """
+    authenticator = settings.authenticator()
+    files.check_tls_files(
+        settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_keyfile_password, settings.ssl_ca_certs
+    )
     service = HttpAgentService(
         max_message_size=settings.max_message_size,
         max_queued_bytes=settings.max_queued_bytes,
         max_calls_in_flight=settings.max_calls_in_flight,
         slow_consumer_timeout=settings.slow_consumer_timeout,
         hello_timeout=settings.hello_timeout,
-        authenticator=settings.authenticator(),
-        access_policy=settings.policy(),
+        authenticator=authenticator,
+        access_policy=settings.policy(authenticator),
         rate_limit=settings.limit(),
         max_subscriptions=settings.max_subscriptions,
         max_connections=settings.max_connections,

@@ -123,7 +123,9 @@ class CallTable:
         self._stats.calls_routed += 1
         self._pending[host_id] = call
         caller.calls_made[req.id] = host_id
+        caller.total_calls_made += 1
         target.calls_served[host_id] = call
+        target.total_calls_served += 1
         target.send_encoded(data)
         return target if target.backlogged else None
 
@@ -147,7 +149,7 @@ class CallTable:
             reply = wire.result(call.caller_id, frame.result)
         else:
             self.finish(call, CallOutcome.ERROR)
-            self._stats.count_error(frame.code, frame.message, call.caller.worker_id, call.caller_id)
+            self._stats.count_error_for(call.caller, frame.code, frame.message, call.caller_id)
             reply = wire.error(call.caller_id, frame.code, frame.message, frame.data)
         caller = call.caller
         if caller.local:
@@ -189,9 +191,7 @@ class CallTable:
             message = (
                 f"The worker serving the recipient disconnected before answering '{call.method}' ({reason})."
             )
-            self._stats.count_error(
-                ErrorCode.WORKER_DISCONNECTED, message, call.caller.worker_id, call.caller_id
-            )
+            self._stats.count_error_for(call.caller, ErrorCode.WORKER_DISCONNECTED, message, call.caller_id)
             call.caller.send(wire.error(call.caller_id, ErrorCode.WORKER_DISCONNECTED, message))
         for host_id in list(session.calls_made.values()):
             made = self._pending.get(host_id)
@@ -221,5 +221,5 @@ class CallTable:
             self.finish(call, CallOutcome.SHUTDOWN)
             call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
             message = "The host shut down before the call completed."
-            self._stats.count_error(ErrorCode.SHUTTING_DOWN, message, call.caller.worker_id, call.caller_id)
+            self._stats.count_error_for(call.caller, ErrorCode.SHUTTING_DOWN, message, call.caller_id)
             call.caller.send(wire.error(call.caller_id, ErrorCode.SHUTTING_DOWN, message))

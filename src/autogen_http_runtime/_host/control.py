@@ -20,8 +20,8 @@ from .session import CLOSE_NORMAL, WorkerSession
 
 
 class Control:
-    """Answers ``hello``, ``register_agent_type``, ``unregister_agent_type``, ``add_subscription``
-    and ``remove_subscription`` for the routing core.
+    """Answers ``hello``, ``register_agent_type``, ``unregister_agent_type``, ``add_subscription``,
+    ``remove_subscription`` and ``drain`` for the routing core.
 
     Args:
         sessions_of: The worker sessions open for an identity name (for a reconnecting
@@ -127,6 +127,7 @@ class Control:
                 req.id,
             )
         self._guard.authorize(session, "register", agent_type, req.id)
+        _refuse_if_draining(session, req)
         if self._draining():
             raise MessageError(ErrorCode.SHUTTING_DOWN, "The host is shutting down.", req.id)
 
@@ -165,6 +166,7 @@ class Control:
         with wire.tagged(req.id):
             spec = wire.subscription_from_wire(req.params.get("subscription"))
         self._guard.authorize_subscription(session, spec, req.id)
+        _refuse_if_draining(session, req)
         if not (
             spec.kind == "type_prefix"
             and spec.topic == f"{spec.agent_type}:"
@@ -203,6 +205,28 @@ class Control:
                 )
         self._directory.remove_subscription(subscription_id, self._answer(session, req))
 
+    def drain(self, session: WorkerSession, req: wire.Request) -> None:
+        """The worker is stopping: take it out of placement now, keep its session for its answers.
+
+        Its agent types and subscriptions are freed (another worker may take them at once)
+        and nothing new is routed to it; calls already forwarded to it still get its
+        answers, and it may still call and publish while its handlers finish. It says
+        ``bye`` (or closes) when they have. A second ``drain`` is answered the same way.
+        """
+        if not session.draining:
+            session.draining = True
+            self._directory.remove_worker(session)
+            # Its departure is logged when it closes; this line matters when it keeps callers waiting.
+            self._log.log(
+                logging.INFO if session.calls_served else logging.DEBUG,
+                "Worker %s is draining: freed %d agent type(s) and %d subscription(s); %d call(s) to finish",
+                session.worker_id,
+                len(session.agent_types),
+                len(session.subscription_ids),
+                len(session.calls_served),
+            )
+        session.send(wire.result(req.id, {}))
+
     def _answer(self, session: WorkerSession, req: wire.Request) -> Done:
         """The ``done`` of a directory write: answer the request with ``{}`` or the error."""
 
@@ -214,3 +238,13 @@ class Control:
                 self._reject(session, error)
 
         return done
+
+
+def _refuse_if_draining(session: WorkerSession, req: wire.Request) -> None:
+    """A draining worker is out of the directory: what it registered now would outlive it there."""
+    if session.draining:
+        raise MessageError(
+            ErrorCode.INVALID_REQUEST,
+            "This worker sent 'drain': it can no longer register agent types or add subscriptions.",
+            req.id,
+        )

@@ -167,12 +167,16 @@ class RoutingCore:
                 if not same:
                     del self._by_identity[session.identity.name]
             self.stats.count_closed(session)
-            self.directory.remove_worker(session)
+            if not session.draining:  # a draining worker has left the directory already
+                self.directory.remove_worker(session)
         self.calls.session_closed(session, reason)
         if session.local:  # an HTTP request ending: not a worker leaving, nothing to log
             return
         if session.bad_frames > 1:
             self._log.info("Worker %s sent %d bad frames in all", session.worker_id, session.bad_frames)
+        if session.draining:
+            self._log.info("Worker %s disconnected (%s) after draining", session.worker_id, reason)
+            return
         self._log.info(
             "Worker %s disconnected (%s); freed %d agent type(s) and %d subscription(s)",
             session.worker_id,
@@ -273,6 +277,8 @@ class RoutingCore:
             control.add_subscription(session, req)
         elif req.method == Method.REMOVE_SUBSCRIPTION:
             control.remove_subscription(session, req)
+        elif req.method == Method.DRAIN:
+            control.drain(session, req)
         elif req.method == Method.BYE:
             session.send(wire.result(req.id, {}))
             self.close_session(session, "said bye")
@@ -319,7 +325,7 @@ class RoutingCore:
             self._log.debug("Worker %s " + what, session.worker_id, *args, extra=extra)
 
     def _reject(self, session: WorkerSession, exc: MessageError, message: wire.Message | None = None) -> None:
-        self.stats.count_error(exc.code, exc.message, session.worker_id, exc.request_id)
+        self.stats.count_error_for(session, exc.code, exc.message, exc.request_id)
         if exc.code <= ErrorCode.INVALID_REQUEST or exc.code in (
             ErrorCode.METHOD_NOT_FOUND,
             ErrorCode.INVALID_PARAMS,

@@ -130,6 +130,9 @@ class WorkerSession:
     calls_made: dict[RequestId, int] = field(default_factory=dict)
     #: Calls this worker is serving: host request id -> the call.
     calls_served: dict[int, PendingCall] = field(default_factory=dict)
+    #: Calls it made, and calls routed to it, since it connected (in flight or not).
+    total_calls_made: int = 0
+    total_calls_served: int = 0
     outbox: Outbox = field(default_factory=Outbox)
     #: Bytes in ``outbox``. Past ``high_water`` the host stops reading from the peers that
     #: send to this one until it catches up; past ``max_queued_bytes`` it is dropped.
@@ -160,6 +163,9 @@ class WorkerSession:
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
     closed: bool = False
+    #: The worker sent ``drain``: it is out of the directory (nothing new is routed to it),
+    #: and its session stays open only for the answers it still owes.
+    draining: bool = False
     #: Dropped as too slow (see :meth:`drop_as_slow`).
     overflowed: bool = False
     #: Cut off (see :meth:`cut`): its connection is to be closed at once, not flushed first.
@@ -175,6 +181,20 @@ class WorkerSession:
     unsent: Callable[[], int] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
+    #: For a local caller: its own id of each request, by the id the core knows it under
+    #: (the HTTP API hands the core each item of a batch under its position).
+    client_ids: dict[RequestId, RequestId | None] | None = None
+
+    @property
+    def peer(self) -> str:
+        """Who the session is, as the operator knows it: the worker id, or ``http (<identity>)``."""
+        return f"{self.name} ({self.identity.name})" if self.local else self.worker_id
+
+    def client_id(self, request_id: RequestId | None) -> RequestId | None:
+        """The peer's own id for a request the core knows as ``request_id``."""
+        if self.client_ids is not None and request_id is not None:
+            return self.client_ids.get(request_id, request_id)
+        return request_id
 
     def routed(self, agent_type: str, key: str, track_keys: bool) -> None:
         """Count a call or event copy routed to this worker for ``agent_type``/``key``."""

@@ -109,7 +109,8 @@ class LatencyHistogram:
 class ErrorRecord:
     """One error response the host sent or relayed, kept for the dashboard's "recent errors".
 
-    ``worker_id`` is the worker it was sent to and ``request_id`` that worker's id for the call.
+    ``worker_id`` is the worker it was sent to (``http (<identity>)`` for an HTTP request) and
+    ``request_id`` that caller's own id for the call.
     """
 
     at: float
@@ -160,6 +161,13 @@ class RouterStats:
     ) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
         self.recent_errors.append(error_record(code, message, worker_id, request_id))
+
+    def count_error_for(
+        self, session: WorkerSession, code: int, message: str, request_id: RequestId | None
+    ) -> None:
+        """Count an error answered to ``session``, recorded under the names its peer knows:
+        ``http (<identity>)`` and the client's own request id for an HTTP request."""
+        self.count_error(code, message, session.peer, session.client_id(request_id))
 
     def count_closed(self, session: WorkerSession) -> None:
         """Keep the traffic of a worker that disconnected in the totals."""

@@ -33,6 +33,9 @@ class WorkerView:
     #: Calls it made that are in flight now, and calls routed to it it has not answered yet.
     calls_in_flight: int
     calls_serving: int
+    #: Calls it made, and calls routed to it, since it connected.
+    calls_made: int
+    calls_served: int
     max_message_size: int
 
 
@@ -90,6 +93,8 @@ def worker_view(session: WorkerSession) -> WorkerView:
         queued_bytes=session.queued_bytes,
         calls_in_flight=len(session.calls_made),
         calls_serving=len(session.calls_served),
+        calls_made=session.total_calls_made,
+        calls_served=session.total_calls_served,
         max_message_size=session.max_message_size,
     )
 

@@ -197,6 +197,8 @@ class _HttpApi:
                     bytes_out=w.bytes_out,
                     calls_in_flight=w.calls_in_flight,
                     calls_serving=w.calls_serving,
+                    calls_made=w.calls_made,
+                    calls_served=w.calls_served,
                     max_message_size=w.max_message_size,
                 )
                 for w in views.workers(self._core)

@@ -189,6 +189,8 @@ class WorkerInfo(BaseModel):
     bytes_out: int = Field(ge=0)
     calls_in_flight: int = Field(ge=0, description="Calls it made that are not answered yet.")
     calls_serving: int = Field(ge=0, description="Calls routed to it that it has not answered yet.")
+    calls_made: int = Field(ge=0, description="Calls it made since it connected, answered or not.")
+    calls_served: int = Field(ge=0, description="Calls routed to it since it connected, answered or not.")
     max_message_size: int = Field(ge=0, description="The frame size limit agreed in `hello`.")
 
 
@@ -212,6 +214,8 @@ class WorkersListing(BaseModel):
                             "bytes_out": 1536,
                             "calls_in_flight": 0,
                             "calls_serving": 0,
+                            "calls_made": 7,
+                            "calls_served": 5,
                             "max_message_size": 16777216,
                         }
                     ],

@@ -14,11 +14,11 @@ from typing import Any, Final
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from .._constants import PROBLEM_TYPE_PREFIX
 from .._exceptions import HTTP_MEANINGS, ErrorCode
 from .responses import AsciiJSONResponse
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
-PROBLEM_TYPE_PREFIX: Final = "urn:autogen-http:problem:"
 
 JsonObject = dict[str, Any]
 

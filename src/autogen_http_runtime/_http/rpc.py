@@ -77,6 +77,10 @@ class RpcEndpoint:
         async with LocalTransport(
             core, identity, slow_consumer_timeout=self._slow_consumer_timeout
         ) as caller:
+            # The core knows each call by its position; what it records (errors) it records
+            # under the client's own id.
+            client_ids: dict[wire.RequestId, wire.RequestId | None] = {}
+            caller.session.client_ids = client_ids
             for index, item in enumerate(items):
                 try:
                     request_id, method, params = _prepare(item)
@@ -89,6 +93,7 @@ class RpcEndpoint:
                     params["timeout"] = allowed
                 deadline = None if allowed is None else started + allowed
                 calls[index] = _Call(request_id, allowed, deadline)
+                client_ids[index] = request_id
                 await caller.send([wire.Request(index, method, params)])
             if calls and not await _collect(request, caller, calls, answers):
                 return Response(status_code=499)  # the caller hung up: nobody reads this

@@ -129,6 +129,8 @@ class WorkerEndpoint:
         reason = "connection closed"
         try:
             reason = await transport.run()
+            if session.close_reason:  # the host closed it: its own code and reason say why
+                reason = f"closed by the host with code {session.close_code}: {session.close_reason}"
         except (WebSocketDisconnect, RuntimeError) as exc:
             reason = f"connection lost: {exc!r}"
         except asyncio.CancelledError:

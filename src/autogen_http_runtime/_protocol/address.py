@@ -66,7 +66,8 @@ def parse_host_address(host_address: str) -> HostEndpoint:
 
     Accepts ``"host:port"`` (the gRPC runtime's style), ``"http://host:port[/prefix]"``,
     ``"https://host:port[/prefix]"`` (then the WebSocket uses ``wss``), and ``ws://`` or
-    ``wss://`` URLs of the mount point.
+    ``wss://`` URLs of the mount point. A path ending in ``/v1/worker`` is the worker
+    WebSocket's own URL (as ``docs/protocol.md`` writes it): what precedes it is the mount point.
 
     Raises:
         ValueError: The address is not one of those forms.
@@ -91,6 +92,8 @@ def parse_host_address(host_address: str) -> HostEndpoint:
     if parts.query or parts.fragment:
         raise ValueError(f"Invalid host address {host_address!r}: no query or fragment allowed.")
     prefix = parts.path.rstrip("/")
+    if prefix.endswith(WORKER_WS_PATH):
+        prefix = prefix[: -len(WORKER_WS_PATH)]
     netloc = parts.netloc
     http_scheme, ws_scheme = ("https", "wss") if secure else ("http", "ws")
     return HostEndpoint(

@@ -97,6 +97,8 @@ class Method:
     REGISTER_AGENT_INSTANCE: Final = "register_agent_instance"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
+    #: The worker is stopping: route nothing new to it, but relay the answers it still sends.
+    DRAIN: Final = "drain"
     BYE: Final = "bye"
     # worker -> host -> the worker serving params.recipient.type, answered by that worker
     SEND: Final = "send"

@@ -108,6 +108,23 @@ class LocalAgents:
         self._agents[agent_id] = agent
         return agent
 
+    async def underlying(self, agent_id: AgentId, kind: type[T]) -> T:
+        """The agent object itself (``try_get_underlying_agent_instance``).
+
+        Raises:
+            LookupError: This worker does not serve ``agent_id.type``.
+            TypeError: The agent is not an instance of ``kind``.
+        """
+        if agent_id.type not in self._factories:
+            raise LookupError(f"Agent with name {agent_id.type} not found on this worker.")
+        agent = await self.get(agent_id)
+        if not isinstance(agent, kind):
+            raise TypeError(
+                f"Agent with name {agent_id.type} is not of type {kind.__name__}. "
+                f"It is of type {builtin_type(agent).__name__}"
+            )
+        return agent
+
     async def metadata(self, agent_id: AgentId) -> AgentMetadata:
         return (await self.get(agent_id)).metadata
 

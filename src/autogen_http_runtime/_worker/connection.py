@@ -24,7 +24,7 @@ from .._protocol import wire
 from .._protocol.batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .._transport import client as _websocket
-from .dialing import ConnectionOptions, connect_error
+from .dialing import ConnectionOptions, connect_failure
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class HostConnection:
                 timeout=options.connect_timeout,
             )
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            raise connect_error(url, exc) from exc
+            raise await connect_failure(url, exc, options.connect_timeout) from exc
         if conn._closed_reason is not None:
             raise HostConnectionError(f"The connection to the host was lost: {conn._closed_reason}.")
         try:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import ssl as ssl_module
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import websockets
 
+from .._constants import PROBLEM_TYPE_PREFIX
 from .._exceptions import AuthenticationError, HostConnectionError, TLSError
 from .._protocol.address import HostEndpoint, parse_host_address
 
@@ -110,21 +114,42 @@ def client_ssl_context(
     return built
 
 
+async def connect_failure(url: str, exc: BaseException, timeout: float) -> HostConnectionError:
+    """:func:`connect_error`, and for a ``ws://`` URL whose answer was not HTTP at all, a check
+    of whether the host speaks TLS there (a TLS handshake, certificate unchecked), to say so."""
+    error = connect_error(url, exc)
+    if url.startswith("ws://") and isinstance(exc, websockets.exceptions.InvalidMessage):
+        parts = urlsplit(url)
+        # A TLS server answers a ClientHello at once: a short wait is enough to tell.
+        if parts.hostname and await speaks_tls(parts.hostname, parts.port or 80, min(timeout, 3.0)):
+            return TLSError(  # not worth retrying: the address is wrong, not the host down
+                f"Cannot connect to the host at {url}: the host speaks TLS. Use an https:// "
+                "(or wss://) address, and ssl_ca= if its certificate is not signed by a CA the "
+                "system trusts."
+            )
+    return error
+
+
+async def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether a TLS handshake with ``host:port`` succeeds (the certificate is not checked:
+    this only asks which protocol the port speaks)."""
+    context = ssl_module.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl_module.CERT_NONE
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), timeout)
+    except (OSError, asyncio.TimeoutError):  # ssl.SSLError is an OSError
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), timeout)
+    return True
+
+
 def connect_error(url: str, exc: BaseException) -> HostConnectionError:
     """Say why a connection attempt failed, in the most precise type we can."""
     if isinstance(exc, websockets.exceptions.InvalidStatus):
-        status = exc.response.status_code
-        detail = _problem_detail(exc.response.body)
-        if status in (401, 403):
-            word = "rejected this worker's credentials" if status == 401 else "does not let this worker in"
-            return AuthenticationError(
-                f"The host at {url} {word} (HTTP {status}){': ' + detail if detail else ''}. "
-                "Check the token= (or headers=) given to HttpWorkerAgentRuntime.",
-                status=status,
-            )
-        return HostConnectionError(
-            f"The host at {url} refused the connection (HTTP {status}){': ' + detail if detail else ''}."
-        )
+        return _refusal(url, exc.response.status_code, exc.response.body)
     cause: BaseException | None = exc
     while cause is not None:  # websockets may wrap the TLS failure
         if isinstance(cause, ssl_module.SSLCertVerificationError):
@@ -151,12 +176,43 @@ def connect_error(url: str, exc: BaseException) -> HostConnectionError:
     return HostConnectionError(f"Cannot connect to the host at {url}: {exc!r}.{hint}")
 
 
-def _problem_detail(body: bytes | bytearray | None) -> str:
+def _refusal(url: str, status: int, body: bytes | bytearray | None) -> HostConnectionError:
+    """The error for a WebSocket handshake answered with an HTTP error status.
+
+    Only this host's own refusals carry an RFC 9457 problem of type
+    ``urn:autogen-http:problem:*``; a 403 or 404 without one is how a server answers a
+    WebSocket to a path it serves nothing at (Starlette: 403), so the URL is wrong.
+    """
+    kind, detail = _problem(body)
+    ours = kind.startswith(PROBLEM_TYPE_PREFIX)
+    said = f": {detail.rstrip('.')}" if detail else ""
+    if status == 401 or (status == 403 and ours):
+        word = "rejected this worker's credentials" if status == 401 else "does not let this worker in"
+        return AuthenticationError(
+            f"The host at {url} {word} (HTTP {status}){said}. "
+            "Check the token= (or headers=) given to HttpWorkerAgentRuntime.",
+            status=status,
+        )
+    if status in (403, 404) and not ours:
+        return HostConnectionError(
+            f"There is no worker endpoint at {url}: the server answered HTTP {status} without this "
+            "runtime's problem body, as servers do for a path they serve nothing at. Check the "
+            "address: the host's base URL, with the prefix its service is mounted under if any "
+            "(http://host:port/prefix); the worker adds /v1/worker itself."
+        )
+    return HostConnectionError(f"The host at {url} refused the connection (HTTP {status}){said}.")
+
+
+def _problem(body: bytes | bytearray | None) -> tuple[str, str]:
+    """The ``type`` and ``detail`` of an RFC 9457 problem body (``""`` for each one missing);
+    a body that is not JSON is its own detail."""
     if not body:
-        return ""
+        return "", ""
     try:
         value = json.loads(body)
     except ValueError:
-        return bytes(body[:200]).decode("utf-8", "replace")
-    detail = value.get("detail") if isinstance(value, dict) else None
-    return detail if isinstance(detail, str) else ""
+        return "", bytes(body[:200]).decode("utf-8", "replace").strip()
+    if not isinstance(value, dict):
+        return "", ""
+    kind, detail = value.get("type"), value.get("detail")
+    return (kind if isinstance(kind, str) else ""), (detail if isinstance(detail, str) else "")

@@ -9,10 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
-from autogen_core import Agent, AgentId, CancellationToken, MessageContext, MessageHandlerContext, TopicId
+from autogen_core import (
+    Agent,
+    AgentId,
+    CancellationToken,
+    MessageContext,
+    MessageHandlerContext,
+    TopicId,
+    UnknownPayload,
+)
 
 from .._exceptions import AgentNotFoundError, ErrorCode, HostConnectionError, MessageTooLargeError
 from .._logging import call_extra
@@ -21,7 +29,7 @@ from .._protocol import wire
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
-from .serialization import PayloadCodec
+from .serialization import PayloadCodec, why_undecodable
 from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
 
@@ -34,42 +42,112 @@ class Inbound:
         codec: PayloadCodec,
         tracer: RuntimeTracer,
         logger: logging.Logger,
+        *,
+        name: str = "",
     ) -> None:
         self._agents = agents
         self._codec = codec
         self._tracer = tracer
         self._log = logger
+        #: The worker's name as its callers' errors give it.
+        self._named = f" '{name}'" if name else ""
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Calls being served, by connection and request id.
         self._serving: dict[tuple[HostConnection, RequestId], CancellationToken] = {}
+        #: The token of each call's task: a call whose token is cancelled has nobody to answer.
+        self._call_tokens: dict[asyncio.Task[Any], CancellationToken] = {}
+        #: Set once the runtime itself cancels the handlers (see :meth:`stop`): why, for their callers.
+        self._stop_reason: str | None = None
+        #: (what was wrong, type name) pairs of payloads already warned about: later ones log at DEBUG.
+        self._warned: set[tuple[str, str]] = set()
+        #: While :meth:`finish` waits: done when what it waits for may have changed (a call
+        #: cancelled, the connection closed) besides a handler ending.
+        self._changed: asyncio.Future[None] | None = None
 
     def connection_closed(self, connection: HostConnection) -> None:
         """Answers can no longer reach their callers: tell the handlers still running."""
         for key in [key for key in self._serving if key[0] is connection]:
             self._serving.pop(key).cancel()
+        self._wake()
 
-    async def stop(self) -> None:
-        """Cancel every handler still running and wait (up to 5 s) for them to end."""
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def finish(
+        self, connection: HostConnection, grace: float, stoppers: Collection[asyncio.Task[Any]] = ()
+    ) -> None:
+        """Let the handlers running now finish for up to ``grace`` seconds, answering their
+        callers on ``connection``; then cancel those still running (see :meth:`stop`).
+
+        Ends early if ``connection`` closes: no answer could reach a caller any more. Not
+        waited for: a call its caller gave up on (cancelled), and a handler among
+        ``stoppers`` (the tasks awaiting the stop), which waits for us.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if waiting := len(self._awaited(stoppers)):
+            self._log.info("Stopping: waiting up to %g s for %d handler(s) to finish", grace, waiting)
+        try:
+            # A call still on the wire when the host stopped routing here may start meanwhile.
+            while (running := self._awaited(stoppers)) and not connection.closed:
+                if (left := deadline - loop.time()) <= 0:
+                    break
+                self._changed = changed = loop.create_future()
+                await asyncio.wait({*running, changed}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._changed = None
+        if running := self._awaited(stoppers):
+            why = (
+                "the connection to the host closed"
+                if connection.closed
+                else f"stop_grace of {grace:g} s ran out"
+            )
+            self._log.warning("Cancelling %d handler(s) still running: %s", len(running), why)
+            await self.stop(why)
+
+    def _awaited(self, stoppers: Collection[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+        """The handlers whose end a stop waits for (see :meth:`finish`)."""
+        return {
+            task
+            for task in self._tasks
+            if task not in stoppers
+            and not ((token := self._call_tokens.get(task)) is not None and token.is_cancelled())
+        }
+
+    async def stop(self, why: str = "") -> None:
+        """Cancel every handler still running and wait (up to 5 s) for them to end.
+
+        The calls among them are answered -32002: the worker stopped before the handler
+        finished (``why``, if given, says more).
+        """
         tasks = list(self._tasks)
+        self._stop_reason = why
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
 
-    def _spawn(self, connection: HostConnection, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, connection: HostConnection, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = connection.loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._call_tokens.pop(task, None)
 
     def request(self, connection: HostConnection, req: wire.Request) -> None:
         token = CancellationToken()
         self._serving[(connection, req.id)] = token
-        self._spawn(connection, self._serve_request(connection, req, token))
+        self._call_tokens[self._spawn(connection, self._serve_request(connection, req, token))] = token
 
     def cancel(self, connection: HostConnection, request_id: RequestId) -> None:
         token = self._serving.get((connection, request_id))
         if token is not None:
             token.cancel()
+            self._wake()  # a stop waiting for this handler need not any more
 
     async def _serve_request(
         self, connection: HostConnection, req: wire.Request, token: CancellationToken
@@ -93,7 +171,7 @@ class Inbound:
         except AgentNotFoundError as exc:
             reply_error(ErrorCode.AGENT_NOT_FOUND, exc.message)
         except asyncio.CancelledError:
-            reply_error(ErrorCode.CANCELLED, "The call was cancelled.")
+            reply_error(*self._cancelled(req, token))
             raise
         except BaseException as exc:
             # Whatever the handler raised, its caller must hear of it, or it would wait forever.
@@ -111,6 +189,24 @@ class Inbound:
                 reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
         finally:
             self._serving.pop((connection, req.id), None)
+
+    def _cancelled(self, req: wire.Request, token: CancellationToken) -> tuple[int, str]:
+        """The error for a call whose handler was cancelled: who cancelled it, if we can tell."""
+        recipient = _recipient(req)
+        if self._stop_reason is not None:  # stop() cancelled it
+            why = f" ({self._stop_reason})" if self._stop_reason else ""
+            return (
+                ErrorCode.WORKER_DISCONNECTED,
+                f"The worker{self._named} serving {recipient} stopped before the handler finished{why}.",
+            )
+        if token.is_cancelled():  # its caller gave up (the host forgets the call: nobody reads this)
+            return ErrorCode.CANCELLED, f"The call to {recipient} was cancelled."
+        # Cancelled from outside the runtime: asyncio.run() ending on Ctrl-C cancels every task.
+        return (
+            ErrorCode.CANCELLED,
+            f"The call to {recipient} was cancelled on the worker{self._named} serving it "
+            "(it is shutting down).",
+        )
 
     async def _handle_request(self, req: wire.Request, token: CancellationToken) -> Any:
         recipient = wire.required_agent_id(req.params, "recipient")
@@ -133,7 +229,15 @@ class Inbound:
         sender = wire.agent_id_from_wire(req.params, "sender", optional=True)
         payload = wire.payload_from_wire(req.params.get("payload"))
         message_id = req.params.get("message_id")
-        message = self._codec.decode(payload)
+        if recipient.type not in self._agents:
+            await self._agents.get(recipient)  # raises AgentNotFoundError: that comes first
+        message = self._decode(payload)
+        if isinstance(message, UnknownPayload):
+            # A call has a caller to tell, where autogen-core would hand the agent an
+            # UnknownPayload and answer None (docs/agentchat.md, "How a receiver finds the class").
+            unknown = _unknown(payload, f"the worker{self._named} serving {recipient}")
+            self._warn_once("unknown", payload.data_type, "Refused a call: %s", unknown)
+            raise MessageError(ErrorCode.INVALID_PARAMS, f"{unknown}; the call was not delivered.")
         agent = await self._agents.get(recipient)
         ctx = MessageContext(
             sender=sender,
@@ -151,6 +255,29 @@ class Inbound:
         if response is None:
             return {"payload": None}
         return {"payload": wire.payload_to_wire(self._codec.encode(response))}
+
+    def _decode(self, payload: wire.Payload) -> Any:
+        """The message a payload carries (autogen-core's ``UnknownPayload`` for an unknown type).
+
+        Raises:
+            MessageError: ``INVALID_PARAMS``: the data does not fit its type (why, in short).
+        """
+        try:
+            return self._codec.decode(payload)
+        except Exception as exc:
+            raise MessageError(
+                ErrorCode.INVALID_PARAMS,
+                f"The payload's data does not fit message type {payload.data_type!r}: {why_undecodable(exc)}",
+            ) from None
+
+    def _warn_once(self, problem: str, data_type: str, what: str, *args: object) -> None:
+        """Log a bad payload at WARNING the first time for its problem and type, at DEBUG after."""
+        key = (problem, data_type)
+        if key in self._warned or len(self._warned) >= _MAX_WARNED:
+            self._log.debug(what, *args)
+            return
+        self._warned.add(key)
+        self._log.warning(what + " (more like it are logged at DEBUG)", *args)
 
     def _attributes(
         self, agent: Agent, sender: AgentId | None, ctx: MessageContext, message: Any
@@ -178,7 +305,20 @@ class Inbound:
                 raise MessageError(ErrorCode.INVALID_REQUEST, "An event from the host needs 'agrecipient'.")
             sender = wire.event_agent(attributes, wire.EXT_SENDER)
             payload = wire.event_payload(attributes)
-            message = self._codec.decode(payload)
+            try:
+                message = self._decode(payload)
+            except MessageError as exc:
+                what = "Dropped event %s on topic %s: %s"
+                self._warn_once(
+                    "undecodable", payload.data_type, what, attributes["id"], event.topic_type, exc
+                )
+                return
+            if isinstance(message, UnknownPayload):
+                # Nobody to answer: the agent gets the UnknownPayload, as on autogen-core's runtimes.
+                what = "Event %s on topic %s: %s; its agent gets an UnknownPayload"
+                self._warn_once(
+                    "unknown", payload.data_type, what, attributes["id"], event.topic_type, _unknown(payload)
+                )
             agent = await self._agents.get(recipient)
             ctx = MessageContext(
                 sender=sender,
@@ -204,6 +344,25 @@ class Inbound:
                 event.topic_type,
                 extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
             )
+
+
+#: Types warned about, at most: a peer sending random type names must not grow the set for ever.
+_MAX_WARNED = 1000
+
+
+def _unknown(payload: wire.Payload, where: str = "this worker") -> str:
+    return (
+        f"Message type {payload.data_type!r} ({payload.data_content_type}) is unknown to {where}: "
+        "no serializer is registered for it there"
+    )
+
+
+def _recipient(req: wire.Request) -> str:
+    """The agent a call is for, as ``type/key``, for its caller's error messages."""
+    try:
+        return str(wire.required_agent_id(req.params, "recipient"))
+    except MessageError:
+        return "its recipient"
 
 
 def _error_data(exc: BaseException) -> JsonObject:

@@ -7,19 +7,21 @@ import enum
 import logging
 from typing import Any
 
-from .._exceptions import HostConnectionError, RpcError
+from .._exceptions import ErrorCode, HostConnectionError, RpcError
 from .._protocol.wire import JsonObject, Method
 from .connection import ConnectionHandlers, HostConnection
 from .dialing import ConnectionOptions
 from .inbound import Inbound
 from .link import HostLink, ReconnectPolicy
-from .registrations import Registrations
+from .registrations import Registrations, forget_type
 
 
 class WorkerState(enum.Enum):
     NEW = "not started"
     STARTING = "starting"
     RUNNING = "running"
+    #: Between ``drain`` and ``bye``: the handlers running finish, and may still call out.
+    STOPPING = "stopping"
     STOPPED = "stopped"
 
 
@@ -31,6 +33,8 @@ class Lifecycle:
         control_timeout: Seconds to wait for the host to answer a control request.
         reconnect: How to reconnect after losing the host; ``None`` does not reconnect.
         reconnect_timeout: Seconds a caller waits for the connection while reconnecting.
+        wait_for_host: Seconds ``start()`` retries a host it cannot reach; 0 fails at once.
+        stop_grace: Seconds ``stop()`` lets the handlers running finish and answer.
     """
 
     def __init__(
@@ -43,6 +47,8 @@ class Lifecycle:
         control_timeout: float,
         reconnect: ReconnectPolicy | None,
         reconnect_timeout: float,
+        wait_for_host: float,
+        stop_grace: float,
         logger: logging.Logger,
     ) -> None:
         self._host_address = host_address
@@ -50,6 +56,8 @@ class Lifecycle:
         self._inbound = inbound
         self._registrations = registrations
         self._control_timeout = control_timeout
+        self._wait_for_host = _seconds("wait_for_host", wait_for_host)
+        self._stop_grace = _seconds("stop_grace", stop_grace)
         self._log = logger
         self._handlers = ConnectionHandlers(
             request=inbound.request, cancel=inbound.cancel, event=inbound.event, closed=self._on_closed
@@ -59,14 +67,17 @@ class Lifecycle:
         )
         self.state = WorkerState.NEW
         self._stopping: asyncio.Future[None] | None = None
+        #: The tasks awaiting stop(): a handler among them must not be waited for.
+        self._stoppers: set[asyncio.Task[Any]] = set()
 
-    async def start(self) -> None:
+    async def start(self, wait_for_host: float | None = None) -> None:
         """See ``HttpWorkerAgentRuntime.start``."""
+        wait = self._wait_for_host if wait_for_host is None else _seconds("wait_for_host", wait_for_host)
         if self.state is not WorkerState.NEW:
             raise RuntimeError(f"The runtime cannot start: it is {self.state.value}.")
         self.state = WorkerState.STARTING
         try:
-            await self.link.open()
+            await self.link.open(wait)
         except BaseException:
             if self.state is WorkerState.STARTING:
                 self.state = WorkerState.NEW
@@ -80,7 +91,7 @@ class Lifecycle:
         """Open a connection and (re-)register every agent type and subscription on it."""
         connection = await HostConnection.open(self.options, self._handlers, self._log)
         try:
-            if self.state is WorkerState.STOPPED:
+            if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
                 raise HostConnectionError("The runtime was stopped while it was connecting.")
             await self._registrations.replay(connection, first=self.state is WorkerState.STARTING)
         except BaseException:
@@ -92,16 +103,26 @@ class Lifecycle:
         """See ``HttpWorkerAgentRuntime.stop``."""
         if self.state is WorkerState.NEW:
             return
+        caller = asyncio.current_task()
+        if caller is not None:
+            self._stoppers.add(caller)
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._shutdown())
-        await asyncio.shield(self._stopping)
+        try:
+            await asyncio.shield(self._stopping)
+        finally:
+            self._stoppers.discard(caller)
 
     async def _shutdown(self) -> None:
+        connection = self.link.connection if self.link.connected else None
+        if self.state is WorkerState.RUNNING and connection is not None:
+            self.state = WorkerState.STOPPING
+            if await self._drain(connection):
+                await self._inbound.finish(connection, self._stop_grace, self._stoppers)
         self.state = WorkerState.STOPPED
         if self._registrations.replicated:
             replicated = ", ".join(sorted(self._registrations.replicated))
             self._log.info("Leaving the replica set of agent type(s) %s", replicated)
-        connection = self.link.connection
         if self.link.connected and connection is not None:
             try:
                 await connection.call(Method.BYE, {}, timeout=min(self._control_timeout, 5.0))
@@ -111,9 +132,26 @@ class Lifecycle:
         await self._inbound.stop()
         self._log.info("Worker stopped")
 
+    async def _drain(self, connection: HostConnection) -> bool:
+        """Ask the host to route nothing new here; False if it will not (it is gone, or too old
+        to know ``drain``)."""
+        try:
+            await connection.call(Method.DRAIN, {}, timeout=min(self._control_timeout, 5.0))
+        except RpcError as exc:
+            if exc.code == ErrorCode.METHOD_NOT_FOUND:
+                self._log.info(
+                    "The host does not know 'drain' (an older host): stopping without a grace period"
+                )
+            else:
+                self._log.warning("The host refused 'drain' (%s): stopping without a grace period", exc)
+            return False
+        except HostConnectionError:
+            return False
+        return True
+
     def _on_closed(self, connection: HostConnection, reason: str) -> None:
         self._inbound.connection_closed(connection)
-        if self.state is not WorkerState.STOPPED:
+        if self.state not in (WorkerState.STOPPING, WorkerState.STOPPED):  # no reconnecting to stop
             self.link.connection_lost(connection, reason)
 
     async def ready(self) -> HostConnection:
@@ -122,7 +160,7 @@ class Lifecycle:
         Raises:
             HostConnectionError: The runtime is not running or the host cannot be reached.
         """
-        if self.state is not WorkerState.RUNNING:
+        if self.state not in (WorkerState.RUNNING, WorkerState.STOPPING):
             raise HostConnectionError(
                 f"The runtime is {self.state.value}; it must be running (connected to "
                 f"{self._host_address}) to send or publish messages."
@@ -134,6 +172,22 @@ class Lifecycle:
         connection = await self.ready()
         return await connection.call(method, params, timeout=self._control_timeout)
 
+    async def register_type(self, agent_type: str) -> None:
+        """Tell the host this worker serves ``agent_type``, if it must hear of it now; on any
+        failure, forget the type here and on the host (see :meth:`forget_type`)."""
+        try:
+            if self.host_must_hear():
+                await self._registrations.register_type(agent_type, (await self.ready()).call)
+        except BaseException:
+            self.forget_type(agent_type)
+            raise
+
+    def forget_type(self, agent_type: str) -> None:
+        """Undo a type registration here, and on the host, which may have accepted it (after
+        a cancel or a local failure), without waiting for its answer."""
+        self._registrations.drop_type(agent_type)
+        forget_type(self.live_connection(), agent_type)
+
     def host_must_hear(self) -> bool:
         """Whether a registration made now goes to the host before returning.
 
@@ -142,13 +196,20 @@ class Lifecycle:
         Raises:
             HostConnectionError: The runtime is stopped or has lost its host for good.
         """
-        if self.state is WorkerState.STOPPED or (self.state is WorkerState.RUNNING and not self.link.usable):
-            raise HostConnectionError(
-                f"The runtime is {'stopped' if self.state is WorkerState.STOPPED else 'disconnected'}: "
-                "the host cannot be told of this change."
-            )
+        if self.state in (WorkerState.STOPPING, WorkerState.STOPPED) or (
+            self.state is WorkerState.RUNNING and not self.link.usable
+        ):
+            state = "disconnected" if self.state is WorkerState.RUNNING else self.state.value
+            raise HostConnectionError(f"The runtime is {state}: the host cannot be told of this change.")
         return self.state is WorkerState.RUNNING
 
     def live_connection(self) -> HostConnection | None:
         """The connection, if the link is connected now."""
         return self.link.connection if self.link.connected else None
+
+
+def _seconds(name: str, value: float) -> float:
+    """A duration setting, checked: a number of seconds >= 0 (``math.inf`` allowed)."""
+    if not value >= 0:  # NaN fails this too
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}.")
+    return float(value)

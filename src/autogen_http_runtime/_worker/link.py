@@ -100,6 +100,7 @@ class HostLink:
         self._reason = "not connected yet"
         self._settled = asyncio.Event()  # set whenever the link is not reconnecting
         self._settled.set()
+        self._closing = asyncio.Event()  # set by close()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -117,10 +118,48 @@ class HostLink:
         """Connected, or reconnecting and so worth waiting for."""
         return self.connected or self.reconnecting
 
-    async def open(self) -> None:
-        """Connect for the first time. Failures are raised, not retried: ``start()`` fails fast."""
-        self.connection = await self._connect()
+    async def open(self, wait: float = 0.0) -> None:
+        """Connect for the first time.
+
+        With ``wait`` 0 a failure is raised at once (``start()`` fails fast). Otherwise a
+        failure the policy calls retryable is retried after the policy's backoff (the
+        default policy's without one) for up to ``wait`` seconds, or as many attempts as the
+        policy allows; the last failure is raised. :meth:`close` ends the wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        policy = self._policy or ReconnectPolicy()
+        delays = policy.delays()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                connection = await self._connect()
+                break
+            except Exception as exc:
+                left = deadline - loop.time()
+                delay = next(delays, None) if left > 0 and policy.is_retryable(exc) else None
+                if delay is None or self._state is _LinkState.CLOSED:
+                    if attempts > 1:
+                        self._log.warning(
+                            "Gave up waiting for the host after %d attempt(s): %s", attempts, exc
+                        )
+                    raise
+                self._log.info(
+                    "The host is not reachable yet (attempt %d): %s; retrying in %.1f s", attempts, exc, delay
+                )
+                try:  # the backoff itself, cut short by close()
+                    await asyncio.wait_for(self._closing.wait(), min(delay, left))
+                except asyncio.TimeoutError:
+                    continue
+                raise HostConnectionError("The runtime was stopped while waiting for the host.") from exc
+        if self._state is _LinkState.CLOSED:
+            await connection.close()
+            raise HostConnectionError("The runtime was stopped while it was connecting.")
+        self.connection = connection
         self._state = _LinkState.CONNECTED
+        if attempts > 1:
+            self._log.info("Reached the host after %d attempt(s)", attempts)
 
     def connection_lost(self, connection: HostConnection, reason: str) -> None:
         """Called when ``connection`` closed; starts reconnecting if the policy allows."""
@@ -192,6 +231,7 @@ class HostLink:
         self._state = _LinkState.CLOSED
         self._reason = "the runtime was stopped"
         self._settled.set()
+        self._closing.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5.0)

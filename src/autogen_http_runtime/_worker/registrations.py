@@ -126,6 +126,10 @@ class Registrations:
         """The agent types this worker serves as one of several replicas (when it last registered)."""
         return self._replicated
 
+    def drop_type(self, agent_type: str) -> None:
+        """Forget an agent type this worker failed to register."""
+        self._agents.remove_type(agent_type)
+
     async def add_subscription(self, subscription: Subscription, control: Control | None) -> None:
         """Keep ``subscription``, and tell the host through ``control`` (``None`` before start).
 

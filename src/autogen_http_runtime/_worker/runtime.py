@@ -26,6 +26,7 @@ from .._compat import get_impl, warn_grpc_config_ignored
 from .._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_CONTROL_TIMEOUT,
+    DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
@@ -37,13 +38,13 @@ from .._protocol import json_codec as _json
 from .._protocol.wire import Method
 from .._randomness import message_ids
 from .._signals import signals_received
-from .agents import LocalAgents, builtin_type
+from .agents import LocalAgents
 from .dialing import ConnectionOptions
 from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .link import ReconnectPolicy
 from .outbound import Outbound
-from .registrations import Registrations, forget_type
+from .registrations import Registrations
 from .serialization import PayloadCodec
 from .tracing import RuntimeTracer
 
@@ -87,6 +88,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ping_timeout: Seconds without a pong before the connection is dropped.
         reconnect: How to reconnect after losing the host; ``None`` does not reconnect.
         reconnect_timeout: Seconds a call made while reconnecting waits for the connection.
+        wait_for_host: Seconds ``start()`` keeps trying to reach a host that is not up yet,
+            by the ``reconnect`` policy's backoff (its default when ``reconnect`` is ``None``);
+            ``math.inf`` tries as long as the policy allows. 0 (the default) fails at once.
+        stop_grace: Seconds ``stop()`` lets the handlers running finish and answer their callers.
         write_buffer_limit: Bytes queued for the host above which ``send_message`` and
             ``publish_message`` wait for the queue to drain.
         compression: Offer per-message deflate to the host, which uses it if it allows it
@@ -121,6 +126,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
         reconnect: ReconnectPolicy | None = ReconnectPolicy(),  # noqa: B008 - frozen, shared safely
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        wait_for_host: float = 0.0,
+        stop_grace: float = DEFAULT_GRACE,
         write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
         compression: bool = False,
         headers: Mapping[str, str] | None = None,
@@ -154,7 +161,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
-        self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
+        self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log, name=name)
         self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
             host_address,
@@ -164,6 +171,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             control_timeout=control_timeout,
             reconnect=reconnect,
             reconnect_timeout=reconnect_timeout,
+            wait_for_host=wait_for_host,
+            stop_grace=stop_grace,
             logger=self._log,
         )
         self._outbound = Outbound(
@@ -177,29 +186,35 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     # -- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wait_for_host: float | None = None) -> None:
         """Connect to the host and register every agent type and subscription added so far.
 
         Returns once the host has acknowledged all of them. A failed start leaves the
         runtime as it was, so it can be retried; cancelling it is safe.
 
+        Args:
+            wait_for_host: Overrides the runtime's ``wait_for_host`` for this start.
+
         Raises:
             RuntimeError: The runtime was already started.
-            HostConnectionError: The host cannot be reached, or :meth:`stop` was called meanwhile.
+            HostConnectionError: The host cannot be reached (within ``wait_for_host``), or
+                :meth:`stop` was called meanwhile.
             AuthenticationError: The host refused this worker's credentials (HTTP 401/403).
             TLSError: The host's certificate is not trusted, or it wants a client certificate.
             AgentTypeConflictError: Another worker already registered one of the agent types.
         """
-        await self._lifecycle.start()
+        await self._lifecycle.start(wait_for_host)
 
     async def stop(self) -> None:
-        """Close the connection to the host and stop serving.
+        """Stop serving, let the handlers running finish, and close the connection to the host.
 
-        The host is told first (``bye``) and frees this worker's agent types and
-        subscriptions before ``stop()`` returns, so another worker may register them at
-        once. Calls this worker is waiting on fail with :class:`HostConnectionError`;
-        handlers still running are cancelled. A second call waits for the first; a
-        cancelled ``stop()`` still stops the runtime completely.
+        The host is told first (``drain``): it frees this worker's agent types and
+        subscriptions at once, so another worker may register them, and routes nothing new
+        here. Handlers running get up to ``stop_grace`` seconds to finish, and their replies
+        reach their callers; those still running then are cancelled, and their callers get
+        :class:`WorkerDisconnectedError`. Then ``bye``, and the socket closes. Calls this
+        worker is waiting on at the end fail with :class:`HostConnectionError`. A second
+        call waits for the first; a cancelled ``stop()`` still stops the runtime completely.
         """
         await self._lifecycle.stop()
 
@@ -292,7 +307,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         agent_type = AgentType(type) if isinstance(type, str) else type
         self._agents.add_factory(agent_type.type, agent_factory, expected_class)
-        await self._register_type_with_host(agent_type.type)
+        await self._lifecycle.register_type(agent_type.type)
         return agent_type
 
     async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
@@ -305,13 +320,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         new_type = self._agents.add_instance_type(agent_id, agent_instance)
         if new_type:
-            await self._register_type_with_host(agent_id.type)
+            await self._lifecycle.register_type(agent_id.type)
         try:
             await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
         except BaseException:
             if new_type:
-                self._agents.remove_type(agent_id.type)
-                self._forget_on_host(agent_id.type)
+                self._lifecycle.forget_type(agent_id.type)
             raise
         self._agents.add_instance(agent_id, agent_instance)
         try:
@@ -320,23 +334,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         except BaseException:
             self._agents.remove_instance(agent_id)
             if new_type:
-                self._agents.remove_type(agent_id.type)
-                self._forget_on_host(agent_id.type)
+                self._lifecycle.forget_type(agent_id.type)
             raise
         return agent_id
-
-    async def _register_type_with_host(self, agent_type: str) -> None:
-        try:
-            if self._lifecycle.host_must_hear():
-                await self._registrations.register_type(agent_type, (await self._lifecycle.ready()).call)
-        except BaseException:
-            self._agents.remove_type(agent_type)
-            self._forget_on_host(agent_type)
-            raise
-
-    def _forget_on_host(self, agent_type: str) -> None:
-        """Undo a registration the host may have accepted (after a cancel or a local failure)."""
-        forget_type(self._lifecycle.live_connection(), agent_type)
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, for an agent served by this worker.
@@ -345,15 +345,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             LookupError: This worker does not serve ``id.type``.
             TypeError: The agent is not an instance of ``type``.
         """
-        if id.type not in self._agents:
-            raise LookupError(f"Agent with name {id.type} not found on this worker.")
-        agent = await self._agents.get(id)
-        if not isinstance(agent, type):
-            raise TypeError(
-                f"Agent with name {id.type} is not of type {type.__name__}. "
-                f"It is of type {builtin_type(agent).__name__}"
-            )
-        return agent
+        return await self._agents.underlying(id, type)
 
     async def get(
         self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True

@@ -36,7 +36,7 @@ from autogen_core import (
     MessageSerializer,
     try_get_known_serializers_for_type,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from .._compat import (
     DataclassJsonMessageSerializer,
@@ -180,6 +180,19 @@ class PayloadCodec:
             if match is not None and match is not base and match.__name__ == name:
                 found.add(match)
         return found.pop() if len(found) == 1 else None
+
+
+def why_undecodable(exc: BaseException) -> str:
+    """Why a payload's data did not fit its type, in a line its sender can read: the fields at
+    fault for a Pydantic model, else the exception's first line; never a traceback."""
+    if isinstance(exc, ValidationError):
+        faults = [f"{'.'.join(map(str, e['loc'])) or 'the value'}: {e['msg']}" for e in exc.errors()[:3]]
+        more = exc.error_count() - len(faults)
+        text = "; ".join(faults) + (f"; and {more} more" if more > 0 else "")
+    else:
+        lines = str(exc).strip().splitlines()
+        text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"
 
 
 #: Integers beyond this go through the serializer: the standard library writes only so many digits.
