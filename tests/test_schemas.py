@@ -100,7 +100,7 @@ class Stalling(RoutedAgent):
 
 def test_every_schema_is_valid_draft_2020_12_with_an_id_under_v1() -> None:
     schemas = _schemas.load_all()
-    assert len(schemas) == 1 + 20 + 9  # common, ws/ (frames, frame, message), http/
+    assert len(schemas) == 1 + 21 + 9  # common, ws/ (frames, frame, message), http/
     for schema_id, schema in schemas.items():
         assert schema_id.startswith(_schemas.BASE_ID)
         Draft202012Validator.check_schema(schema)
@@ -136,6 +136,9 @@ async def test_frames_of_a_live_exchange_match_the_schemas(
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     started, cancelled = asyncio.Event(), asyncio.Event()
     await Upper.register(serving, "upper", Upper)
+    await serving.register_a2a_skill(  # describe_agent_type
+        "upper", name="Upper", description="Upper-cases text.", input_type=Text, output_type=Text
+    )
     await Stateful.register(serving, "stateful", Stateful)
     await Stalling.register(serving, "stalling", lambda: Stalling(started, cancelled))
     await serving.register_factory("anything", lambda: Anything(inbox))

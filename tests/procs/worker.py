@@ -1,12 +1,12 @@
 """A worker process serving one agent type whose handler never returns.
 
-Usage: ``python -m tests.procs.worker URL AGENT_TYPE [--until signal|stdin]``.
+Usage: ``python -m tests.procs.worker URL AGENT_TYPE [--until signal|stdin] [--a2a]``.
 
-It registers ``AGENT_TYPE`` and a subscription of it to the topic ``AGENT_TYPE.topic``,
-then prints ``READY``. Each message the agent receives prints ``started <content>`` and
-then blocks until cancelled. With ``--until signal`` (the default) the worker runs
-``stop_when_signal()``; with ``--until stdin`` it calls ``stop()`` when a line (or EOF)
-arrives on stdin. Either way it prints ``STOPPED`` and exits 0.
+It registers ``AGENT_TYPE`` (with ``--a2a``, offered over A2A, taking ``Text``) and a
+subscription of it to the topic ``AGENT_TYPE.topic``, then prints ``READY``. Each message
+the agent receives prints ``started <content>`` and then blocks until cancelled. With
+``--until signal`` (the default) the worker runs ``stop_when_signal()``; with ``--until
+stdin`` it calls ``stop()`` when a line (or EOF) arrives on stdin. Either way it prints ``STOPPED`` and exits 0.
 """
 
 from __future__ import annotations
@@ -49,12 +49,17 @@ async def main() -> None:
     parser.add_argument("url")
     parser.add_argument("agent_type")
     parser.add_argument("--until", choices=["signal", "stdin"], default="signal")
+    parser.add_argument("--a2a", action="store_true")
     args = parser.parse_args()
 
     runtime = HttpWorkerAgentRuntime(args.url, name=f"child-{args.agent_type}")
     runtime.add_message_serializer(SERIALIZERS)
     await runtime.start()
     await runtime.register_factory(args.agent_type, Blocker)
+    if args.a2a:
+        await runtime.register_a2a_skill(
+            args.agent_type, name="Blocker", description="Never answers.", input_type=Text
+        )
     await runtime.add_subscription(
         TypeSubscription(topic_type=f"{args.agent_type}.topic", agent_type=args.agent_type)
     )

@@ -68,7 +68,8 @@ def _reading(annotation: Any, metavar: object) -> dict[str, Any]:
     if get_origin(annotation) is Literal:
         return {"choices": list(get_args(annotation)), "type": str.lower}
     if annotation is bool:
-        return {"choices": ["on", "off"], "type": str.lower}
+        # A switch also given alone: --a2a is --a2a on.
+        return {"choices": ["on", "off"], "type": str.lower, "nargs": "?", "const": "on"}
     kinds = [kind for kind in get_args(annotation) if kind is not type(None)] or [annotation]
     kind = kinds[0]
     reader: Callable[[str], Any] = kind

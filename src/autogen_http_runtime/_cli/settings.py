@@ -92,6 +92,11 @@ class ServeSettings(BaseSettings):
         "server",
         "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
     )
+    a2a: bool = _setting(
+        False,
+        "server",
+        "serve the agent types workers describe for A2A under /a2a/TYPE (needs the [a2a] extra)",
+    )
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
     log_format: LogFormat = _setting("text", "logging", "text, or json for one JSON object per line")
@@ -288,6 +293,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         rate_limit=settings.limit(),
         max_connections=settings.max_connections,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
+        a2a=settings.a2a,
     )
     return HttpAgentServer(
         settings.host,

@@ -85,6 +85,9 @@ class HttpAgentServer:
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
+        a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
+            (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
+            service instead.
         extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntimeHost``
             runs unchanged; it has no meaning here and is ignored with a warning.
     """
@@ -101,6 +104,7 @@ class HttpAgentServer:
         log_level: str | None = None,
         compression: bool = False,
         ssl: Mapping[str, Any] | None = None,
+        a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
@@ -113,7 +117,9 @@ class HttpAgentServer:
         self._ssl = dict(ssl or {})
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
-        self.service = service or HttpAgentService(max_message_size=max_message_size)
+        if service is not None and a2a and not service.a2a:
+            raise ValueError("HttpAgentServer(a2a=True) with a service: give a2a=True to the service.")
+        self.service = service or HttpAgentService(max_message_size=max_message_size, a2a=a2a)
         self.app = FastAPI(
             title="autogen-http-runtime host",
             docs_url="/docs",

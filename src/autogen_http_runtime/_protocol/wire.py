@@ -94,6 +94,7 @@ class Method:
     HELLO: Final = "hello"
     REGISTER_AGENT_TYPE: Final = "register_agent_type"
     UNREGISTER_AGENT_TYPE: Final = "unregister_agent_type"
+    DESCRIBE_AGENT_TYPE: Final = "describe_agent_type"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
     BYE: Final = "bye"

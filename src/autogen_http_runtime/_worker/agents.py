@@ -101,6 +101,23 @@ class LocalAgents:
         self._agents[agent_id] = agent
         return agent
 
+    async def instance(self, agent_id: AgentId, cls: type[T]) -> T:
+        """The agent itself, checked to be a ``cls``; see ``try_get_underlying_agent_instance``.
+
+        Raises:
+            LookupError: This worker does not serve ``agent_id.type``.
+            TypeError: The agent is not an instance of ``cls``.
+        """
+        if agent_id.type not in self._factories:
+            raise LookupError(f"Agent with name {agent_id.type} not found on this worker.")
+        agent = await self.get(agent_id)
+        if not isinstance(agent, cls):
+            raise TypeError(
+                f"Agent with name {agent_id.type} is not of type {cls.__name__}. "
+                f"It is of type {builtin_type(agent).__name__}"
+            )
+        return agent
+
     async def metadata(self, agent_id: AgentId) -> AgentMetadata:
         return (await self.get(agent_id)).metadata
 

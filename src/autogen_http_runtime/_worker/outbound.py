@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, cast
 
-from autogen_core import AgentId, CancellationToken, TopicId
+from autogen_core import AgentId, AgentMetadata, CancellationToken, TopicId
 
+from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.wire import JsonObject, Method
 from .agents import LocalAgents
@@ -131,3 +132,21 @@ class Outbound:
         params.update(extra or {})
         connection = await self._ready()
         return await connection.call(method, params, timeout=self._call_timeout)
+
+    # -- an agent's metadata and state: here when it is served here, else through the host --
+
+    async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
+        if agent.type in self._agents:
+            return await self._agents.metadata(agent)
+        return cast(AgentMetadata, (await self.call(Method.AGENT_METADATA, agent))["metadata"])
+
+    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+        if agent.type in self._agents:
+            return await self._agents.save_agent(agent)
+        return cast(Mapping[str, Any], (await self.call(Method.AGENT_SAVE_STATE, agent))["state"])
+
+    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+        if agent.type in self._agents:
+            await self._agents.load_agent(agent, state)
+            return
+        await self.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})

@@ -1,4 +1,4 @@
-"""What a worker has told its host (agent types, subscriptions), kept to tell it again.
+"""What a worker has told its host (agent types, their A2A skills, subscriptions), kept to tell it again.
 
 The host forgets a worker's registrations when its connection ends; each new connection
 (the first, and every reconnection) starts with :meth:`Registrations.replay`.
@@ -7,13 +7,16 @@ The host forgets a worker's registrations when its connection ends; each new con
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from autogen_core import Subscription
 
-from .._exceptions import ErrorCode, SubscriptionError
+from .._exceptions import ErrorCode, ProtocolError, SubscriptionError
 from .._protocol import wire
+from .._protocol.descriptions import A2ASkill, a2a_skill_to_wire
 from .._protocol.subscriptions import spec_of
 from .._protocol.wire import JsonObject, Method
 from .agents import LocalAgents
@@ -23,16 +26,29 @@ from .connection import HostConnection
 Control = Callable[[str, JsonObject], Awaitable[Any]]
 
 
+class Host(Protocol):
+    """What registering needs of the worker's link to its host (``Lifecycle`` provides it)."""
+
+    def host_must_hear(self) -> bool: ...
+
+    async def control(self, method: str, params: JsonObject) -> Any: ...
+
+    def live_connection(self) -> HostConnection | None: ...
+
+
 class Registrations:
-    """The agent types (kept by :class:`LocalAgents`) and subscriptions a worker registered.
+    """The agent types (kept by :class:`LocalAgents`), their A2A skills and the subscriptions a
+    worker registered.
 
     Args:
         control_timeout: Seconds to wait for the host to answer each registration.
     """
 
-    def __init__(self, agents: LocalAgents, *, control_timeout: float) -> None:
+    def __init__(self, agents: LocalAgents, *, control_timeout: float, logger: logging.Logger) -> None:
         self._agents = agents
         self._control_timeout = control_timeout
+        self._log = logger
+        self._skills: dict[str, A2ASkill] = {}
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
         self._sent: set[str] = set()
@@ -43,13 +59,12 @@ class Registrations:
         Loops until nothing new appears: registrations made while it awaits are sent too.
         """
         self._sent = set()
+        control = partial(connection.call, timeout=self._control_timeout)
         registered: set[str] = set()
         while pending := [t for t in self._agents.types() if t not in registered]:
             for agent_type in pending:
                 registered.add(agent_type)
-                await connection.call(
-                    Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout
-                )
+                await self.announce_type(agent_type, control)
         while unsent := [s for s in self._subscriptions.values() if s.id not in self._sent]:
             for subscription in unsent:
                 self._sent.add(subscription.id)
@@ -58,6 +73,63 @@ class Registrations:
                     {"subscription": wire.subscription_to_wire(spec_of(subscription))},
                     timeout=self._control_timeout,
                 )
+
+    async def add_type(self, agent_type: str, host: Host) -> None:
+        """Tell the host of a type just added to the local agents (after start; before, the
+        start tells it); on failure the type is dropped here and on the host.
+
+        Raises:
+            HostConnectionError: The runtime was stopped or lost its host for good.
+        """
+        try:
+            if host.host_must_hear():
+                await self.announce_type(agent_type, host.control)
+        except BaseException:
+            self.drop_type(agent_type, host)
+            raise
+
+    def drop_type(self, agent_type: str, host: Host) -> None:
+        """Undo a type registration here, and on the host if it may have accepted it."""
+        self._agents.remove_type(agent_type)
+        forget_type(host.live_connection(), agent_type)
+
+    async def announce_type(self, agent_type: str, control: Control) -> None:
+        """Register ``agent_type`` with the host, then describe its A2A skill if it has one."""
+        await control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
+        skill = self._skills.get(agent_type)
+        if skill is not None:
+            await self._describe(agent_type, skill, control)
+
+    async def set_a2a_skill(self, agent_type: str, skill: A2ASkill, host: Host) -> None:
+        """Keep ``agent_type``'s A2A skill, and describe it to the host now if the type is
+        registered and the worker started (else it goes with the type's registration)."""
+        previous = self._skills.get(agent_type)
+        tell = host.host_must_hear() and agent_type in self._agents
+        self._skills[agent_type] = skill
+        if not tell:
+            return
+        try:
+            await self._describe(agent_type, skill, host.control)
+        except BaseException:
+            if previous is None:
+                self._skills.pop(agent_type, None)
+            else:
+                self._skills[agent_type] = previous
+            raise
+
+    async def _describe(self, agent_type: str, skill: A2ASkill, control: Control) -> None:
+        params = {"type": agent_type, "a2a": a2a_skill_to_wire(skill)}
+        try:
+            await control(Method.DESCRIBE_AGENT_TYPE, params)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.METHOD_NOT_FOUND:
+                raise
+            # A host from before describe_agent_type: the type is served, just not over A2A.
+            self._log.warning(
+                "The host does not take agent type descriptions (an older release): "
+                "agent type %r is served but not offered over A2A",
+                agent_type,
+            )
 
     async def add_subscription(self, subscription: Subscription, control: Control | None) -> None:
         """Keep ``subscription``, and tell the host through ``control`` (``None`` before start).

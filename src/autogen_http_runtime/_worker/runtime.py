@@ -6,7 +6,7 @@ import logging
 import signal
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from autogen_core import (
     JSON_DATA_CONTENT_TYPE,
@@ -33,17 +33,17 @@ from .._constants import (
     DEFAULT_WRITE_BUFFER_LIMIT,
     WORKER_LOGGER,
 )
-from .._protocol import json_codec as _json
-from .._protocol.wire import Method
+from .._protocol.descriptions import DEFAULT_SKILL_VERSION
 from .._randomness import message_ids
 from .._signals import signals_received
-from .agents import LocalAgents, builtin_type
+from .a2a_skills import describe_a2a_skill
+from .agents import LocalAgents
 from .dialing import ConnectionOptions
 from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .link import ReconnectPolicy
 from .outbound import Outbound
-from .registrations import Registrations, forget_type
+from .registrations import Registrations
 from .serialization import PayloadCodec
 from .tracing import RuntimeTracer
 
@@ -155,7 +155,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
         self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log)
-        self._registrations = Registrations(self._agents, control_timeout=control_timeout)
+        self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
             host_address,
             options,
@@ -292,7 +292,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         agent_type = AgentType(type) if isinstance(type, str) else type
         self._agents.add_factory(agent_type.type, agent_factory, expected_class)
-        await self._register_type_with_host(agent_type.type)
+        await self._registrations.add_type(agent_type.type, self._lifecycle)
         return agent_type
 
     async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
@@ -305,29 +305,41 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         new_type = self._agents.add_instance_type(agent_id, agent_instance)
         if new_type:
-            await self._register_type_with_host(agent_id.type)
+            await self._registrations.add_type(agent_id.type, self._lifecycle)
         try:
             await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
         except BaseException:
             if new_type:
-                self._agents.remove_type(agent_id.type)
-                self._forget_on_host(agent_id.type)
+                self._registrations.drop_type(agent_id.type, self._lifecycle)
             raise
         self._agents.add_instance(agent_id, agent_instance)
         return agent_id
 
-    async def _register_type_with_host(self, agent_type: str) -> None:
-        try:
-            if self._lifecycle.host_must_hear():
-                await self._lifecycle.control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
-        except BaseException:
-            self._agents.remove_type(agent_type)
-            self._forget_on_host(agent_type)
-            raise
+    async def register_a2a_skill(
+        self,
+        agent_type: str,
+        *,
+        name: str,
+        description: str,
+        input_type: type[Any],
+        output_type: type[Any] | None = None,
+        version: str = DEFAULT_SKILL_VERSION,
+    ) -> None:
+        """Offer ``agent_type``, served by this worker, to the A2A clients of a host that serves
+        A2A (``HttpAgentServer(a2a=True)``; docs/a2a.md): an Agent Card with this skill, and an
+        endpoint where an A2A message's text or data part becomes an ``input_type`` message.
 
-    def _forget_on_host(self, agent_type: str) -> None:
-        """Undo a registration the host may have accepted (after a cancel or a local failure)."""
-        forget_type(self._lifecycle.live_connection(), agent_type)
+        Call it before or after registering the type; the host hears of it with the type
+        (again after every reconnection) and forgets it when the type goes. ``input_type``
+        needs a JSON serializer (dataclasses and Pydantic models have one); ``output_type``
+        (optional) and ``version`` go on the card.
+
+        Raises:
+            SerializationError: ``input_type`` has no JSON serializer (a ``ValueError``).
+            HostConnectionError: The runtime was stopped or lost its host for good.
+        """
+        skill = describe_a2a_skill(self._codec, name, description, input_type, output_type, version)
+        await self._registrations.set_a2a_skill(agent_type, skill, self._lifecycle)
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, for an agent served by this worker.
@@ -336,15 +348,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             LookupError: This worker does not serve ``id.type``.
             TypeError: The agent is not an instance of ``type``.
         """
-        if id.type not in self._agents:
-            raise LookupError(f"Agent with name {id.type} not found on this worker.")
-        agent = await self._agents.get(id)
-        if not isinstance(agent, type):
-            raise TypeError(
-                f"Agent with name {id.type} is not of type {type.__name__}. "
-                f"It is of type {builtin_type(agent).__name__}"
-            )
-        return agent
+        return await self._agents.instance(id, type)
 
     async def get(
         self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True
@@ -364,24 +368,15 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
-            return await self._agents.metadata(agent)
-        reply = await self._outbound.call(Method.AGENT_METADATA, agent)
-        return cast(AgentMetadata, reply["metadata"])
+        return await self._outbound.agent_metadata(agent)
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """Saved state of an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
-            return await self._agents.save_agent(agent)
-        reply = await self._outbound.call(Method.AGENT_SAVE_STATE, agent)
-        return cast(Mapping[str, Any], reply["state"])
+        return await self._outbound.agent_save_state(agent)
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         """Load state into an agent on this worker or, through the host, on any other."""
-        if agent.type in self._agents:
-            await self._agents.load_agent(agent, state)
-            return
-        await self._outbound.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
+        await self._outbound.agent_load_state(agent, state)
 
     # -- subscriptions ----------------------------------------------------------------
 
