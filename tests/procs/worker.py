@@ -6,7 +6,8 @@ It registers ``AGENT_TYPE`` (with ``--a2a``, offered over A2A, taking ``Text``) 
 subscription of it to the topic ``AGENT_TYPE.topic``, then prints ``READY``. Each message
 the agent receives prints ``started <content>`` and then blocks until cancelled. With
 ``--until signal`` (the default) the worker runs ``stop_when_signal()``; with ``--until
-stdin`` it calls ``stop()`` when a line (or EOF) arrives on stdin. Either way it prints ``STOPPED`` and exits 0.
+stdin`` it calls ``stop()`` when a line (or EOF) arrives on stdin. Either way it prints
+``STOPPED`` and exits 0.
 """
 
 from __future__ import annotations
