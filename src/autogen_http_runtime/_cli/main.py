@@ -25,7 +25,8 @@ PROG = "autogen-http-runtime"
 
 DESCRIPTION = """\
 Serve an autogen-http-runtime host: workers connect to ws://HOST:PORT/v1/worker.
-Also serves GET /healthz, /readyz, /metrics (Prometheus) and /dashboard.
+Also serves GET /healthz, /readyz, /metrics (Prometheus) and /dashboard; with --a2a,
+the agent types workers offer over A2A under /a2a/TYPE (docs/a2a.md).
 Prints "serving on URL" on stdout once ready; logs go to stderr.
 SIGTERM or SIGINT drains calls in flight for --grace seconds, then exits 0."""
 
