@@ -141,21 +141,20 @@ class A2AEndpoints:
         if skill is None:
             return _unknown(agent_type).response()
         url = _rpc_url(request, agent_type)
-        return await self._card(
-            agent_type, (skill, url), lambda: self._type_card_for(agent_type, skill, url)
-        )(request)
+        endpoint = self._card(
+            agent_type, (skill, url), lambda: type_card(agent_type, skill, url, secured=self._secured)
+        )
+        return await endpoint(request)
 
     async def _host_card(self, request: Request) -> Response:
         types = [(t, skill, _rpc_url(request, t)) for t, skill in views.a2a_skills(self._core).items()]
         if not types:
             detail = "No worker offers an agent type over A2A on this host yet."
             return Problem(404, "not-found", "No A2A agent types", detail).response()
-        return await self._card("", tuple(types), lambda: listing_card(types, secured=self._secured))(request)
+        endpoint = self._card("", tuple(types), lambda: listing_card(types, secured=self._secured))
+        return await endpoint(request)
 
     # -- per type -------------------------------------------------------------------------
-
-    def _type_card_for(self, agent_type: str, skill: A2ASkill, url: str) -> AgentCard:
-        return type_card(agent_type, skill, url, secured=self._secured)
 
     def _card(self, name: str, source: object, make: Callable[[], AgentCard]) -> Endpoint:
         """The SDK's card endpoint for a card, made again only when what it is made from changed."""
