@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from autogen_http_runtime import HttpRuntimeError, SerializationError
 from autogen_http_runtime.a2a import A2AAgentError, A2ATimeoutError
 from autogen_http_runtime.a2a._errors import error_from_sdk
-from autogen_http_runtime.a2a._parts import ReplyTypeError, from_parts, to_parts
+from autogen_http_runtime.a2a._parts import ReplyTypeError, from_parts, to_parts, value_for
 
 
 class Point(BaseModel):
@@ -28,6 +28,12 @@ class Point(BaseModel):
 class Pair:
     left: str
     right: list[int]
+
+
+@dataclass
+class Note:
+    text: str
+    author: str = "anonymous"
 
 
 def kinds(parts: list[Part]) -> list[str | None]:
@@ -82,6 +88,10 @@ def test_whole_numbers_come_back_as_int_unless_too_large() -> None:
         ([new_text_part("a"), new_text_part("b")], str, "a\nb"),
         ([new_raw_part(b"z")], bytes, b"z"),
         ([new_data_part({"a": 1})], dict[str, int], {"a": 1}),
+        # A type whose one required field is a string takes plain text as that field.
+        ([new_text_part("hi"), new_text_part("there")], Note, Note("hi\nthere")),
+        ([new_text_part('{"text": "hi"}')], Note, Note('{"text": "hi"}')),
+        ([new_data_part({"text": "hi", "author": "me"})], Note, Note("hi", "me")),
     ],
 )
 def test_output_type(parts: list[Part], output_type: Any, expected: Any) -> None:
@@ -101,6 +111,39 @@ def test_output_type(parts: list[Part], output_type: Any, expected: Any) -> None
 def test_output_type_mismatch(parts: list[Part], output_type: Any) -> None:
     with pytest.raises(ReplyTypeError):
         from_parts(parts, output_type)
+
+
+STRING = {"type": "string"}
+ONE_TEXT_FIELD = {"type": "object", "properties": {"content": {"type": "string"}}, "required": ["content"]}
+ONE_NUMBER_FIELD = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+
+
+@pytest.mark.parametrize(
+    ("parts", "schema", "expected"),
+    [
+        ([new_text_part("hi")], STRING, "hi"),
+        ([new_text_part("hi")], ONE_TEXT_FIELD, {"content": "hi"}),
+        ([new_text_part("3")], ONE_NUMBER_FIELD, 3),  # JSON text, checked against the schema later
+        ([new_text_part('{"n": 3}')], ONE_NUMBER_FIELD, {"n": 3}),
+        ([new_text_part('{"n": 3}')], None, {"n": 3}),
+        ([new_text_part("ignored"), new_data_part({"n": 3.0})], ONE_TEXT_FIELD, {"n": 3}),  # data first
+    ],
+)
+def test_the_value_parts_carry_for_a_schema(parts: list[Part], schema: Any, expected: Any) -> None:
+    assert value_for(parts, schema) == expected
+
+
+@pytest.mark.parametrize(
+    ("parts", "says"),
+    [
+        ([new_text_part("not json")], "the text is not JSON"),
+        ([new_raw_part(b"z")], "Expected a data or text part for Order, got a raw part."),
+        ([], "got no parts"),
+    ],
+)
+def test_no_value_for_the_schema(parts: list[Part], says: str) -> None:
+    with pytest.raises(ReplyTypeError, match=says):
+        value_for(parts, ONE_NUMBER_FIELD, "Order")
 
 
 def test_sdk_errors_map_to_reason_and_code() -> None:

@@ -23,7 +23,7 @@ def option_rows() -> list[tuple[str, str]]:
 
 def test_every_setting_of_serve_has_its_row() -> None:
     rows = option_rows()
-    options = {flag for cell, _ in rows for flag in re.findall(r"`(--[a-z-]+)`", cell)}
+    options = {flag for cell, _ in rows for flag in re.findall(r"`(--[a-z0-9-]+)`", cell)}
     variables = " ".join(variable for _, variable in rows)
     for name in ServeSettings.model_fields:
         flag = "--" + name.replace("_", "-")

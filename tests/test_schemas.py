@@ -138,6 +138,9 @@ async def test_frames_of_a_live_exchange_match_the_schemas(
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     started, cancelled = asyncio.Event(), asyncio.Event()
     await Upper.register(serving, "upper", Upper)
+    await serving.register_a2a_skill(  # describe_agent_type
+        "upper", name="Upper", description="Upper-cases text.", input_type=Text, output_type=Text
+    )
     await Stateful.register(serving, "stateful", Stateful)
     await Stalling.register(serving, "stalling", lambda: Stalling(started, cancelled))
     await serving.register_factory("anything", lambda: Anything(inbox))

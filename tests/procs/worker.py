@@ -1,12 +1,13 @@
 """A worker process serving one agent type whose handler waits to be told to answer.
 
 Usage: ``python -m tests.procs.worker URL AGENT_TYPE [--until signal|stdin|interrupt]
-[--stop-grace S]``.
+[--stop-grace S] [--a2a]``.
 
-It registers ``AGENT_TYPE`` and a subscription of it to the topic ``AGENT_TYPE.topic``,
-then prints ``READY``. Each message the agent receives prints ``started <content>``; the
-handler then blocks until a ``release`` line arrives on stdin, and answers the content
-upper-cased (so it never answers unless told). How the worker ends:
+It registers ``AGENT_TYPE`` (with ``--a2a``, offered over A2A, taking ``Text``) and a
+subscription of it to the topic ``AGENT_TYPE.topic``, then prints ``READY``. Each message
+the agent receives prints ``started <content>``; the handler then blocks until a
+``release`` line arrives on stdin, and answers the content upper-cased (so it never
+answers unless told). How the worker ends:
 
 - ``--until signal`` (the default): ``stop_when_signal()``;
 - ``--until stdin``: ``stop()`` when any other line (or EOF) arrives on stdin;
@@ -67,6 +68,7 @@ async def main() -> None:
     parser.add_argument("agent_type")
     parser.add_argument("--until", choices=["signal", "stdin", "interrupt"], default="signal")
     parser.add_argument("--stop-grace", type=float, default=None)
+    parser.add_argument("--a2a", action="store_true")
     args = parser.parse_args()
 
     grace = {} if args.stop_grace is None else {"stop_grace": args.stop_grace}
@@ -74,6 +76,10 @@ async def main() -> None:
     runtime.add_message_serializer(SERIALIZERS)
     await runtime.start()
     await runtime.register_factory(args.agent_type, Blocker)
+    if args.a2a:
+        await runtime.register_a2a_skill(
+            args.agent_type, name="Blocker", description="Never answers.", input_type=Text
+        )
     await runtime.add_subscription(
         TypeSubscription(topic_type=f"{args.agent_type}.topic", agent_type=args.agent_type)
     )

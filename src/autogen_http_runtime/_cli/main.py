@@ -25,7 +25,8 @@ PROG = "autogen-http-runtime"
 
 DESCRIPTION = """\
 Serve an autogen-http-runtime host: workers connect to ws://HOST:PORT/v1/worker.
-Also serves GET /healthz, /readyz, /metrics (Prometheus) and /dashboard.
+Also serves GET /healthz, /readyz, /metrics (Prometheus) and /dashboard; with --a2a,
+the agent types workers offer over A2A under /a2a/TYPE (docs/a2a.md).
 Prints "serving on URL" on stdout once ready; logs go to stderr.
 SIGTERM or SIGINT drains calls in flight for --grace seconds, then exits 0."""
 
@@ -68,7 +69,8 @@ def _reading(annotation: Any, metavar: object) -> dict[str, Any]:
     if get_origin(annotation) is Literal:
         return {"choices": list(get_args(annotation)), "type": str.lower}
     if annotation is bool:
-        return {"choices": ["on", "off"], "type": str.lower}
+        # A switch also given alone: --a2a is --a2a on.
+        return {"choices": ["on", "off"], "type": str.lower, "nargs": "?", "const": "on"}
     kinds = [kind for kind in get_args(annotation) if kind is not type(None)] or [annotation]
     kind = kinds[0]
     reader: Callable[[str], Any] = kind

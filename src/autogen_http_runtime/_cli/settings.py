@@ -93,6 +93,11 @@ class ServeSettings(BaseSettings):
         "server",
         "event loop: auto is uvloop when installed (the [fast] extra), else asyncio",
     )
+    a2a: bool = _setting(
+        False,
+        "server",
+        "serve the agent types workers describe for A2A under /a2a/TYPE (needs the [a2a] extra)",
+    )
 
     replicas: bool = _setting(
         False,
@@ -333,6 +338,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         max_connections=settings.max_connections,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
         replicas=settings.replicas,
+        a2a=settings.a2a,
     )
     return HttpAgentServer(
         settings.host,

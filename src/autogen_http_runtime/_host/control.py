@@ -1,7 +1,8 @@
 """The control requests a worker sends its host: hello, agent types and subscriptions. No I/O.
 
 Registrations go to the directory, which answers through a callback: the worker hears
-back once the change holds (at once on one host).
+back once the change holds (at once on one host). Descriptions of agent types (their A2A
+skills) go to the table beside it (:mod:`.descriptions`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from .._compat import is_valid_agent_type
 from .._constants import PROTOCOL_VERSION
 from .._exceptions import ErrorCode
 from .._protocol import wire
+from .._protocol.descriptions import a2a_skill_from_wire
 from .._protocol.wire import MessageError
+from .descriptions import TypeDescriptions
 from .directory import Directory, Done
 from .guard import Guard
 from .session import CLOSE_NORMAL, WorkerSession
 
 
 class Control:
-    """Answers ``hello``, ``register_agent_type``, ``unregister_agent_type``, ``add_subscription``,
+    """Answers ``hello``, ``register_agent_type``, ``register_agent_instance``,
+    ``unregister_agent_type``, ``describe_agent_type``, ``add_subscription``,
     ``remove_subscription`` and ``drain`` for the routing core.
 
     Args:
@@ -36,6 +40,7 @@ class Control:
     def __init__(
         self,
         directory: Directory,
+        descriptions: TypeDescriptions,
         guard: Guard,
         sessions: dict[str, WorkerSession],
         *,
@@ -48,6 +53,7 @@ class Control:
         logger: logging.Logger,
     ) -> None:
         self._directory = directory
+        self._descriptions = descriptions
         self._guard = guard
         self._sessions = sessions
         self._max_message_size = max_message_size
@@ -160,6 +166,20 @@ class Control:
         with wire.tagged(req.id):
             agent_type = wire.required_str(req.params, "type")
         self._directory.unregister_type(session, agent_type)
+        self._descriptions.forget_type(session, agent_type)
+        session.send(wire.result(req.id, {}))
+
+    def describe_type(self, session: WorkerSession, req: wire.Request) -> None:
+        with wire.tagged(req.id):
+            agent_type = wire.required_str(req.params, "type")
+            skill = a2a_skill_from_wire(req.params.get("a2a"))
+        if not self._directory.serves(session, agent_type):
+            raise MessageError(
+                ErrorCode.INVALID_PARAMS,
+                f"Agent type {agent_type!r} is not registered by this worker: register it first.",
+                req.id,
+            )
+        self._descriptions.describe(session, agent_type, skill)
         session.send(wire.result(req.id, {}))
 
     def add_subscription(self, session: WorkerSession, req: wire.Request) -> None:

@@ -29,6 +29,7 @@ from .._protocol import wire
 from .._protocol.wire import MessageError, Method
 from .calls import CallTable
 from .control import Control
+from .descriptions import TypeDescriptions
 from .directory import Directory, LocalDirectory
 from .events import EventFanOut
 from .guard import Guard
@@ -73,6 +74,8 @@ class RoutingCore:
         self.high_water = min(DEFAULT_HIGH_WATER, self.max_queued_bytes // 2)
         self.stats = RouterStats()
         self.directory: Directory = directory or LocalDirectory()
+        #: How the workers describe the types they serve (A2A skills): beside the directory.
+        self.descriptions = TypeDescriptions()
         self.guard = Guard(access, rate_limiter, self._log)
         self.sessions: dict[str, WorkerSession] = {}
         #: The worker sessions (not HTTP requests) of each identity name.
@@ -83,6 +86,7 @@ class RoutingCore:
         self._events = EventFanOut(self.directory, self.guard, self.stats, self._log)
         self._control = Control(
             self.directory,
+            self.descriptions,
             self.guard,
             self.sessions,
             max_message_size=max_message_size,
@@ -169,6 +173,7 @@ class RoutingCore:
             self.stats.count_closed(session)
             if not session.draining:  # a draining worker has left the directory already
                 self.directory.remove_worker(session)
+            self.descriptions.forget_worker(session)
         self.calls.session_closed(session, reason)
         if session.local:  # an HTTP request ending: not a worker leaving, nothing to log
             return
@@ -273,6 +278,8 @@ class RoutingCore:
             control.register_instance(session, req)
         elif req.method == Method.UNREGISTER_AGENT_TYPE:
             control.unregister_type(session, req)
+        elif req.method == Method.DESCRIBE_AGENT_TYPE:
+            control.describe_type(session, req)
         elif req.method == Method.ADD_SUBSCRIPTION:
             control.add_subscription(session, req)
         elif req.method == Method.REMOVE_SUBSCRIPTION:

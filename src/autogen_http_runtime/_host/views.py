@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .._protocol.descriptions import A2ASkill
 from .._protocol.subscriptions import SubscriptionKind
 from .core import RoutingCore
 from .session import WorkerSession
@@ -126,6 +127,16 @@ def agent_type_views(core: RoutingCore) -> list[AgentTypeView]:
         )
         for agent_type, sessions in sorted(core.directory.agent_types().items())
     ]
+
+
+def a2a_skills(core: RoutingCore) -> dict[str, A2ASkill]:
+    """Each agent type a worker described for A2A, and how, sorted by type."""
+    return core.descriptions.a2a_skills()
+
+
+def a2a_skill(core: RoutingCore, agent_type: str) -> A2ASkill | None:
+    """How ``agent_type`` is offered to A2A clients, or ``None`` if it is not."""
+    return core.descriptions.a2a_skill(agent_type)
 
 
 def subscriptions(core: RoutingCore) -> list[SubscriptionView]:

@@ -24,7 +24,7 @@ from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.wire import JsonObject, MessageError, Method
 from .admission import request_identity
-from .local import LocalTransport
+from .local import LocalTransport, deadline_passed, host_shut_down
 from .problems import Problem
 from .responses import AsciiJSONResponse
 
@@ -53,7 +53,7 @@ class RpcEndpoint:
         core = self._core
         loop = asyncio.get_running_loop()
         try:
-            timeout = _deadline_header(request)
+            timeout = deadline_header(request)
             body = await read_body(request, core.max_message_size)
         except Problem as exc:
             return exc.response()
@@ -126,12 +126,10 @@ async def _collect(
                 deadline = calls[index].deadline
                 if deadline is not None and deadline <= now:
                     waiting.discard(index)
-                    caller.receive([wire.Notification(Method.CANCEL, {"id": index})])
-                    answers[index] = wire.error(
-                        calls[index].client_id,
-                        ErrorCode.DEADLINE_EXCEEDED,
-                        f"The deadline of {calls[index].allowed:g} s passed; the call was cancelled.",
-                    )
+                    caller.cancel(index)
+                    allowed = calls[index].allowed
+                    assert allowed is not None
+                    answers[index] = deadline_passed(calls[index].client_id, allowed)
             if not waiting:
                 break
             deadlines = [d for d in (calls[i].deadline for i in waiting) if d is not None]
@@ -157,11 +155,7 @@ def _file(item: object, calls: dict[int, _Call], waiting: set[int], answers: dic
     if not isinstance(item, dict):
         # The host shut down (it has already sent -32010 for every call it knew of).
         for index in sorted(waiting):
-            answers[index] = wire.error(
-                calls[index].client_id,
-                ErrorCode.SHUTTING_DOWN,
-                "The host shut down before the call completed.",
-            )
+            answers[index] = host_shut_down(calls[index].client_id)
         waiting.clear()
         return False
     position = item.get("id")
@@ -229,7 +223,7 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _deadline_header(request: Request) -> float | None:
+def deadline_header(request: Request) -> float | None:
     raw = request.headers.get(DEADLINE_HEADER)
     if raw is None:
         return None

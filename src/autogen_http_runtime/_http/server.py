@@ -98,6 +98,9 @@ class HttpAgentServer:
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
+        a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
+            (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
+            service instead.
         extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntimeHost``
             runs unchanged; it has no meaning here and is ignored with a warning.
     """
@@ -115,6 +118,7 @@ class HttpAgentServer:
         compression: bool = False,
         replicas: bool | None = None,
         ssl: Mapping[str, Any] | None = None,
+        a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
         warn_grpc_config_ignored(extra_grpc_config)
@@ -128,12 +132,14 @@ class HttpAgentServer:
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
         if service is None:
-            service = HttpAgentService(max_message_size=max_message_size, replicas=bool(replicas))
+            service = HttpAgentService(max_message_size=max_message_size, replicas=bool(replicas), a2a=a2a)
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(
                 f"HttpAgentServer(replicas={replicas}) disagrees with the service it was given "
                 f"(replicas={service.replicas}): set it on the HttpAgentService."
             )
+        elif a2a and not service.a2a:
+            raise ValueError("HttpAgentServer(a2a=True) with a service: give a2a=True to the service.")
         self.service = service
         # The API description authenticates like the service's routes (docs/security.md).
         self.app = FastAPI(

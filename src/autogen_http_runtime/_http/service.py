@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
 from starlette.requests import HTTPConnection
@@ -32,7 +33,13 @@ from .problems import Problem
 from .responses import AsciiJSONResponse
 from .worker_socket import WorkerEndpoint
 
+if TYPE_CHECKING:
+    from .a2a_routes import A2AEndpoints
+
 __all__ = ["HttpAgentService"]
+
+#: Needed by ``a2a=True``: the A2A SDK's server classes, and jsonschema to check A2A input.
+A2A_EXTRA_HINT = 'HttpAgentService(a2a=True) needs the A2A extra: pip install "autogen-http-runtime[a2a]"'
 
 
 class HttpAgentService:
@@ -94,6 +101,11 @@ class HttpAgentService:
             ids to the others, and an event reaches each subscribed agent id once. Off (the
             default), a second worker registering a type already served is refused
             (``AgentTypeConflictError``), as on the gRPC runtime. See ``docs/operations.md``.
+        a2a: Serve every agent type a worker offers with ``register_a2a_skill`` as an A2A
+            agent: ``POST /a2a/{type}`` (A2A JSON-RPC), its Agent Card at
+            ``/a2a/{type}/.well-known/agent-card.json``, and a listing card at
+            ``/.well-known/agent-card.json`` (cards need no authentication). Needs the
+            ``[a2a]`` extra; see ``docs/a2a.md``.
         logger: Logger for connection events and errors; ``autogen_http_runtime.host`` by default.
     """
 
@@ -112,6 +124,7 @@ class HttpAgentService:
         max_connections: int | None = None,
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         replicas: bool = False,
+        a2a: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
@@ -132,6 +145,11 @@ class HttpAgentService:
             max_subscriptions=max_subscriptions,
             logger=self._log,
         )
+        self._a2a = (
+            _a2a_endpoints(self.core, authenticator, slow_consumer_timeout, self._log) if a2a else None
+        )
+        if self._a2a is not None:
+            public_routes = [*public_routes, *self._a2a.public_routes]
         self._admission = Admission(authenticator, access_policy, public_routes, self._log)
         self._workers = WorkerEndpoint(
             self.core,
@@ -151,6 +169,13 @@ class HttpAgentService:
         self.router.include_router(operations_router(self.core))  # probes, /metrics, /dashboard
         # POST /v1/events, POST /v1/rpc, GET /v1/agents, /v1/subscriptions, /v1/workers
         self.router.include_router(api_router(self.core, slow_consumer_timeout=slow_consumer_timeout))
+        if self._a2a is not None:
+            self.router.include_router(self._a2a.router())
+
+    @property
+    def a2a(self) -> bool:
+        """Whether the service serves its agent types over A2A."""
+        return self._a2a is not None
 
     @property
     def authenticator(self) -> Authenticator | None:
@@ -203,5 +228,28 @@ class HttpAgentService:
         finally:
             for session in list(self.core.sessions.values()):
                 session.close(CLOSE_GOING_AWAY, "host shutting down")
+            if self._a2a is not None:
+                await self._a2a.close()  # the A2A tasks still open end with the calls they made
             if self._workers.connections:
                 await asyncio.wait(list(self._workers.connections), timeout=max(grace, 1.0))
+
+
+def _a2a_endpoints(
+    core: RoutingCore,
+    authenticator: Authenticator | None,
+    slow_consumer_timeout: float,
+    logger: logging.Logger,
+) -> A2AEndpoints:
+    """The A2A endpoints, imported only when asked for: the A2A SDK is an optional extra.
+
+    Raises:
+        ImportError: The ``[a2a]`` extra is not installed.
+    """
+    try:
+        routes = importlib.import_module(f"{__package__}.a2a_routes")
+    except ImportError as exc:
+        raise ImportError(f"{A2A_EXTRA_HINT} ({exc})") from exc
+    endpoints: A2AEndpoints = routes.A2AEndpoints(
+        core, secured=authenticator is not None, slow_consumer_timeout=slow_consumer_timeout, logger=logger
+    )
+    return endpoints

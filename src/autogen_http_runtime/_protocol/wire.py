@@ -95,6 +95,7 @@ class Method:
     REGISTER_AGENT_TYPE: Final = "register_agent_type"
     UNREGISTER_AGENT_TYPE: Final = "unregister_agent_type"
     REGISTER_AGENT_INSTANCE: Final = "register_agent_instance"
+    DESCRIBE_AGENT_TYPE: Final = "describe_agent_type"
     ADD_SUBSCRIPTION: Final = "add_subscription"
     REMOVE_SUBSCRIPTION: Final = "remove_subscription"
     #: The worker is stopping: route nothing new to it, but relay the answers it still sends.

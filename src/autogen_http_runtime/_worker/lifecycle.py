@@ -13,7 +13,7 @@ from .connection import ConnectionHandlers, HostConnection
 from .dialing import ConnectionOptions
 from .inbound import Inbound
 from .link import HostLink, ReconnectPolicy
-from .registrations import Registrations, forget_type
+from .registrations import Registrations
 
 
 class WorkerState(enum.Enum):
@@ -171,22 +171,6 @@ class Lifecycle:
         """Send a control request on the live connection and return its result."""
         connection = await self.ready()
         return await connection.call(method, params, timeout=self._control_timeout)
-
-    async def register_type(self, agent_type: str) -> None:
-        """Tell the host this worker serves ``agent_type``, if it must hear of it now; on any
-        failure, forget the type here and on the host (see :meth:`forget_type`)."""
-        try:
-            if self.host_must_hear():
-                await self._registrations.register_type(agent_type, (await self.ready()).call)
-        except BaseException:
-            self.forget_type(agent_type)
-            raise
-
-    def forget_type(self, agent_type: str) -> None:
-        """Undo a type registration here, and on the host, which may have accepted it (after
-        a cancel or a local failure), without waiting for its answer."""
-        self._registrations.drop_type(agent_type)
-        forget_type(self.live_connection(), agent_type)
 
     def host_must_hear(self) -> bool:
         """Whether a registration made now goes to the host before returning.

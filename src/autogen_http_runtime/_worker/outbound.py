@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
 
-from autogen_core import AgentId, CancellationToken, TopicId
+from autogen_core import AgentId, AgentMetadata, CancellationToken, TopicId
 
+from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.wire import JsonObject, Method
 from .agents import LocalAgents
@@ -17,11 +18,20 @@ from .serialization import PayloadCodec
 from .tracing import RuntimeTracer, current_trace_context, handler_attributes
 
 
+class Link(Protocol):
+    """What sending needs of the worker's link to its host (``Lifecycle`` provides it)."""
+
+    async def ready(self) -> HostConnection: ...
+
+    def live_connection(self) -> HostConnection | None: ...
+
+
 class Outbound:
     """Sends calls and events on whatever connection the link has, with spans around them.
 
     Args:
-        ready: The live connection, waiting while the worker reconnects.
+        link: The worker's connection, waited for while it reconnects (``ready``), or as it
+            is now (``live_connection``: whether the host has replicas).
         call_timeout: The default deadline of a call, in seconds; ``None``: none.
         message_ids: Where fresh message ids come from.
     """
@@ -31,15 +41,15 @@ class Outbound:
         agents: LocalAgents,
         codec: PayloadCodec,
         tracer: RuntimeTracer,
-        ready: Callable[[], Awaitable[HostConnection]],
-        *,
+        link: Link,
         call_timeout: float | None,
         message_ids: Iterator[str],
     ) -> None:
         self._agents = agents
         self._codec = codec
         self._tracer = tracer
-        self._ready = ready
+        self._ready = link.ready
+        self._live = link.live_connection
         self._call_timeout = call_timeout
         self._message_ids = message_ids
 
@@ -131,3 +141,29 @@ class Outbound:
         params.update(extra or {})
         connection = await self._ready()
         return await connection.call(method, params, timeout=self._call_timeout)
+
+    # -- an agent's metadata and state: here when it lives here, else through the host --
+
+    def _lives_here(self, agent: AgentId) -> bool:
+        """Whether ``agent`` lives on this worker for sure: its type is served here, and no
+        replica elsewhere may own it (with replicas, the host's placement decides)."""
+        if agent.type not in self._agents:
+            return False
+        connection = self._live()
+        return connection is None or not connection.replicas or agent in self._agents.instance_ids()
+
+    async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
+        if self._lives_here(agent):
+            return await self._agents.metadata(agent)
+        return cast(AgentMetadata, (await self.call(Method.AGENT_METADATA, agent))["metadata"])
+
+    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+        if self._lives_here(agent):
+            return await self._agents.save_agent(agent)
+        return cast(Mapping[str, Any], (await self.call(Method.AGENT_SAVE_STATE, agent))["state"])
+
+    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+        if self._lives_here(agent):
+            await self._agents.load_agent(agent, state)
+            return
+        await self.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})

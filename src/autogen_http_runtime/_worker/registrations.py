@@ -1,4 +1,4 @@
-"""What a worker has told its host (agent types, subscriptions), kept to tell it again.
+"""What a worker has told its host (agent types, their A2A skills, subscriptions), kept to tell it again.
 
 The host forgets a worker's registrations when its connection ends; each new connection
 (the first, and every reconnection) starts with :meth:`Registrations.replay`.
@@ -9,12 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, Protocol
 
-from autogen_core import AgentId, Subscription
+from autogen_core import Agent, AgentId, AgentRuntime, Subscription
 
-from .._exceptions import ErrorCode, PermissionDeniedError, RpcError, SubscriptionError, TooManyCallsError
+from .._exceptions import (
+    ErrorCode,
+    PermissionDeniedError,
+    ProtocolError,
+    RpcError,
+    SubscriptionError,
+    TooManyCallsError,
+)
 from .._protocol import wire
+from .._protocol.descriptions import A2ASkill, a2a_skill_to_wire
 from .._protocol.subscriptions import spec_of
 from .._protocol.wire import JsonObject, Method
 from .agents import LocalAgents
@@ -26,16 +35,19 @@ Control = Callable[[str, JsonObject], Awaitable[Any]]
 _MAX_RETRY_AFTER: Final = 5.0
 
 
-class Call(Protocol):
-    """``HostConnection.call``: a request on one connection, with a timeout."""
+class Host(Protocol):
+    """What registering needs of the worker's link to its host (``Lifecycle`` provides it)."""
 
-    def __call__(
-        self, method: str, params: JsonObject, *, timeout: float | None = None
-    ) -> Awaitable[Any]: ...
+    def host_must_hear(self) -> bool: ...
+
+    async def control(self, method: str, params: JsonObject) -> Any: ...
+
+    def live_connection(self) -> HostConnection | None: ...
 
 
 class Registrations:
-    """The agent types (kept by :class:`LocalAgents`) and subscriptions a worker registered.
+    """The agent types (kept by :class:`LocalAgents`), their A2A skills and the subscriptions a
+    worker registered.
 
     Args:
         control_timeout: Seconds to wait for the host to answer each registration.
@@ -43,9 +55,10 @@ class Registrations:
 
     def __init__(self, agents: LocalAgents, *, control_timeout: float, logger: logging.Logger) -> None:
         self._agents = agents
-        self._log = logger
-        self._replicated: set[str] = set()
         self._control_timeout = control_timeout
+        self._log = logger
+        self._skills: dict[str, A2ASkill] = {}
+        self._replicated: set[str] = set()
         self._subscriptions: dict[str, Subscription] = {}
         #: Ids of the subscriptions sent to the host on the current connection.
         self._sent: set[str] = set()
@@ -62,16 +75,17 @@ class Registrations:
                 next one): someone else may hold it, and that must not end the worker.
         """
         self._sent = set()
+        control = partial(connection.call, timeout=self._control_timeout)
         registered: set[str] = set()
         while pending := [t for t in self._agents.types() if t not in registered]:
             for agent_type in pending:
                 registered.add(agent_type)
-                await self.register_type(agent_type, connection.call)
+                await self.announce_type(agent_type, control)
         pinned: set[AgentId] = set()
         while unpinned := [a for a in self._agents.instance_ids() if a not in pinned]:
             for agent_id in unpinned:
                 pinned.add(agent_id)
-                await self.pin(agent_id, connection.call)
+                await self.pin(agent_id, control)
         while unsent := [s for s in self._subscriptions.values() if s.id not in self._sent]:
             for subscription in unsent:
                 self._sent.add(subscription.id)
@@ -98,25 +112,60 @@ class Registrations:
                     raise
                 await asyncio.sleep(wait)  # the host said when its rate limit allows another
 
-    async def register_type(self, agent_type: str, call: Call) -> None:
-        """Tell the host this worker serves ``agent_type``; log joining a replica set."""
-        answer = await call(Method.REGISTER_AGENT_TYPE, {"type": agent_type}, timeout=self._control_timeout)
+    async def add_type(self, agent_type: str, host: Host) -> None:
+        """Tell the host of a type just added to the local agents (after start; before, the
+        start tells it); on failure the type is dropped here and on the host.
+
+        Raises:
+            HostConnectionError: The runtime was stopped or lost its host for good.
+        """
+        try:
+            if host.host_must_hear():
+                await self.announce_type(agent_type, host.control)
+        except BaseException:
+            self.drop_type(agent_type, host)
+            raise
+
+    async def add_instance(self, agent_id: AgentId, agent: Agent, runtime: AgentRuntime, host: Host) -> None:
+        """Register an agent instance (``register_agent_instance``): its type if new here,
+        bound to ``runtime``, then pinned to this worker on the host; undone on any failure."""
+        new_type = self._agents.add_instance_type(agent_id, agent)
+        if new_type:
+            await self.add_type(agent_id.type, host)
+        try:
+            await agent.bind_id_and_runtime(id=agent_id, runtime=runtime)
+            self._agents.add_instance(agent_id, agent)
+            if host.host_must_hear():  # a replica set places this id here, and only here
+                await self.pin(agent_id, host.control)
+        except BaseException:
+            self._agents.remove_instance(agent_id)
+            if new_type:
+                self.drop_type(agent_id.type, host)
+            raise
+
+    def drop_type(self, agent_type: str, host: Host) -> None:
+        """Undo a type registration here, and on the host if it may have accepted it."""
+        self._agents.remove_type(agent_type)
+        forget_type(host.live_connection(), agent_type)
+
+    async def announce_type(self, agent_type: str, control: Control) -> None:
+        """Register ``agent_type`` with the host, then describe its A2A skill if it has one."""
+        answer = await control(Method.REGISTER_AGENT_TYPE, {"type": agent_type})
         replicas = answer.get("replicas") if isinstance(answer, dict) else None
         if isinstance(replicas, int) and replicas > 1:
             self._replicated.add(agent_type)
             self._log.info("Joined the replica set of agent type %r (%d replicas)", agent_type, replicas)
         else:
             self._replicated.discard(agent_type)
+        skill = self._skills.get(agent_type)
+        if skill is not None:
+            await self._describe(agent_type, skill, control)
 
-    async def pin(self, agent_id: AgentId, call: Call) -> None:
+    async def pin(self, agent_id: AgentId, control: Control) -> None:
         """Tell the host the agent instance ``agent_id`` lives here (a host from before
         replicas does not know the request: it needs no pin)."""
         try:
-            await call(
-                Method.REGISTER_AGENT_INSTANCE,
-                {"agent": wire.agent_id_to_wire(agent_id)},
-                timeout=self._control_timeout,
-            )
+            await control(Method.REGISTER_AGENT_INSTANCE, {"agent": wire.agent_id_to_wire(agent_id)})
         except RpcError as exc:
             if exc.code != ErrorCode.METHOD_NOT_FOUND:
                 raise
@@ -126,9 +175,36 @@ class Registrations:
         """The agent types this worker serves as one of several replicas (when it last registered)."""
         return self._replicated
 
-    def drop_type(self, agent_type: str) -> None:
-        """Forget an agent type this worker failed to register."""
-        self._agents.remove_type(agent_type)
+    async def set_a2a_skill(self, agent_type: str, skill: A2ASkill, host: Host) -> None:
+        """Keep ``agent_type``'s A2A skill, and describe it to the host now if the type is
+        registered and the worker started (else it goes with the type's registration)."""
+        previous = self._skills.get(agent_type)
+        tell = host.host_must_hear() and agent_type in self._agents
+        self._skills[agent_type] = skill
+        if not tell:
+            return
+        try:
+            await self._describe(agent_type, skill, host.control)
+        except BaseException:
+            if previous is None:
+                self._skills.pop(agent_type, None)
+            else:
+                self._skills[agent_type] = previous
+            raise
+
+    async def _describe(self, agent_type: str, skill: A2ASkill, control: Control) -> None:
+        params = {"type": agent_type, "a2a": a2a_skill_to_wire(skill)}
+        try:
+            await control(Method.DESCRIBE_AGENT_TYPE, params)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.METHOD_NOT_FOUND:
+                raise
+            # A host from before describe_agent_type: the type is served, just not over A2A.
+            self._log.warning(
+                "The host does not take agent type descriptions (an older release): "
+                "agent type %r is served but not offered over A2A",
+                agent_type,
+            )
 
     async def add_subscription(self, subscription: Subscription, control: Control | None) -> None:
         """Keep ``subscription``, and tell the host through ``control`` (``None`` before start).

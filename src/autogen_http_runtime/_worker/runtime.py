@@ -6,7 +6,7 @@ import logging
 import signal
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from autogen_core import (
     JSON_DATA_CONTENT_TYPE,
@@ -34,10 +34,10 @@ from .._constants import (
     DEFAULT_WRITE_BUFFER_LIMIT,
     WORKER_LOGGER,
 )
-from .._protocol import json_codec as _json
-from .._protocol.wire import Method
+from .._protocol.descriptions import DEFAULT_SKILL_VERSION
 from .._randomness import message_ids
 from .._signals import signals_received
+from .a2a_skills import describe_a2a_skill
 from .agents import LocalAgents
 from .dialing import ConnectionOptions
 from .inbound import Inbound
@@ -176,12 +176,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger=self._log,
         )
         self._outbound = Outbound(
-            self._agents,
-            self._codec,
-            self._tracer,
-            self._lifecycle.ready,
-            call_timeout=call_timeout,
-            message_ids=message_ids(),
+            self._agents, self._codec, self._tracer, self._lifecycle, call_timeout, message_ids()
         )
 
     # -- lifecycle --------------------------------------------------------------------
@@ -307,7 +302,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         agent_type = AgentType(type) if isinstance(type, str) else type
         self._agents.add_factory(agent_type.type, agent_factory, expected_class)
-        await self._lifecycle.register_type(agent_type.type)
+        await self._registrations.add_type(agent_type.type, self._lifecycle)
         return agent_type
 
     async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
@@ -318,25 +313,34 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 factory or by instances of another class.
             AgentTypeConflictError: Another worker of the host serves the type.
         """
-        new_type = self._agents.add_instance_type(agent_id, agent_instance)
-        if new_type:
-            await self._lifecycle.register_type(agent_id.type)
-        try:
-            await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
-        except BaseException:
-            if new_type:
-                self._lifecycle.forget_type(agent_id.type)
-            raise
-        self._agents.add_instance(agent_id, agent_instance)
-        try:
-            if self._lifecycle.host_must_hear():  # a replica set places this id here, and only here
-                await self._registrations.pin(agent_id, (await self._lifecycle.ready()).call)
-        except BaseException:
-            self._agents.remove_instance(agent_id)
-            if new_type:
-                self._lifecycle.forget_type(agent_id.type)
-            raise
+        await self._registrations.add_instance(agent_id, agent_instance, self, self._lifecycle)
         return agent_id
+
+    async def register_a2a_skill(
+        self,
+        agent_type: str,
+        *,
+        name: str,
+        description: str,
+        input_type: type[Any],
+        output_type: type[Any] | None = None,
+        version: str = DEFAULT_SKILL_VERSION,
+    ) -> None:
+        """Offer ``agent_type``, served by this worker, to the A2A clients of a host that serves
+        A2A (``HttpAgentServer(a2a=True)``; docs/a2a.md): an Agent Card with this skill, and an
+        endpoint where an A2A message's text or data part becomes an ``input_type`` message.
+
+        Call it before or after registering the type; the host hears of it with the type
+        (again after every reconnection) and forgets it when the type goes. ``input_type``
+        needs a JSON serializer (dataclasses and Pydantic models have one); ``output_type``
+        (optional) and ``version`` go on the card.
+
+        Raises:
+            SerializationError: ``input_type`` has no JSON serializer (a ``ValueError``).
+            HostConnectionError: The runtime was stopped or lost its host for good.
+        """
+        skill = describe_a2a_skill(self._codec, name, description, input_type, output_type, version)
+        await self._registrations.set_a2a_skill(agent_type, skill, self._lifecycle)
 
     async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
         """The agent object itself, for an agent served by this worker.
@@ -363,34 +367,17 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Load state saved by :meth:`save_state` into this worker's agents (created as needed)."""
         await self._agents.load_all(state)
 
-    def _serves_here(self, agent: AgentId) -> bool:
-        """Whether ``agent`` lives on this worker for sure: its type is served here and no
-        replica elsewhere may own it (with replicas, the host's placement decides)."""
-        if agent.type not in self._agents:
-            return False
-        connection = self._lifecycle.live_connection()
-        return connection is None or not connection.replicas or agent in self._agents.instance_ids()
-
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""
-        if self._serves_here(agent):
-            return await self._agents.metadata(agent)
-        reply = await self._outbound.call(Method.AGENT_METADATA, agent)
-        return cast(AgentMetadata, reply["metadata"])
+        return await self._outbound.agent_metadata(agent)
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         """Saved state of an agent on this worker or, through the host, on any other."""
-        if self._serves_here(agent):
-            return await self._agents.save_agent(agent)
-        reply = await self._outbound.call(Method.AGENT_SAVE_STATE, agent)
-        return cast(Mapping[str, Any], reply["state"])
+        return await self._outbound.agent_save_state(agent)
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         """Load state into an agent on this worker or, through the host, on any other."""
-        if self._serves_here(agent):
-            await self._agents.load_agent(agent, state)
-            return
-        await self._outbound.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})
+        await self._outbound.agent_load_state(agent, state)
 
     # -- subscriptions ----------------------------------------------------------------
 

@@ -6,6 +6,10 @@ Needs the ``a2a`` extra: ``pip install "autogen-http-runtime[a2a]"``.
   remote A2A agent (by URL or Agent Card) and returns the reply; register it on any runtime.
 - :class:`A2AAgentError` (and :class:`A2ATimeoutError`): what it raises when the remote agent
   answers with an error, ends its task without a result, cannot be reached or is too slow.
+
+The other way round, a host started with ``a2a=True`` serves the agent types workers offer
+with ``HttpWorkerAgentRuntime.register_a2a_skill`` to any A2A client; ``_parts`` holds the
+message <-> parts rule both directions share.
 """
 
 from __future__ import annotations

@@ -17,9 +17,16 @@ From parts (:func:`from_parts`), with no type asked for:
 With a type asked for (``output_type`` of :class:`A2AAgent`):
 
 - ``str``: the text parts joined by newlines; ``bytes``: the first raw part;
-- any other type: the first data part's value validated into it (Pydantic's ``TypeAdapter``,
-  so a Pydantic model, a dataclass, ``dict[str, int]``, ...); with no data part, the text
-  parsed as JSON and validated the same way.
+- any other type: the JSON value :func:`value_for` reads for the type's JSON Schema,
+  validated into it (Pydantic's ``TypeAdapter``, so a Pydantic model, a dataclass,
+  ``dict[str, int]``, ...).
+
+:func:`value_for` is also how the host's A2A endpoints turn a message into an agent's input
+(``register_a2a_skill``'s ``input_type``), from the JSON Schema the worker sent: the first
+data part's value; with no data part, the text parts joined by newlines, which are the value
+itself for a string type, the one field of an object type whose only required field is a
+string (``Text(content: str)`` takes ``"hi"`` as ``{"content": "hi"}``), and otherwise JSON
+text to parse.
 
 A data part carries a ``google.protobuf.Value``, in which every number is a double: without
 a type, whole numbers come back as ``int`` (``3``, not ``3.0``); with one, Pydantic converts.
@@ -27,7 +34,8 @@ a type, whole numbers come back as ``int`` (``3``, not ``3.0``); with one, Pydan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -44,14 +52,14 @@ from a2a.types import Message, Part
 
 from .._exceptions import SerializationError
 
-__all__ = ["ReplyTypeError", "from_parts", "part_value", "to_parts"]
+__all__ = ["ReplyTypeError", "from_parts", "part_value", "to_parts", "value_for"]
 
 #: Doubles up to this magnitude hold every whole number exactly.
 _EXACT_INTEGERS = 2**53
 
 
 class ReplyTypeError(ValueError):
-    """The parts cannot be turned into the type asked for."""
+    """The parts cannot be turned into the type asked for (a reply's, or an agent's input)."""
 
 
 def to_parts(value: Any) -> list[Part]:
@@ -116,15 +124,56 @@ def from_parts(parts: Sequence[Part], output_type: Any = None) -> Any:
             raise ReplyTypeError(f"Expected a raw part, got {_kinds(parts)}.")
         return raws[0]
     adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(output_type)
-    data = get_data_parts(parts)
+    value = value_for(parts, _schema(adapter), _name(output_type))
     try:
-        if data:
-            return adapter.validate_python(data[0])
-        if texts:
-            return adapter.validate_json("\n".join(texts))
+        return adapter.validate_python(value)
     except pydantic.ValidationError as exc:
         raise ReplyTypeError(f"The reply is not a valid {_name(output_type)}: {exc}") from exc
-    raise ReplyTypeError(f"Expected a data or text part for {_name(output_type)}, got {_kinds(parts)}.")
+
+
+def value_for(parts: Sequence[Part], schema: Mapping[str, Any] | None, name: str = "the type") -> Any:
+    """The JSON value ``parts`` carry for a type whose JSON form ``schema`` describes
+    (``None``: not known), as this module's docstring says; not validated against it.
+
+    Raises:
+        ReplyTypeError: No data or text part, or text that should be JSON is not.
+    """
+    data = get_data_parts(parts)
+    if data:
+        return _whole_numbers(data[0])
+    texts = get_text_parts(parts)
+    if not texts:
+        raise ReplyTypeError(f"Expected a data or text part for {name}, got {_kinds(parts)}.")
+    text = "\n".join(texts)
+    if schema is not None:
+        if schema.get("type") == "string":
+            return text
+        field = _only_text_field(schema)
+        if field is not None:
+            return {field: text}
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ReplyTypeError(
+            f"Expected a data part, or text holding JSON, for {name}: the text is not JSON."
+        ) from None
+
+
+def _only_text_field(schema: Mapping[str, Any]) -> str | None:
+    """The field of an object schema whose one required field is a string, else ``None``."""
+    required, properties = schema.get("required"), schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(required, list) or len(required) != 1:
+        return None
+    field = required[0]
+    member = properties.get(field) if isinstance(properties, dict) and isinstance(field, str) else None
+    return field if isinstance(member, dict) and member.get("type") == "string" else None
+
+
+def _schema(adapter: pydantic.TypeAdapter[Any]) -> dict[str, Any] | None:
+    try:
+        return adapter.json_schema()
+    except Exception:  # a type Pydantic validates but cannot describe: no text rule for it
+        return None
 
 
 def _whole_numbers(value: Any) -> Any:
