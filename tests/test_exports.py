@@ -16,6 +16,7 @@ from autogen_http_runtime import (
     AuthenticationError,
     CallCancelledError,
     CallTimeoutError,
+    ClusterUnavailableError,
     HostConnectionError,
     HostShuttingDownError,
     HttpRuntimeError,
@@ -39,6 +40,7 @@ EXCEPTIONS = [
     AuthenticationError,
     CallCancelledError,
     CallTimeoutError,
+    ClusterUnavailableError,
     HostConnectionError,
     HostShuttingDownError,
     HttpRuntimeError,
@@ -161,6 +163,7 @@ def test_exceptions_also_derive_from_the_builtin_the_in_process_runtime_raises(
         HostShuttingDownError,
         TooManyCallsError,
         PermissionDeniedError,
+        ClusterUnavailableError,
     ],
 )
 def test_rpc_errors_derive_from_rpc_error(cls: type[Exception]) -> None:
@@ -193,6 +196,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32010, HostShuttingDownError),
         (-32011, TooManyCallsError),
         (-32012, PermissionDeniedError),
+        (-32013, ClusterUnavailableError),
         (-32700, ProtocolError),
         (-32600, ProtocolError),
         (-32601, ProtocolError),
@@ -200,7 +204,7 @@ def test_call_cancelled_error_is_not_asyncio_cancelled_error() -> None:
         (-32603, ProtocolError),
         (-32768, ProtocolError),
         (-32000, RpcError),
-        (-32013, RpcError),
+        (-32014, RpcError),
         (1, RpcError),
     ],
 )

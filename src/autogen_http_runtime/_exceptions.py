@@ -77,6 +77,7 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = -32010
     TOO_MANY_CALLS = -32011
     FORBIDDEN = -32012
+    CLUSTER_UNAVAILABLE = -32013
 
 
 class HttpMeaning(NamedTuple):
@@ -105,6 +106,7 @@ HTTP_MEANINGS: Final[dict[ErrorCode, HttpMeaning]] = {
     ErrorCode.SHUTTING_DOWN: HttpMeaning(503, "shutting-down", "Shutting down"),
     ErrorCode.TOO_MANY_CALLS: HttpMeaning(429, "rate-limited", "Too many requests"),
     ErrorCode.FORBIDDEN: HttpMeaning(403, "forbidden", "Forbidden"),
+    ErrorCode.CLUSTER_UNAVAILABLE: HttpMeaning(503, "cluster-unavailable", "Cluster unavailable"),
 }
 
 
@@ -272,6 +274,13 @@ class PermissionDeniedError(RpcError, PermissionError):
     code = ErrorCode.FORBIDDEN
 
 
+class ClusterUnavailableError(RpcError):
+    """The recipient is served on another host of the cluster, and this host cannot reach the
+    cluster's engine (Redis) now; calls between workers of one host go on. Retry later."""
+
+    code = ErrorCode.CLUSTER_UNAVAILABLE
+
+
 _BY_CODE: dict[int, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -286,6 +295,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
         HostShuttingDownError,
         TooManyCallsError,
         PermissionDeniedError,
+        ClusterUnavailableError,
     )
 }
 _BY_CODE[ErrorCode.SUBSCRIPTION_NOT_FOUND] = SubscriptionError

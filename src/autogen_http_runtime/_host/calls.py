@@ -13,6 +13,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from autogen_core import AgentId
+
 from .._exceptions import ErrorCode
 from .._logging import call_extra
 from .._protocol import wire
@@ -95,16 +97,39 @@ class CallTable:
                 f"Agent type '{recipient.type}' is not registered: no connected worker serves it.",
                 req.id,
             )
-        if req.id in caller.calls_made:
+        if target.remote is not None and (why := target.remote.unavailable) is not None:
             raise MessageError(
-                ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in flight.", req.id
+                ErrorCode.CLUSTER_UNAVAILABLE,
+                f"Agent '{recipient}' is served on host {target.remote.name}, out of reach: {why}.",
+                req.id,
             )
-        if len(caller.calls_made) >= self.max_calls_in_flight:
+        if len(caller.calls_made) >= self.max_calls_in_flight and req.id not in caller.calls_made:
             raise MessageError(
                 ErrorCode.TOO_MANY_CALLS,
                 f"This worker already has {self.max_calls_in_flight} calls in flight; "
                 "wait for some to finish.",
                 req.id,
+            )
+        return self._dispatch(caller, req, target, recipient)
+
+    def relay(self, peer: WorkerSession, req: wire.Request, target: WorkerSession) -> WorkerSession | None:
+        """Forward a request another host of the cluster routed to ``target``, a worker of this one.
+
+        ``peer`` stands for that host's callers: the host that took the call checked the
+        caller's rights and limits, and chose ``target``; the frame it came in was signed.
+
+        Returns and raises: as :meth:`forward`.
+        """
+        with wire.tagged(req.id):
+            recipient = wire.required_agent_id(req.params, "recipient")
+        return self._dispatch(peer, req, target, recipient)
+
+    def _dispatch(
+        self, caller: WorkerSession, req: wire.Request, target: WorkerSession, recipient: AgentId
+    ) -> WorkerSession | None:
+        if req.id in caller.calls_made:
+            raise MessageError(
+                ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in flight.", req.id
             )
         host_id = next(self._ids)
         data = wire.encode_bytes(wire.request(host_id, req.method, req.params))
@@ -133,6 +158,19 @@ class CallTable:
         """The call in flight with host id ``frame_id``, if ``session`` serves it."""
         call = self._pending.get(frame_id) if isinstance(frame_id, int) else None
         return call if call is not None and call.target is session else None
+
+    def answered_by_host(self, host: str, frame: wire.Response | wire.ErrorResponse) -> bool:
+        """Relay an answer another host of the cluster sent to a call this host forwarded there.
+
+        Returns:
+            Whether a call in flight to a worker on ``host`` had this id (a late answer to a
+            call that ended meanwhile has none).
+        """
+        call = self._pending.get(frame.id) if isinstance(frame.id, int) else None
+        if call is None or call.target.remote is None or call.target.remote.name != host:
+            return False
+        self.answer(call, frame)
+        return True
 
     def answer(self, call: PendingCall, frame: wire.Response | wire.ErrorResponse) -> None:
         """Relay the serving worker's answer to ``call`` to its caller.
@@ -198,6 +236,32 @@ class CallTable:
             if made is not None:
                 self.finish(made, CallOutcome.CALLER_DISCONNECTED)
                 made.target.send(wire.notification(Method.CANCEL, {"id": made.host_id}))
+
+    def host_lost(self, host: str | None, code: ErrorCode, reason: str) -> int:
+        """End the calls in flight across to another host of the cluster that can no longer be
+        answered: ``host`` is gone, or (``None``) every other host is out of reach.
+
+        Calls to workers there fail at their callers with ``code``; calls made from there to
+        workers here are cancelled at those workers (their answers could not go back).
+
+        Returns:
+            How many calls ended.
+        """
+        ended = 0
+        for call in list(self._pending.values()):
+            target, caller = call.target.remote, call.caller.remote
+            if target is not None and (host is None or target.name == host):
+                self.finish(call, CallOutcome.WORKER_DISCONNECTED)
+                message = f"The call '{call.method}' to host {target.name} cannot be answered: {reason}."
+                self._stats.count_error_for(call.caller, code, message, call.caller_id)
+                call.caller.send(wire.error(call.caller_id, code, message))
+            elif caller is not None and (host is None or caller.name == host):
+                self.finish(call, CallOutcome.CALLER_DISCONNECTED)
+                call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
+            else:
+                continue
+            ended += 1
+        return ended
 
     def finish(self, call: PendingCall, outcome: str) -> None:
         self._stats.call_outcomes[outcome] += 1

@@ -107,21 +107,29 @@ class Control:
             old.close(CLOSE_NORMAL, replaced)
             self._close_session(old, replaced)
         session.greeted = True
-        self._directory.add_worker(session)
-        self._log.info(
-            "Worker %s connected%s", session.worker_id, f" ({session.name})" if session.name else ""
-        )
-        session.send(
-            wire.result(
-                req.id,
-                {
-                    "protocol": PROTOCOL_VERSION,
-                    "worker_id": session.worker_id,
-                    "max_message_size": session.max_message_size,
-                    "replicas": self._directory.replicas,
-                },
+
+        def done(error: MessageError | None) -> None:
+            if error is not None:  # its instance is another identity's, on another host
+                session.greeted = False
+                error.request_id = req.id
+                self._reject(session, error)
+                return
+            self._log.info(
+                "Worker %s connected%s", session.worker_id, f" ({session.name})" if session.name else ""
             )
-        )
+            session.send(
+                wire.result(
+                    req.id,
+                    {
+                        "protocol": PROTOCOL_VERSION,
+                        "worker_id": session.worker_id,
+                        "max_message_size": session.max_message_size,
+                        "replicas": self._directory.replicas,
+                    },
+                )
+            )
+
+        self._directory.add_worker(session, done)
 
     def register_type(self, session: WorkerSession, req: wire.Request) -> None:
         with wire.tagged(req.id):

@@ -271,7 +271,16 @@ class RoutingCore:
                 raise MessageError(
                     ErrorCode.SHUTTING_DOWN, "The host is shutting down and takes no new calls.", req.id
                 )
-            return self.calls.forward(session, req)
+            try:
+                return self.calls.forward(session, req)
+            except MessageError as exc:
+                # In a cluster, the type may have been registered on another host a moment ago:
+                # route the call again once this host's view has caught up, rather than fail it.
+                if exc.code == ErrorCode.AGENT_NOT_FOUND and self.directory.catch_up(
+                    lambda: self._forward_late(session, req)
+                ):
+                    return None
+                raise
         if req.method == Method.REGISTER_AGENT_TYPE:
             control.register_type(session, req)
         elif req.method == Method.REGISTER_AGENT_INSTANCE:
@@ -292,6 +301,66 @@ class RoutingCore:
         else:
             raise MessageError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.", req.id)
         return None
+
+    def _forward_late(self, session: WorkerSession, req: wire.Request) -> None:
+        """Route a call again after the directory caught up (see :meth:`Directory.catch_up`)."""
+        if session.worker_id not in self.sessions:
+            return  # the caller left meanwhile
+        try:
+            self.calls.forward(session, req)
+        except MessageError as exc:
+            self._reject(session, exc, req)
+
+    # -- other hosts of a cluster -------------------------------------------------------
+
+    def handle_from_host(self, peer: WorkerSession, worker_id: str, data: bytes) -> None:
+        """Route what another host of the cluster sent for the worker ``worker_id`` of this one.
+
+        ``peer`` stands for that host's callers (its ``remote`` names the host). ``data`` is
+        one message: a request to forward, a cancel, or an event copy to deliver as it is.
+        The frame it came in was signed by the cluster's secret: no authorisation, no limits.
+        """
+        try:
+            message = wire.decode(data)
+        except MessageError as exc:
+            self._complain_once(peer, "sent a frame that is not a message: %s", exc.message)
+            return
+        target = self.sessions.get(worker_id)
+        if target is not None and (target.local or not target.greeted or target.draining):
+            target = None
+        if isinstance(message, wire.Event):
+            if target is None:
+                self.stats.event_copies_dropped += 1
+                return
+            self.stats.event_copies_delivered += 1
+            target.send_encoded(data)
+        elif isinstance(message, wire.Request):
+            try:
+                if target is None:
+                    raise MessageError(
+                        ErrorCode.WORKER_DISCONNECTED,
+                        f"The worker serving the recipient ({worker_id}) left host "
+                        f"{self.directory.host} before the call arrived.",
+                        message.id,
+                    )
+                self.calls.relay(peer, message, target)
+            except MessageError as exc:
+                self._reject(peer, exc, message)
+        elif isinstance(message, wire.Notification) and message.method == Method.CANCEL:
+            self.calls.cancel(peer, message.params.get("id"))
+        else:
+            self._complain_once(peer, "sent a frame no host forwards: %r", type(message).__name__)
+
+    def answer_from_host(self, host: str, data: bytes) -> None:
+        """Relay an answer another host of the cluster sent to a call forwarded there."""
+        try:
+            frame = wire.decode(data)
+        except MessageError:
+            frame = None
+        if not isinstance(frame, (wire.Response, wire.ErrorResponse)):
+            self._log.warning("Host %s sent something that is not an answer; dropped", host)
+        elif not self.calls.answered_by_host(host, frame):
+            self._log.debug("Dropped an answer from host %s to unknown id %r", host, frame.id)
 
     def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self.calls.served_by(session, frame.id)

@@ -14,6 +14,7 @@ one worker, or, with replicas, by several, each agent id placed on one of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from autogen_core import AgentId, TopicId
@@ -25,10 +26,32 @@ from .placement import Placement
 from .session import WorkerSession
 from .subscriptions import SubscriptionEntry, SubscriptionTable
 
-__all__ = ["Directory", "Done", "LocalDirectory"]
+__all__ = ["ClusterStatus", "Directory", "Done", "LocalDirectory"]
 
 #: Called once a write holds, with ``None``, or with the error to answer the worker with.
 Done = Callable[[MessageError | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """How a host stands in its cluster, for probes, metrics and the dashboard."""
+
+    #: The cluster's name, and this host's in it.
+    name: str
+    host: str
+    #: Why this host cannot reach the cluster's engine now (calls to other hosts fail), or ``None``.
+    unavailable: str | None
+    #: The hosts of the cluster this host knows alive, itself included.
+    hosts: tuple[str, ...]
+    #: Frames and bytes sent to and received from each other host, and frames refused.
+    frames_out: Mapping[str, int] = field(default_factory=dict)
+    frames_in: Mapping[str, int] = field(default_factory=dict)
+    bytes_out: int = 0
+    bytes_in: int = 0
+    refused: int = 0
+    #: Times this host put its entries back after losing them (Redis restarted empty, or
+    #: the host was declared gone while it lived).
+    reasserted: int = 0
 
 
 class Directory(Protocol):
@@ -38,6 +61,12 @@ class Directory(Protocol):
 
     #: Whether several workers may serve one agent type (each agent id placed on one).
     replicas: bool
+    #: This host's name in its cluster; ``""`` for a host alone.
+    host: str
+
+    @property
+    def cluster(self) -> ClusterStatus | None:
+        """How this host stands in its cluster; ``None`` for a host alone."""
 
     def owner(self, agent_id: AgentId) -> WorkerSession | None:
         """The worker that serves ``agent_id``, or ``None`` if none does."""
@@ -65,8 +94,14 @@ class Directory(Protocol):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def add_worker(self, session: WorkerSession) -> None:
-        """A worker said hello."""
+    def catch_up(self, retry: Callable[[], None]) -> bool:
+        """Nothing serves a call's recipient in this host's view: if the view may be behind
+        (another host registered it a moment ago), call ``retry`` once it has caught up (within
+        a bound) and return ``True``; else return ``False`` and the call fails."""
+
+    def add_worker(self, session: WorkerSession, done: Done) -> None:
+        """A worker said hello (``FORBIDDEN`` if its instance belongs to another identity on
+        another host)."""
 
     def remove_worker(self, session: WorkerSession) -> None:
         """A worker left: forget its agent types and subscriptions."""
@@ -97,6 +132,9 @@ class LocalDirectory:
             one of them (:mod:`.placement`). Off: a second worker registering a type that is
             served already is refused (``AGENT_TYPE_CONFLICT``), as on the gRPC runtime.
     """
+
+    host = ""
+    cluster = None
 
     def __init__(self, *, replicas: bool = False) -> None:
         self.replicas = replicas
@@ -130,8 +168,12 @@ class LocalDirectory:
     def subscriptions(self) -> Iterable[SubscriptionEntry]:
         return self._subscriptions
 
-    def add_worker(self, session: WorkerSession) -> None:
+    def catch_up(self, retry: Callable[[], None]) -> bool:
+        return False  # this host's view is the whole directory
+
+    def add_worker(self, session: WorkerSession, done: Done) -> None:
         self._workers[session.worker_id] = session
+        done(None)
 
     def remove_worker(self, session: WorkerSession) -> None:
         self._workers.pop(session.worker_id, None)

@@ -62,6 +62,9 @@ class EventFanOut:
                     "No worker serves %s, subscribed to %s; event %s skipped", recipient, topic, event
                 )
                 continue
+            if target.remote is not None and target.remote.unavailable is not None:
+                stats.event_copies_dropped += 1  # served on another host, out of reach now
+                continue
             data = wire.encode_bytes(wire.event_for_recipient(attributes, recipient))
             size = len(data)
             if size > target.max_message_size:

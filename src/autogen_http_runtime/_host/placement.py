@@ -91,6 +91,9 @@ class Placement(Generic[M]):
             del self._pins[agent_id]
         self._cache.clear()
 
+    def unpin(self, agent_id: AgentId) -> None:
+        self._pins.pop(agent_id, None)
+
     def pin(self, agent_id: AgentId, member: M) -> M | None:
         """Pin ``agent_id`` to ``member``.
 

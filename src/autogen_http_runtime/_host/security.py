@@ -283,6 +283,10 @@ class AccessPolicy:
     def rule_for(self, identity: Identity) -> AccessRule | None:
         return self._rules.get(identity.name, self._default)
 
+    def describe(self) -> str:
+        """The policy as text, the same for equal policies (the hosts of a cluster compare it)."""
+        return repr((sorted(self._rules.items()), self._default))
+
     def allows(self, identity: Identity, action: Action, name: str) -> bool:
         """Whether ``identity`` may do ``action`` on the agent or topic type ``name``."""
         rule = self.rule_for(identity)

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Union
+from typing import TYPE_CHECKING, Any, Final, Protocol, Union
 
 from .._constants import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED_BYTES
 from .._protocol import wire
@@ -37,6 +37,17 @@ MAX_TRACKED_KEYS: Final = 100_000
 #: What an outbox holds: an encoded message for a WebSocket peer, the message itself for a
 #: caller inside the process (nothing to encode for it), or ``None`` for "close".
 Outgoing = Union[bytes, JsonObject, None]
+
+
+class RemoteHost(Protocol):
+    """Another host of a cluster, as the sessions standing for its peers know it."""
+
+    #: The host's name in the cluster.
+    name: str
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why nothing can be sent to the host now (the cluster's engine is unreachable), or ``None``."""
 
 
 class Outbox:
@@ -181,6 +192,10 @@ class WorkerSession:
     unsent: Callable[[], int] | None = None
     #: Who the transport authenticated this session as (``docs/security.md``).
     identity: Identity = ANONYMOUS
+    #: In a cluster: the other host this session stands for a peer of. A worker connected
+    #: there (what is queued for it goes to that host), or that host's callers (the calls
+    #: they route to workers here, and the answers going back). ``None``: a peer of this host.
+    remote: RemoteHost | None = None
     #: For a local caller: its own id of each request, by the id the core knows it under
     #: (the HTTP API hands the core each item of a batch under its position).
     client_ids: dict[RequestId, RequestId | None] | None = None
@@ -266,7 +281,9 @@ class WorkerSession:
 
         What it has not read is let go, rather than let the host's memory grow.
         """
-        if self.closed:
+        if self.closed or self.remote is not None:
+            # A stand-in for a peer on another host: what it holds leaves through the
+            # cluster's engine, and when that is stuck the node finds it unavailable.
             return
         self.overflowed = True
         self.cut(CLOSE_POLICY_VIOLATION, f"too slow: {why}")

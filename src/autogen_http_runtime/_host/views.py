@@ -38,6 +38,9 @@ class WorkerView:
     calls_made: int
     calls_served: int
     max_message_size: int
+    #: In a cluster, the host it is connected to; ``None`` for a host alone. (A worker on
+    #: another host shows its identity, types and subscriptions; its traffic counters are 0.)
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ class Traffic(NamedTuple):
     queued_bytes: int
 
 
-def worker_view(session: WorkerSession) -> WorkerView:
+def worker_view(session: WorkerSession, host: str | None = None) -> WorkerView:
     return WorkerView(
         worker_id=session.worker_id,
         name=session.name,
@@ -97,12 +100,17 @@ def worker_view(session: WorkerSession) -> WorkerView:
         calls_made=session.total_calls_made,
         calls_served=session.total_calls_served,
         max_message_size=session.max_message_size,
+        host=host,
     )
 
 
 def workers(core: RoutingCore) -> list[WorkerView]:
-    """The connected workers, oldest connection first."""
-    return [worker_view(s) for s in sorted(core.directory.workers(), key=lambda s: s.connected_at)]
+    """The connected workers (in a cluster, of every host), oldest connection first."""
+    here = core.directory.host or None
+    return [
+        worker_view(s, s.remote.name if s.remote is not None else here)
+        for s in sorted(core.directory.workers(), key=lambda s: s.connected_at)
+    ]
 
 
 def worker_count(core: RoutingCore) -> int:

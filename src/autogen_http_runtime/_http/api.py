@@ -200,6 +200,7 @@ class _HttpApi:
                     calls_made=w.calls_made,
                     calls_served=w.calls_served,
                     max_message_size=w.max_message_size,
+                    host=w.host,
                 )
                 for w in views.workers(self._core)
             ],

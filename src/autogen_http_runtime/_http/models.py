@@ -192,6 +192,11 @@ class WorkerInfo(BaseModel):
     calls_made: int = Field(ge=0, description="Calls it made since it connected, answered or not.")
     calls_served: int = Field(ge=0, description="Calls routed to it since it connected, answered or not.")
     max_message_size: int = Field(ge=0, description="The frame size limit agreed in `hello`.")
+    host: str | None = Field(
+        None,
+        description="In a cluster, the host the worker is connected to (its traffic counters are "
+        "those of that host, 0 when listed by another); null for a host alone.",
+    )
 
 
 class WorkersListing(BaseModel):

@@ -98,6 +98,9 @@ class HttpAgentServer:
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
+        redis_url, cluster_name, cluster_secret, cluster_lease: Make this host one of a
+            cluster on Redis (see ``HttpAgentService``; ``docs/cluster.md``); for the service
+            this server makes. :meth:`start` joins the cluster before it serves.
         a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
             (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
             service instead.
@@ -118,6 +121,10 @@ class HttpAgentServer:
         compression: bool = False,
         replicas: bool | None = None,
         ssl: Mapping[str, Any] | None = None,
+        redis_url: str | None = None,
+        cluster_name: str = "default",
+        cluster_secret: str | None = None,
+        cluster_lease: float = 3.0,
         a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
@@ -132,7 +139,17 @@ class HttpAgentServer:
         if unknown := sorted(key for key in self._ssl if not key.startswith("ssl_")):
             raise TypeError(f"HttpAgentServer(ssl=...) takes uvicorn's ssl_* settings, not {unknown}.")
         if service is None:
-            service = HttpAgentService(max_message_size=max_message_size, replicas=bool(replicas), a2a=a2a)
+            service = HttpAgentService(
+                max_message_size=max_message_size,
+                replicas=bool(replicas),
+                redis_url=redis_url,
+                cluster_name=cluster_name,
+                cluster_secret=cluster_secret,
+                cluster_lease=cluster_lease,
+                a2a=a2a,
+            )
+        elif redis_url is not None:
+            raise ValueError("HttpAgentServer(redis_url=...) with a service: give redis_url to the service.")
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(
                 f"HttpAgentServer(replicas={replicas}) disagrees with the service it was given "
@@ -236,6 +253,7 @@ class HttpAgentServer:
             if not config.loaded:
                 config.load()
             self._uvicorn.lifespan = config.lifespan_class(config)
+            await self.service.start()  # joins the cluster, if any, before serving
             await self._uvicorn.startup(sockets=[self._socket])
             self._state = _State.SERVING
             self._log.info("Host serving on %s", self.url)

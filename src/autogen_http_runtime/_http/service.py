@@ -34,6 +34,7 @@ from .responses import AsciiJSONResponse
 from .worker_socket import WorkerEndpoint
 
 if TYPE_CHECKING:
+    from .._cluster.node import ClusterNode
     from .a2a_routes import A2AEndpoints
 
 __all__ = ["HttpAgentService"]
@@ -101,6 +102,19 @@ class HttpAgentService:
             ids to the others, and an event reaches each subscribed agent id once. Off (the
             default), a second worker registering a type already served is refused
             (``AgentTypeConflictError``), as on the gRPC runtime. See ``docs/operations.md``.
+        redis_url: Make this host one of a cluster of hosts that act as one runtime, through
+            this Redis (7 or later, or Valkey): ``redis://[user:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://``. A worker on any host calls any agent and
+            publishes to any topic; calls between workers of one host stay on it. Needs the
+            ``[cluster]`` extra, ``cluster_secret``, and :meth:`start` (``HttpAgentServer``
+            calls it). ``None`` (the default): one host, in memory. See ``docs/cluster.md``.
+        cluster_name: The cluster's name: several clusters may share one Redis.
+        cluster_secret: The secret the hosts of the cluster sign what they send each other
+            with (whoever can write to Redis but lacks it cannot inject calls). Required
+            with ``redis_url``; every host of the cluster must have the same.
+        cluster_lease: Seconds a host that stopped renewing its lease (it died, or lost Redis)
+            is still taken as alive; calls to its workers fail with a typed error when it
+            ends, and its workers' entries go.
         a2a: Serve every agent type a worker offers with ``register_a2a_skill`` as an A2A
             agent: ``POST /a2a/{type}`` (A2A JSON-RPC), its Agent Card at
             ``/a2a/{type}/.well-known/agent-card.json``, and a listing card at
@@ -124,6 +138,10 @@ class HttpAgentService:
         max_connections: int | None = None,
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         replicas: bool = False,
+        redis_url: str | None = None,
+        cluster_name: str = "default",
+        cluster_secret: str | None = None,
+        cluster_lease: float = 3.0,
         a2a: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -135,8 +153,22 @@ class HttpAgentService:
         #: Seconds a new connection has to say hello (and, under ``HttpAgentServer``, to send
         #: a complete request).
         self.hello_timeout = hello_timeout
+        self.cluster = (
+            None
+            if redis_url is None
+            else _cluster_node(
+                redis_url,
+                cluster_name,
+                cluster_secret,
+                cluster_lease,
+                replicas=replicas,
+                max_message_size=max_message_size,
+                access=access_policy,
+                logger=self._log,
+            )
+        )
         self.core = RoutingCore(
-            directory=LocalDirectory(replicas=replicas),
+            directory=LocalDirectory(replicas=replicas) if self.cluster is None else self.cluster.directory,
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
             max_calls_in_flight=max_calls_in_flight,
@@ -145,6 +177,9 @@ class HttpAgentService:
             max_subscriptions=max_subscriptions,
             logger=self._log,
         )
+        if self.cluster is not None:
+            self.cluster.bind(self.core)
+        self._joining: asyncio.Task[None] | None = None
         self._a2a = (
             _a2a_endpoints(self.core, authenticator, slow_consumer_timeout, self._log) if a2a else None
         )
@@ -161,8 +196,12 @@ class HttpAgentService:
         )
         # Every HTTP route (those included below too) authenticates through this dependency,
         # and answers in ASCII JSON (whatever strings peers sent, the answer can be written).
+        # In a cluster, the first request joins it if the app did not call start() itself.
+        dependencies = [Depends(self._admission.authenticate_http)]
+        if self.cluster is not None:
+            dependencies.insert(0, Depends(self.start))
         self.router = APIRouter(
-            dependencies=[Depends(self._admission.authenticate_http)],
+            dependencies=dependencies,
             default_response_class=AsciiJSONResponse,
         )
         self.router.add_api_websocket_route(WORKER_WS_PATH, self._workers, name="worker")
@@ -216,6 +255,23 @@ class HttpAgentService:
         (HTTP 401, 403) as ``application/problem+json`` when it is mounted in your own app."""
         return {Problem: Problem.handler}
 
+    async def start(self) -> None:
+        """Join the cluster (with ``redis_url``); nothing to do for a host alone. Safe to call
+        again, and from several tasks at once.
+
+        ``HttpAgentServer`` calls it before it serves. Mounted in an app of your own, call it
+        from the app's lifespan; otherwise the first request to the service does.
+
+        Raises:
+            RuntimeError: Redis cannot be reached, or a setting that must agree across the
+                cluster's hosts differs from theirs (the message names it).
+        """
+        if self.cluster is None or self.cluster.started:
+            return
+        if self._joining is None or (self._joining.done() and self._joining.exception() is not None):
+            self._joining = asyncio.get_running_loop().create_task(self.cluster.start())
+        await asyncio.shield(self._joining)
+
     async def close(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, give in-flight calls ``grace`` seconds, then close every worker's WebSocket.
 
@@ -232,6 +288,42 @@ class HttpAgentService:
                 await self._a2a.close()  # the A2A tasks still open end with the calls they made
             if self._workers.connections:
                 await asyncio.wait(list(self._workers.connections), timeout=max(grace, 1.0))
+            if self.cluster is not None:
+                await self.cluster.stop()
+
+
+#: Needed by ``redis_url=``: the Redis client.
+CLUSTER_EXTRA_HINT = (
+    'HttpAgentService(redis_url=...) needs the cluster extra: pip install "autogen-http-runtime[cluster]"'
+)
+
+
+def _cluster_node(
+    redis_url: str,
+    name: str,
+    secret: str | None,
+    lease: float,
+    *,
+    replicas: bool,
+    max_message_size: int,
+    access: AccessPolicy | None,
+    logger: logging.Logger,
+) -> ClusterNode:
+    """This host's node in its cluster, imported only when asked for: Redis is an optional extra.
+
+    Raises:
+        ImportError: The ``[cluster]`` extra is not installed.
+        ValueError: A setting that cannot work (no secret, a bad URL or name).
+    """
+    try:
+        node = importlib.import_module("autogen_http_runtime._cluster.node")
+    except ImportError as exc:
+        raise ImportError(f"{CLUSTER_EXTRA_HINT} ({exc})") from exc
+    config = node.ClusterConfig(redis_url, secret or "", name, lease)
+    cluster: ClusterNode = node.ClusterNode(
+        config, replicas=replicas, max_message_size=max_message_size, access=access, logger=logger
+    )
+    return cluster
 
 
 def _a2a_endpoints(

@@ -1,0 +1,518 @@
+"""A host's membership of a cluster: joining, the change log, the inbox, leases, and recovery.
+
+The node runs the tasks that keep this host one of the cluster:
+
+- the *writer* sends the directory's writes to the engine, in order and in batches, and
+  calls each write's ``finished`` once this host's view holds it;
+- the *follower* applies the change log to the view;
+- the *listener* routes what other hosts send to this one's inbox;
+- the *ticker* renews this host's lease and declares gone the hosts whose lease expired,
+  every tenth of the lease; when the engine is out of reach, it tries to come back.
+
+Out of reach (Redis down, or this host's lease lost): calls in flight to other hosts fail
+at once with ``CLUSTER_UNAVAILABLE``, and so do new ones; calls between this host's own
+workers go on; writes take effect here only. Back: the node connects again, puts back
+everything this host's workers hold (Redis may have restarted empty), reloads the view,
+and the cluster is whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from .._constants import __version__
+from .._exceptions import ErrorCode
+from .._host.directory import ClusterStatus
+from .._host.security import AccessPolicy
+from .._host.session import CLOSE_NORMAL, WorkerSession
+from .directory import ClusterDirectory, Finished, Provisional
+from .engine import Engine, EngineUnavailable, Gap, NotJoined, SettingsDisagree, Write
+from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
+from .peers import PeerTable
+from .redis_engine import RedisEngine
+from .view import WorkerInfo
+
+if TYPE_CHECKING:
+    from .._host.core import RoutingCore
+
+#: Version of what hosts send each other; hosts of one cluster must speak the same.
+PEERING_VERSION: Final = "1"
+#: Writes sent to the engine in one go, at most.
+WRITE_BATCH: Final = 256
+#: Seconds a write waits for this host's view to show it before it is answered anyway.
+WRITE_SETTLE: Final = 2.0
+#: Seconds a routing miss waits for this host's view to catch up with the engine.
+CATCH_UP: Final = 1.0
+#: Calls waiting for the view to catch up, at most; more fail at once.
+MAX_CATCHING_UP: Final = 10_000
+#: Seconds between attempts to reach the engine again.
+RETRY_INTERVAL: Final = 0.25
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How a host joins its cluster (see ``HttpAgentService``)."""
+
+    redis_url: str
+    secret: str
+    name: str = "default"
+    lease: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.secret:
+            raise ValueError(
+                "A cluster needs cluster_secret (AUTOGEN_HTTP_CLUSTER_SECRET): the hosts sign what "
+                "they send each other with it, so that whoever can write to Redis cannot forge calls."
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
+            raise ValueError(f"cluster_name must be 1-64 letters, digits, _ . or -, not {self.name!r}.")
+        if not 0.5 <= self.lease <= 300:
+            raise ValueError(f"cluster_lease must be between 0.5 and 300 seconds, not {self.lease}.")
+
+
+def host_name() -> str:
+    """A name for this host in the cluster, never reused: the machine's, the process id, a random part."""
+    machine = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"{machine}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class ClusterNode:
+    """This host's membership of its cluster.
+
+    Args:
+        config: The cluster's settings.
+        replicas: Several workers may serve one agent type (all hosts must agree).
+        max_message_size: This host's frame limit (all hosts must agree).
+        access: The access policy (all hosts must agree).
+        engine: The engine; a :class:`RedisEngine` for ``config.redis_url`` by default.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        replicas: bool,
+        max_message_size: int,
+        access: AccessPolicy | None,
+        logger: logging.Logger,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host_name()
+        self._log = logger
+        self.engine: Engine = engine or RedisEngine(
+            config.redis_url, cluster=config.name, host=self.host, lease=config.lease
+        )
+        self.where = getattr(self.engine, "where", "the cluster's engine")
+        key = batch_key(config.secret, config.name)
+        self._settings = (
+            ("peering", PEERING_VERSION),
+            ("cluster_secret", keyed_digest(key, "cluster secret")),
+            ("replicas", "on" if replicas else "off"),
+            ("max_message_size", str(max_message_size)),
+            ("access_policy", "none" if access is None else keyed_digest(key, access.describe())),
+        )
+        self.directory = ClusterDirectory(
+            replicas=replicas,
+            here=self.host,
+            stand_in=self._stand_in,
+            replaced=self._replaced,
+            host_gone=self._host_gone,
+            logger=logger,
+        )
+        self.directory.attach(self)
+        self._key = key
+        self._host_json = json.dumps({"started": time.time(), "version": __version__}, separators=(",", ":"))
+        self._core: RoutingCore | None = None
+        self._peers: PeerTable | None = None
+        #: Why the engine is out of reach, or ``None``; ``"not started"`` before :meth:`start`.
+        self.unavailable: str | None = "not started"
+        #: Counts connections to the engine: a failure seen on an older one is old news.
+        self.generation = 0
+        self._up = asyncio.Event()
+        self._writes: deque[tuple[Write, Finished | None, Provisional | None]] = deque()
+        self._write_wake = asyncio.Event()
+        #: Set while no write is queued or on its way.
+        self._writes_done = asyncio.Event()
+        self._writes_done.set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._retries: list[Callable[[], None]] = []
+        self._catching_up: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._live: tuple[str, ...] = ()
+        self._reasserted = 0
+        self._stopping = False
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def bind(self, core: RoutingCore) -> None:
+        self._core = core
+
+    @property
+    def core(self) -> RoutingCore:
+        assert self._core is not None, "bind() the routing core first"
+        return self._core
+
+    @property
+    def started(self) -> bool:
+        return self._peers is not None
+
+    def status(self) -> ClusterStatus:
+        peers = self._peers.each() if self._peers is not None else []
+        return ClusterStatus(
+            name=self.config.name,
+            host=self.host,
+            unavailable=self.unavailable,
+            hosts=self._live or (self.host,),
+            frames_out={peer.name: peer.frames_out for peer in peers},
+            frames_in={peer.name: peer.frames_in for peer in peers},
+            bytes_in=0 if self._peers is None else self._peers.bytes_in,
+            refused=0 if self._peers is None else self._peers.refused,
+            reasserted=self._reasserted,
+        )
+
+    # -- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster: connect, take a lease, load the directory, start the tasks.
+
+        Raises:
+            RuntimeError: The engine cannot be reached, or a setting differs from the
+                running hosts' (the message names it).
+        """
+        self._peers = PeerTable(
+            self,
+            BatchReader(self._key, self.config.name),
+            BatchWriter(self._key, self.config.name, self.host),
+            self._log,
+        )
+        try:
+            await self._join()
+        except EngineUnavailable as exc:
+            await self.engine.close()
+            raise RuntimeError(f"Cannot join cluster {self.config.name!r}: {exc}") from None
+        except SettingsDisagree as exc:
+            await self.engine.close()
+            raise RuntimeError(_disagreement(self.config.name, exc.name)) from None
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._write_loop(), name="autogen-http-cluster writer"),
+            loop.create_task(self._follow(), name="autogen-http-cluster follower"),
+            loop.create_task(self._listen(), name="autogen-http-cluster listener"),
+            loop.create_task(self._tick(), name="autogen-http-cluster ticker"),
+        ]
+        self._log.info(
+            "Host %s joined cluster %r through %s (%d host(s) up)",
+            self.host,
+            self.config.name,
+            self.where,
+            len(self._live),
+        )
+
+    async def _join(self) -> None:
+        """Connect, take the lease, put back this host's entries, load the view; then up."""
+        await self.engine.connect()
+        self.generation += 1
+        await self.engine.join(self._host_json, self._settings)
+        _, refused = await self.engine.assert_host(self.directory.state())
+        for what, refusal in refused:
+            self.directory.refused_again(what, refusal)
+        snapshot = await self.engine.snapshot()
+        self.directory.load(snapshot)
+        self._live = tuple(snapshot.hosts)
+        self._settled()
+        was = self.unavailable
+        self.unavailable = None
+        self._up.set()
+        if was is not None and was != "not started":
+            self._reasserted += 1
+            self._log.warning(
+                "Cluster %r reachable again through %s; this host's %d worker(s) and their entries are back",
+                self.config.name,
+                self.where,
+                sum(1 for s in self.directory.workers() if s.remote is None),
+            )
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Leave the cluster: send what is queued, give up the lease, close the connections."""
+        if self._stopping or self._peers is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._quiet(), timeout)
+        if self.unavailable is None:
+            try:
+                await asyncio.wait_for(self.engine.leave(), timeout)
+            except (EngineUnavailable, asyncio.TimeoutError) as exc:
+                self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
+        self.unavailable = "stopped"
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for peer in self._peers.each():
+            self._peers.drop(peer.name)
+        await self.engine.close()
+        self._log.info("Host %s left cluster %r", self.host, self.config.name)
+
+    async def _quiet(self) -> None:
+        """Until every write and every batch queued has gone out."""
+        await self._writes_done.wait()
+        assert self._peers is not None
+        for peer in self._peers.each():
+            await peer.flushed()
+
+    # -- out of reach and back ----------------------------------------------------------
+
+    def lost_engine(self, reason: str, generation: int) -> None:
+        """The engine failed on a connection of ``generation``: out of reach until it is back."""
+        if generation != self.generation or self.unavailable is not None:
+            return
+        self.unavailable = reason
+        self._up.clear()
+        self._log.error(
+            "Cluster %r out of reach (%s): calls to other hosts fail until it is back",
+            self.config.name,
+            reason,
+        )
+        core = self.core
+        ended = core.calls.host_lost(
+            None, ErrorCode.CLUSTER_UNAVAILABLE, f"the cluster is out of reach ({reason})"
+        )
+        if ended:
+            self._log.warning("Failed %d call(s) in flight between hosts", ended)
+        if self._peers is not None:
+            self._peers.discard_all()
+        self._fail_writes()
+        self._settled(everything=True)
+
+    def _fail_writes(self) -> None:
+        """The writes still queued take effect here only (the engine gets them when it is back)."""
+        writes, self._writes = self._writes, deque()
+        self._writes_done.set()
+        for _write, finished, provisional in writes:
+            refusal = provisional() if provisional is not None else None
+            if finished is not None:
+                finished(refusal)
+
+    async def _tick(self) -> None:
+        interval = self.config.lease / 10
+        while True:
+            if self.unavailable is None:
+                generation = self.generation
+                try:
+                    tick = await self.engine.tick()
+                except EngineUnavailable as exc:
+                    self.lost_engine(str(exc), generation)
+                    continue
+                if not tick.renewed:
+                    self.lost_engine(
+                        "this host's lease expired (it stalled, or Redis lost its data)", generation
+                    )
+                    continue
+                self._live = tuple(tick.live)
+                for host in tick.gone:
+                    self._host_gone(host, "its lease expired")
+                self._release()
+                await asyncio.sleep(interval)
+            else:
+                try:
+                    await self._join()
+                except (EngineUnavailable, NotJoined):
+                    await asyncio.sleep(RETRY_INTERVAL)
+                except SettingsDisagree as exc:
+                    self._log.error("%s", _disagreement(self.config.name, exc.name))
+                    await asyncio.sleep(max(RETRY_INTERVAL, self.config.lease))
+
+    # -- writes -------------------------------------------------------------------------
+
+    def submit(self, write: Write, finished: Finished | None, provisional: Provisional | None) -> None:
+        if self.unavailable is not None:
+            refusal = provisional() if provisional is not None else None
+            if finished is not None:
+                finished(refusal)
+            return
+        self._writes.append((write, finished, provisional))
+        self._writes_done.clear()
+        self._write_wake.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._write_wake.wait()
+            self._write_wake.clear()
+            while self._writes and self.unavailable is None:
+                batch = [self._writes.popleft() for _ in range(min(len(self._writes), WRITE_BATCH))]
+                generation = self.generation
+                try:
+                    results = await self.engine.write([write for write, _, _ in batch])
+                except (EngineUnavailable, NotJoined) as exc:
+                    self._writes.extendleft(reversed(batch))
+                    why = str(exc) if isinstance(exc, EngineUnavailable) else "this host's lease expired"
+                    self.lost_engine(why, generation)
+                    break
+                versions = [r for r in results if isinstance(r, int)]
+                if versions:
+                    await self._reached(max(versions), WRITE_SETTLE)
+                for (_, finished, _), result in zip(batch, results, strict=True):
+                    if finished is not None:
+                        finished(None if isinstance(result, int) else result)
+            if not self._writes:
+                self._writes_done.set()
+
+    # -- the view -----------------------------------------------------------------------
+
+    async def _reached(self, version: int, timeout: float) -> None:
+        """Wait until this host's view has applied ``version`` (at most ``timeout`` seconds)."""
+        if self.directory.view.version >= version or self.unavailable is not None:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((version, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            self._log.warning(
+                "This host's view of cluster %r did not reach version %d within %.1f s",
+                self.config.name,
+                version,
+                timeout,
+            )
+
+    def _settled(self, *, everything: bool = False) -> None:
+        """The view moved on: wake who waited for it, route the batches parked for it."""
+        version = self.directory.view.version
+        still = []
+        for wanted, waiter in self._waiters:
+            if everything or wanted <= version:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((wanted, waiter))
+        self._waiters = still
+        self._release()
+
+    def _release(self) -> None:
+        if self._peers is not None and self._core is not None:
+            self._peers.release(self.directory.view.version, self._core)
+
+    async def _follow(self) -> None:
+        directory = self.directory
+        while True:
+            await self._up.wait()
+            generation = self.generation
+            try:
+                changes = await self.engine.changes(directory.view.version, 1.0)
+            except Gap:
+                changes = None
+            except EngineUnavailable as exc:
+                self.lost_engine(str(exc), generation)
+                continue
+            if generation != self.generation or self.unavailable is not None:
+                continue  # read on a connection since replaced: the view was reloaded
+            if changes is None:
+                self._log.warning(
+                    "This host's view of cluster %r fell behind its log; reloading", self.config.name
+                )
+                try:
+                    directory.load(await self.engine.snapshot())
+                except EngineUnavailable as exc:
+                    self.lost_engine(str(exc), generation)
+                    continue
+            else:
+                for change in changes:
+                    directory.apply(change)
+            self._settled()
+
+    def catch_up(self, retry: Callable[[], None]) -> bool:
+        if self.unavailable is not None or len(self._retries) >= MAX_CATCHING_UP:
+            return False
+        self._retries.append(retry)
+        if self._catching_up is None:
+            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
+        return True
+
+    async def _catch_up(self) -> None:
+        try:
+            while self._retries:
+                retries, self._retries = self._retries, []
+                with contextlib.suppress(EngineUnavailable):
+                    await self._reached(await self.engine.version(), CATCH_UP)
+                for retry in retries:
+                    retry()
+        finally:
+            self._catching_up = None
+
+    # -- other hosts --------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        assert self._peers is not None
+        while True:
+            await self._up.wait()
+            generation = self.generation
+            try:
+                data = await self.engine.receive()
+            except EngineUnavailable as exc:
+                self.lost_engine(str(exc), generation)
+                continue
+            if generation == self.generation:
+                self._peers.receive(data, self.directory.view.version, self.core)
+
+    def seal(self, items: list[Item]) -> bytes:
+        assert self._peers is not None
+        return self._peers.seal(items, self.directory.view.version)
+
+    def _stand_in(self, worker_id: str, info: WorkerInfo) -> WorkerSession:
+        assert self._peers is not None
+        return self._peers.get(info.host).stand_in(
+            worker_id,
+            name=info.name,
+            max_message_size=info.max_message_size,
+            connected_at=info.connected_at,
+            instance=info.instance,
+            identity=info.identity,
+        )
+
+    def _replaced(self, session: WorkerSession, why: str) -> None:
+        self._log.info("Worker %s connected again through another host of the cluster", session.worker_id)
+        session.close(CLOSE_NORMAL, why)
+        self.core.close_session(session, why)
+
+    def _host_gone(self, host: str, why: str) -> None:
+        if host == self.host or self._peers is None or host not in self._peers.peers:
+            return
+        log = self._log.info if why == "it left" else self._log.warning
+        log("Host %s of cluster %r is gone (%s)", host, self.config.name, why)
+        ended = self.core.calls.host_lost(
+            host, ErrorCode.WORKER_DISCONNECTED, f"its host {host} is gone ({why})"
+        )
+        if ended:
+            self._log.warning("Failed %d call(s) in flight with host %s", ended, host)
+        self.directory.view.drop_host(host)
+        self._peers.drop(host)
+
+    def peer_silent(self, host: str) -> None:
+        """Nobody listens on ``host``'s inbox: it died, or lost the engine. What was sent is lost."""
+        ended = self.core.calls.host_lost(
+            host, ErrorCode.WORKER_DISCONNECTED, f"its host {host} does not listen (it died or lost Redis)"
+        )
+        if ended:
+            self._log.warning("Host %s does not listen; failed %d call(s) in flight with it", host, ended)
+
+
+def _disagreement(cluster: str, setting: str) -> str:
+    return (
+        f"This host's {setting} differs from the running hosts' of cluster {cluster!r}: every host of "
+        "a cluster must run with the same replicas, max_message_size, access_policy and cluster_secret "
+        "(and the same version of the cluster protocol). Fix it, or pick another cluster_name."
+    )

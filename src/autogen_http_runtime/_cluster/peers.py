@@ -1,0 +1,249 @@
+"""The other hosts of a cluster, as this one exchanges messages with them.
+
+For each other host there is a :class:`Peer`. It is the ``remote`` of the sessions that
+stand here for the workers connected there, and of its *proxy*: the session standing for
+that host's callers (the calls it forwards to workers here, the answers going back). The
+routing core queues messages in those sessions as in any other; the peer's task takes
+everything they hold, seals it into one batch (:mod:`.envelope`) and publishes it to the
+host's inbox, one publish at a time, so a peer's messages arrive in the order queued and
+a batch grows by itself under load.
+
+:class:`PeerTable` opens what arrives in this host's inbox and routes each item through
+the core: a request, cancel or event copy for a worker here, or an answer to a call
+forwarded there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+from .._host.security import Identity
+from .._host.session import WorkerSession
+from .engine import EngineUnavailable
+from .envelope import FOR_HOST, FOR_WORKER, Batch, BatchReader, BatchWriter, EnvelopeError, Item
+
+if TYPE_CHECKING:
+    from .._host.core import RoutingCore
+    from .node import ClusterNode
+
+#: Bytes a batch holds at most (one item may be larger: it goes alone).
+BATCH_BYTES: Final = 1 << 20
+#: Stand-ins and proxies are never dropped as too slow: what they hold leaves through
+#: the engine, and when that is stuck the node finds the cluster unavailable and empties
+#: them. Back-pressure still holds (their high-water mark is a worker's).
+UNBOUNDED: Final = 1 << 62
+#: Seconds a batch waits for this host's view to reach the version its sender had.
+MAX_PARK: Final = 1.0
+
+
+class Peer:
+    """Another host of the cluster: where what is queued for its workers and callers goes."""
+
+    def __init__(self, name: str, node: ClusterNode) -> None:
+        self.name = name
+        self._node = node
+        self._dirty: deque[WorkerSession] = deque()
+        self._marked: set[WorkerSession] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.frames_out = 0
+        self.frames_in = 0
+        self.gone = False
+        self.proxy = self.stand_in(f"host:{name}", name=f"callers on host {name}")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"autogen-http-peer {name}")
+
+    @property
+    def unavailable(self) -> str | None:
+        if self.gone:
+            return f"host {self.name} is gone"
+        return self._node.unavailable
+
+    def stand_in(
+        self,
+        worker_id: str,
+        *,
+        name: str = "",
+        max_message_size: int | None = None,
+        connected_at: float | None = None,
+        instance: str = "",
+        identity: str = "",
+    ) -> WorkerSession:
+        """A session whose messages go to this host."""
+        core = self._node.core
+        session = WorkerSession(
+            worker_id=worker_id,
+            max_message_size=max_message_size or core.max_message_size,
+            connected_at=time.time() if connected_at is None else connected_at,
+            name=name,
+            greeted=True,
+            instance=instance,
+            high_water=core.high_water,
+            max_queued_bytes=UNBOUNDED,
+            remote=self,
+        )
+        if identity:
+            session.identity = Identity(identity)
+
+        def queued() -> None:
+            if session not in self._marked:
+                self._marked.add(session)
+                self._dirty.append(session)
+                self._idle.clear()
+                self._wake.set()
+
+        session.outbox.listen(queued)
+        return session
+
+    def discard(self) -> None:
+        """Drop what is queued (the engine is out of reach): let its senders go."""
+        for session in self._dirty:
+            session.outbox.clear()
+            session.queued_bytes = 0
+            session.release_senders()
+        self._dirty.clear()
+        self._marked.clear()
+        self._idle.set()
+
+    def close(self) -> None:
+        """The host is gone (or this one leaves): drop what is queued, refuse what comes."""
+        self.gone = True
+        self.discard()
+        self._task.cancel()
+
+    async def flushed(self) -> None:
+        """Wait until everything queued for this host has left (or was dropped)."""
+        await self._idle.wait()
+
+    def _take(self) -> tuple[list[Item], list[tuple[WorkerSession, bytes]]]:
+        items: list[Item] = []
+        taken: list[tuple[WorkerSession, bytes]] = []
+        size = 0
+        while self._dirty and size < BATCH_BYTES:
+            session = self._dirty[0]
+            outbox = session.outbox
+            kind, to = (FOR_HOST, "") if session is self.proxy else (FOR_WORKER, session.worker_id)
+            while not outbox.empty() and size < BATCH_BYTES:
+                data = outbox.get_nowait()
+                if isinstance(data, bytes):
+                    items.append(Item(kind, to, data))
+                    taken.append((session, data))
+                    size += len(data)
+            if outbox.empty():
+                self._dirty.popleft()
+                self._marked.discard(session)
+        return items, taken
+
+    async def _run(self) -> None:
+        node = self._node
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                if node.unavailable is not None:
+                    self.discard()
+                    break
+                items, taken = self._take()
+                if not items:
+                    continue
+                generation = node.generation
+                try:
+                    receivers = await node.engine.publish(self.name, node.seal(items))
+                except EngineUnavailable as exc:
+                    node.lost_engine(str(exc), generation)
+                    self.discard()
+                    break
+                for session, data in taken:
+                    session.sent(data)
+                self.frames_out += len(items)
+                if receivers == 0:
+                    node.peer_silent(self.name)
+            if not self._dirty:
+                self._idle.set()
+
+
+class PeerTable:
+    """Every other host this one has exchanged messages with, and what arrives from them."""
+
+    def __init__(
+        self, node: ClusterNode, reader: BatchReader, writer: BatchWriter, logger: logging.Logger
+    ) -> None:
+        self._node = node
+        self._reader = reader
+        self._writer = writer
+        self._log = logger
+        self.peers: dict[str, Peer] = {}
+        self._parked: deque[tuple[Batch, float]] = deque()
+        self.refused = 0
+        self.bytes_in = 0
+
+    def get(self, host: str) -> Peer:
+        peer = self.peers.get(host)
+        if peer is None:
+            peer = self.peers[host] = Peer(host, self._node)
+        return peer
+
+    def drop(self, host: str) -> None:
+        """``host`` is gone: what is queued for it is dropped, and what stands for it refuses calls."""
+        peer = self.peers.pop(host, None)
+        self._reader.forget(host)
+        if peer is not None:
+            peer.close()
+
+    def receive(self, data: bytes, version: int, core: RoutingCore) -> None:
+        """Route a batch from this host's inbox (once this host's view has caught up with it)."""
+        self.bytes_in += len(data)
+        try:
+            batch = self._reader.open(data, int(time.time() * 1000))
+        except EnvelopeError as exc:
+            self.refused += 1
+            log = self._log.warning if self.refused == 1 or self.refused % 1000 == 0 else self._log.debug
+            log("Refused a batch in this host's inbox (%d so far): %s", self.refused, exc)
+            return
+        if self._parked or batch.version > version:
+            # Sent after a change this host's view has not applied yet (a registration the
+            # sending host's caller learned of): routing it now could miss that change.
+            self._parked.append((batch, time.monotonic()))
+            return
+        self._route(batch, core)
+
+    def release(self, version: int, core: RoutingCore) -> None:
+        """Route the batches parked for a view that has now reached ``version``, or waited too long."""
+        now = time.monotonic()
+        while self._parked:
+            batch, since = self._parked[0]
+            if batch.version > version and now - since < MAX_PARK:
+                return
+            if batch.version > version:
+                self._log.warning(
+                    "This host's view stayed behind version %d for %.1f s; routing a batch from %s anyway",
+                    batch.version,
+                    MAX_PARK,
+                    batch.source,
+                )
+            self._parked.popleft()
+            self._route(batch, core)
+
+    def _route(self, batch: Batch, core: RoutingCore) -> None:
+        peer = self.get(batch.source)
+        peer.frames_in += len(batch.items)
+        proxy = peer.proxy
+        for item in batch.items:
+            if item.kind == FOR_HOST:
+                core.answer_from_host(batch.source, item.data)
+            else:
+                core.handle_from_host(proxy, item.to, item.data)
+
+    def seal(self, items: list[Item], version: int) -> bytes:
+        return self._writer.seal(items, version, int(time.time() * 1000))
+
+    def each(self) -> list[Peer]:
+        return list(self.peers.values())
+
+    def discard_all(self) -> None:
+        for peer in self.peers.values():
+            peer.discard()
