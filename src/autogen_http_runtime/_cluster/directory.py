@@ -42,13 +42,11 @@ Provisional = Callable[[], Refusal | None]
 
 
 class Writes(Protocol):
-    """Where the directory sends its writes (the node)."""
+    """Where the directory sends its writes (the node's :class:`~.sync.ViewSync`)."""
 
     def submit(self, write: Write, finished: Finished | None, provisional: Provisional | None) -> None: ...
 
     def catch_up(self, retry: Callable[[], None]) -> bool: ...
-
-    def status(self) -> ClusterStatus: ...
 
 
 @dataclass(eq=False)
@@ -68,7 +66,6 @@ class ClusterDirectory:
     Args:
         replicas: Several workers (on any hosts) may serve one agent type.
         here: This host's name.
-        writes: Where writes go (the node), attached once it exists.
         stand_in, replaced, host_gone: See :class:`ClusterView`.
     """
 
@@ -87,6 +84,7 @@ class ClusterDirectory:
         self._log = logger
         self._local: dict[str, LocalWorker] = {}
         self._writes: Writes | None = None
+        self._status: Callable[[], ClusterStatus] | None = None
         self.view = ClusterView(
             here=here,
             local=self._session_of,
@@ -97,8 +95,9 @@ class ClusterDirectory:
             logger=logger,
         )
 
-    def attach(self, writes: Writes) -> None:
+    def attach(self, writes: Writes, status: Callable[[], ClusterStatus]) -> None:
         self._writes = writes
+        self._status = status
 
     def _submit(self, write: Write, finished: Finished | None, provisional: Provisional | None) -> None:
         assert self._writes is not None, "the cluster node attaches itself before any worker connects"
@@ -123,7 +122,7 @@ class ClusterDirectory:
 
     @property
     def cluster(self) -> ClusterStatus | None:
-        return None if self._writes is None else self._writes.status()
+        return None if self._status is None else self._status()
 
     def owner(self, agent_id: AgentId) -> WorkerSession | None:
         return self.view.placement.owner(agent_id)

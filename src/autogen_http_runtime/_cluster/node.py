@@ -26,8 +26,6 @@ import os
 import re
 import socket
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -36,11 +34,12 @@ from .._exceptions import ErrorCode
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
-from .directory import ClusterDirectory, Finished, Provisional
-from .engine import Engine, EngineUnavailable, Gap, NotJoined, SettingsDisagree, Write
+from .directory import ClusterDirectory
+from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
 from .peers import PeerTable
 from .redis_engine import RedisEngine
+from .sync import ViewSync
 from .view import WorkerInfo
 
 if TYPE_CHECKING:
@@ -48,14 +47,6 @@ if TYPE_CHECKING:
 
 #: Version of what hosts send each other; hosts of one cluster must speak the same.
 PEERING_VERSION: Final = "1"
-#: Writes sent to the engine in one go, at most.
-WRITE_BATCH: Final = 256
-#: Seconds a write waits for this host's view to show it before it is answered anyway.
-WRITE_SETTLE: Final = 2.0
-#: Seconds a routing miss waits for this host's view to catch up with the engine.
-CATCH_UP: Final = 1.0
-#: Calls waiting for the view to catch up, at most; more fail at once.
-MAX_CATCHING_UP: Final = 10_000
 #: Seconds between attempts to reach the engine again.
 RETRY_INTERVAL: Final = 0.25
 
@@ -131,7 +122,6 @@ class ClusterNode:
             host_gone=self._host_gone,
             logger=logger,
         )
-        self.directory.attach(self)
         self._key = key
         self._host_json = json.dumps({"started": time.time(), "version": __version__}, separators=(",", ":"))
         self._core: RoutingCore | None = None
@@ -141,14 +131,9 @@ class ClusterNode:
         #: Counts connections to the engine: a failure seen on an older one is old news.
         self.generation = 0
         self._up = asyncio.Event()
-        self._writes: deque[tuple[Write, Finished | None, Provisional | None]] = deque()
-        self._write_wake = asyncio.Event()
-        #: Set while no write is queued or on its way.
-        self._writes_done = asyncio.Event()
-        self._writes_done.set()
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._retries: list[Callable[[], None]] = []
-        self._catching_up: asyncio.Task[None] | None = None
+        self.sync = ViewSync(self, self.directory, logger)
+        self.sync.moved = self._release
+        self.directory.attach(self.sync, self.status)
         self._tasks: list[asyncio.Task[None]] = []
         self._live: tuple[str, ...] = ()
         self._reasserted = 0
@@ -207,8 +192,8 @@ class ClusterNode:
             raise RuntimeError(_disagreement(self.config.name, exc.name)) from None
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._write_loop(), name="autogen-http-cluster writer"),
-            loop.create_task(self._follow(), name="autogen-http-cluster follower"),
+            loop.create_task(self.sync.write_loop(), name="autogen-http-cluster writer"),
+            loop.create_task(self.sync.follow(self._up), name="autogen-http-cluster follower"),
             loop.create_task(self._listen(), name="autogen-http-cluster listener"),
             loop.create_task(self._tick(), name="autogen-http-cluster ticker"),
         ]
@@ -231,7 +216,7 @@ class ClusterNode:
         snapshot = await self.engine.snapshot()
         self.directory.load(snapshot)
         self._live = tuple(snapshot.hosts)
-        self._settled()
+        self.sync.settled()
         was = self.unavailable
         self.unavailable = None
         self._up.set()
@@ -269,7 +254,7 @@ class ClusterNode:
 
     async def _quiet(self) -> None:
         """Until every write and every batch queued has gone out."""
-        await self._writes_done.wait()
+        await self.sync.writes_done.wait()
         assert self._peers is not None
         for peer in self._peers.each():
             await peer.flushed()
@@ -295,17 +280,8 @@ class ClusterNode:
             self._log.warning("Failed %d call(s) in flight between hosts", ended)
         if self._peers is not None:
             self._peers.discard_all()
-        self._fail_writes()
-        self._settled(everything=True)
-
-    def _fail_writes(self) -> None:
-        """The writes still queued take effect here only (the engine gets them when it is back)."""
-        writes, self._writes = self._writes, deque()
-        self._writes_done.set()
-        for _write, finished, provisional in writes:
-            refusal = provisional() if provisional is not None else None
-            if finished is not None:
-                finished(refusal)
+        self.sync.fail_writes()
+        self.sync.settled(everything=True)
 
     async def _tick(self) -> None:
         interval = self.config.lease / 10
@@ -336,124 +312,12 @@ class ClusterNode:
                     self._log.error("%s", _disagreement(self.config.name, exc.name))
                     await asyncio.sleep(max(RETRY_INTERVAL, self.config.lease))
 
-    # -- writes -------------------------------------------------------------------------
-
-    def submit(self, write: Write, finished: Finished | None, provisional: Provisional | None) -> None:
-        if self.unavailable is not None:
-            refusal = provisional() if provisional is not None else None
-            if finished is not None:
-                finished(refusal)
-            return
-        self._writes.append((write, finished, provisional))
-        self._writes_done.clear()
-        self._write_wake.set()
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._write_wake.wait()
-            self._write_wake.clear()
-            while self._writes and self.unavailable is None:
-                batch = [self._writes.popleft() for _ in range(min(len(self._writes), WRITE_BATCH))]
-                generation = self.generation
-                try:
-                    results = await self.engine.write([write for write, _, _ in batch])
-                except (EngineUnavailable, NotJoined) as exc:
-                    self._writes.extendleft(reversed(batch))
-                    why = str(exc) if isinstance(exc, EngineUnavailable) else "this host's lease expired"
-                    self.lost_engine(why, generation)
-                    break
-                versions = [r for r in results if isinstance(r, int)]
-                if versions:
-                    await self._reached(max(versions), WRITE_SETTLE)
-                for (_, finished, _), result in zip(batch, results, strict=True):
-                    if finished is not None:
-                        finished(None if isinstance(result, int) else result)
-            if not self._writes:
-                self._writes_done.set()
-
-    # -- the view -----------------------------------------------------------------------
-
-    async def _reached(self, version: int, timeout: float) -> None:
-        """Wait until this host's view has applied ``version`` (at most ``timeout`` seconds)."""
-        if self.directory.view.version >= version or self.unavailable is not None:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((version, waiter))
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
-            self._log.warning(
-                "This host's view of cluster %r did not reach version %d within %.1f s",
-                self.config.name,
-                version,
-                timeout,
-            )
-
-    def _settled(self, *, everything: bool = False) -> None:
-        """The view moved on: wake who waited for it, route the batches parked for it."""
-        version = self.directory.view.version
-        still = []
-        for wanted, waiter in self._waiters:
-            if everything or wanted <= version:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                still.append((wanted, waiter))
-        self._waiters = still
-        self._release()
+    # -- other hosts --------------------------------------------------------------------
 
     def _release(self) -> None:
+        """The view moved on: route the batches parked until it did."""
         if self._peers is not None and self._core is not None:
             self._peers.release(self.directory.view.version, self._core)
-
-    async def _follow(self) -> None:
-        directory = self.directory
-        while True:
-            await self._up.wait()
-            generation = self.generation
-            try:
-                changes = await self.engine.changes(directory.view.version, 1.0)
-            except Gap:
-                changes = None
-            except EngineUnavailable as exc:
-                self.lost_engine(str(exc), generation)
-                continue
-            if generation != self.generation or self.unavailable is not None:
-                continue  # read on a connection since replaced: the view was reloaded
-            if changes is None:
-                self._log.warning(
-                    "This host's view of cluster %r fell behind its log; reloading", self.config.name
-                )
-                try:
-                    directory.load(await self.engine.snapshot())
-                except EngineUnavailable as exc:
-                    self.lost_engine(str(exc), generation)
-                    continue
-            else:
-                for change in changes:
-                    directory.apply(change)
-            self._settled()
-
-    def catch_up(self, retry: Callable[[], None]) -> bool:
-        if self.unavailable is not None or len(self._retries) >= MAX_CATCHING_UP:
-            return False
-        self._retries.append(retry)
-        if self._catching_up is None:
-            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
-        return True
-
-    async def _catch_up(self) -> None:
-        try:
-            while self._retries:
-                retries, self._retries = self._retries, []
-                with contextlib.suppress(EngineUnavailable):
-                    await self._reached(await self.engine.version(), CATCH_UP)
-                for retry in retries:
-                    retry()
-        finally:
-            self._catching_up = None
-
-    # -- other hosts --------------------------------------------------------------------
 
     async def _listen(self) -> None:
         assert self._peers is not None

@@ -234,9 +234,9 @@ class PeerTable:
         proxy = peer.proxy
         for item in batch.items:
             if item.kind == FOR_HOST:
-                core.answer_from_host(batch.source, item.data)
+                core.relay.answer(batch.source, item.data)
             else:
-                core.handle_from_host(proxy, item.to, item.data)
+                core.relay.to_worker(proxy, item.to, item.data)
 
     def seal(self, items: list[Item], version: int) -> bytes:
         return self._writer.seal(items, version, int(time.time() * 1000))

@@ -33,6 +33,7 @@ from .descriptions import TypeDescriptions
 from .directory import Directory, LocalDirectory
 from .events import EventFanOut
 from .guard import Guard
+from .relay import HostRelay
 from .security import ANONYMOUS, AccessPolicy, Identity, RateLimiter
 from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, WorkerSession
 from .stats import RouterStats
@@ -95,6 +96,16 @@ class RoutingCore:
             close_session=self.close_session,
             reject=self._reject,
             draining=lambda: self._draining,
+            logger=self._log,
+        )
+        #: What the other hosts of a cluster send this one (in a cluster only).
+        self.relay = HostRelay(
+            self.sessions,
+            self.calls,
+            self.stats,
+            here=self.directory.host,
+            reject=self._reject,
+            complain=self._complain_once,
             logger=self._log,
         )
         self._draining = False
@@ -310,57 +321,6 @@ class RoutingCore:
             self.calls.forward(session, req)
         except MessageError as exc:
             self._reject(session, exc, req)
-
-    # -- other hosts of a cluster -------------------------------------------------------
-
-    def handle_from_host(self, peer: WorkerSession, worker_id: str, data: bytes) -> None:
-        """Route what another host of the cluster sent for the worker ``worker_id`` of this one.
-
-        ``peer`` stands for that host's callers (its ``remote`` names the host). ``data`` is
-        one message: a request to forward, a cancel, or an event copy to deliver as it is.
-        The frame it came in was signed by the cluster's secret: no authorisation, no limits.
-        """
-        try:
-            message = wire.decode(data)
-        except MessageError as exc:
-            self._complain_once(peer, "sent a frame that is not a message: %s", exc.message)
-            return
-        target = self.sessions.get(worker_id)
-        if target is not None and (target.local or not target.greeted or target.draining):
-            target = None
-        if isinstance(message, wire.Event):
-            if target is None:
-                self.stats.event_copies_dropped += 1
-                return
-            self.stats.event_copies_delivered += 1
-            target.send_encoded(data)
-        elif isinstance(message, wire.Request):
-            try:
-                if target is None:
-                    raise MessageError(
-                        ErrorCode.WORKER_DISCONNECTED,
-                        f"The worker serving the recipient ({worker_id}) left host "
-                        f"{self.directory.host} before the call arrived.",
-                        message.id,
-                    )
-                self.calls.relay(peer, message, target)
-            except MessageError as exc:
-                self._reject(peer, exc, message)
-        elif isinstance(message, wire.Notification) and message.method == Method.CANCEL:
-            self.calls.cancel(peer, message.params.get("id"))
-        else:
-            self._complain_once(peer, "sent a frame no host forwards: %r", type(message).__name__)
-
-    def answer_from_host(self, host: str, data: bytes) -> None:
-        """Relay an answer another host of the cluster sent to a call forwarded there."""
-        try:
-            frame = wire.decode(data)
-        except MessageError:
-            frame = None
-        if not isinstance(frame, (wire.Response, wire.ErrorResponse)):
-            self._log.warning("Host %s sent something that is not an answer; dropped", host)
-        elif not self.calls.answered_by_host(host, frame):
-            self._log.debug("Dropped an answer from host %s to unknown id %r", host, frame.id)
 
     def _on_response(self, session: WorkerSession, frame: wire.Response | wire.ErrorResponse) -> None:
         call = self.calls.served_by(session, frame.id)

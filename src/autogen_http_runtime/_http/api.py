@@ -109,6 +109,8 @@ def api_router(core: RoutingCore, *, slow_consumer_timeout: float) -> APIRouter:
             name=name,
             summary=summary,
             response_model=model,
+            # A worker's host is listed in a cluster only: alone, the listing is as it was.
+            response_model_exclude_none=model is models.WorkersListing,
             tags=["introspection"],
         )
     return router

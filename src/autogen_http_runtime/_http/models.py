@@ -194,8 +194,8 @@ class WorkerInfo(BaseModel):
     max_message_size: int = Field(ge=0, description="The frame size limit agreed in `hello`.")
     host: str | None = Field(
         None,
-        description="In a cluster, the host the worker is connected to (its traffic counters are "
-        "those of that host, 0 when listed by another); null for a host alone.",
+        description="In a cluster, the host the worker is connected to (listed by another host, its "
+        "counters are that host's traffic with it); absent for a host alone.",
     )
 
 

@@ -52,6 +52,7 @@ def snapshot(core: RoutingCore) -> dict[str, Any]:
             {
                 "id": worker.worker_id,
                 "name": worker.name,
+                "host": worker.host,
                 "connected_at": worker.connected_at,
                 "agent_types": worker.agent_types,
                 "subscriptions": worker.subscriptions,

@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from .._exceptions import error_code_name
 from .._host import views
 from .._host.core import RoutingCore
+from .._host.directory import ClusterStatus
 
 METRICS_PATH = "/metrics"
 PREFIX = "autogen_http_"
@@ -35,6 +36,18 @@ class RouterCollector:
         self._core = core
 
     def collect(self) -> Iterator[Metric]:
+        cluster = self._core.directory.cluster
+        if cluster is None:
+            yield from self._families()
+            return
+        # In a cluster every sample says which host it is from.
+        for family in self._families():
+            for sample in family.samples:
+                sample.labels["host"] = cluster.host
+            yield family
+        yield from _cluster_families(cluster)
+
+    def _families(self) -> Iterator[Metric]:
         core, stats = self._core, self._core.stats
         workers = views.workers(core)
 
@@ -49,7 +62,9 @@ class RouterCollector:
             "1 while the host accepts workers and calls, 0 while it shuts down.",
             1 if core.accepting else 0,
         )
-        yield gauge("workers", "Workers connected now.", len(workers))
+        here = core.directory.host or None
+        workers = [worker for worker in workers if worker.host == here]  # a cluster's others: theirs
+        yield gauge("workers", "Workers connected to this host now.", len(workers))
         agent_types = views.agent_type_views(core)
         yield gauge("agent_types", "Agent types registered now.", len(agent_types))
         serving = GaugeMetricFamily(
@@ -137,6 +152,61 @@ class RouterCollector:
         for worker in workers:
             per_worker.add_metric([worker.worker_id, worker.name], worker.queued_bytes)
         yield per_worker
+
+
+def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        PREFIX + "cluster_info",
+        "The cluster this host is one of, and its name there.",
+        labels=["cluster", "host"],
+    )
+    info.add_metric([cluster.name, cluster.host], 1)
+    yield info
+
+    def labelled(family: GaugeMetricFamily | CounterMetricFamily, value: float) -> Metric:
+        family.add_metric([cluster.host], value)
+        return family
+
+    yield labelled(
+        GaugeMetricFamily(
+            PREFIX + "cluster_available",
+            "1 while this host reaches the cluster's engine (Redis), 0 while calls to other hosts fail.",
+            labels=["host"],
+        ),
+        1 if cluster.unavailable is None else 0,
+    )
+    yield labelled(
+        GaugeMetricFamily(
+            PREFIX + "cluster_hosts", "Hosts of the cluster alive, this one included.", labels=["host"]
+        ),
+        len(cluster.hosts),
+    )
+    yield labelled(
+        CounterMetricFamily(
+            PREFIX + "cluster_refused_batches",
+            "Batches in this host's inbox refused: bad signature, another cluster, too old, replayed.",
+            labels=["host"],
+        ),
+        cluster.refused,
+    )
+    yield labelled(
+        CounterMetricFamily(
+            PREFIX + "cluster_reasserted",
+            "Times this host put its entries back in the engine after the engine lost them.",
+            labels=["host"],
+        ),
+        cluster.reasserted,
+    )
+    frames = CounterMetricFamily(
+        PREFIX + "cluster_frames",
+        "Messages sent to and received from each other host.",
+        labels=["host", "peer", "direction"],
+    )
+    for peer, count in sorted(cluster.frames_out.items()):
+        frames.add_metric([cluster.host, peer, "out"], count)
+    for peer, count in sorted(cluster.frames_in.items()):
+        frames.add_metric([cluster.host, peer, "in"], count)
+    yield frames
 
 
 def _le(bound: float) -> str:

@@ -6,7 +6,8 @@ needs authentication, and each reads the routing core without changing it:
 
 - ``GET /healthz``: 200 while the process serves HTTP at all (liveness).
 - ``GET /readyz``: 200 while the host accepts workers; 503 with the reason otherwise
-  (readiness: take the host out of a load balancer while it drains).
+  (readiness: take the host out of a load balancer while it drains, or, in a cluster,
+  while it cannot reach the cluster's engine).
 - ``GET /metrics``: Prometheus text format (:mod:`._metrics`).
 - ``GET /dashboard`` and ``GET /dashboard/events``: the live page (:mod:`._dashboard`).
 """
@@ -38,7 +39,17 @@ def probes_router(core: RoutingCore) -> APIRouter:
                 "reason": "draining: the host is shutting down and takes no new workers or calls",
             }
             return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+        cluster = core.directory.cluster
+        if cluster is not None and cluster.unavailable is not None:
+            body = {
+                "status": "unavailable",
+                "reason": f"cluster {cluster.name!r} out of reach: {cluster.unavailable}; calls between "
+                "this host's workers go on, calls to other hosts fail",
+            }
+            return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
         body = {"status": "ready", "workers": views.worker_count(core)}
+        if cluster is not None:
+            body["cluster"] = {"name": cluster.name, "host": cluster.host, "hosts": len(cluster.hosts)}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     router = APIRouter(tags=["operations"])

@@ -1,0 +1,43 @@
+"""A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
+
+Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
+[--name CLUSTER]``. Prints ``READY <url> <host name in the cluster>`` once serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from autogen_http_runtime import HttpAgentServer
+
+from . import run_until_signal, say
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("redis_url")
+    parser.add_argument("secret")
+    parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--replicas", action="store_true")
+    parser.add_argument("--name", default="default")
+    args = parser.parse_args()
+    server = HttpAgentServer(
+        "127.0.0.1",
+        port=0,
+        replicas=args.replicas,
+        redis_url=args.redis_url,
+        cluster_name=args.name,
+        cluster_secret=args.secret,
+        cluster_lease=args.lease,
+    )
+    await server.start()
+    stopping = await run_until_signal(server.stop_when_signal(grace=1.0))
+    assert server.service.cluster is not None
+    say(f"READY {server.url} {server.service.cluster.host}")
+    await stopping
+    say("STOPPED")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
