@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from autogen_http_runtime import (
     AgentNotFoundError,
     AgentTypeConflictError,
     CallTimeoutError,
+    ClusterJoinError,
     HttpAgentServer,
     SubscriptionError,
 )
@@ -47,6 +49,7 @@ from .cluster_utils import (
     until,
 )
 from .redis_server import RedisServer
+from .test_cli import ready_url, serve
 from .utils import Recorder, Text, Upper, bounded
 
 __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
@@ -314,7 +317,7 @@ async def test_every_host_must_agree_on_the_settings_that_change_routing(
     ):
         settings: dict[str, Any] = {"redis_url": redis_server.url, "cluster_secret": SECRET, **options}
         host = HttpAgentServer("127.0.0.1", port=0, **settings)
-        with pytest.raises(RuntimeError, match=name):
+        with pytest.raises(ClusterJoinError, match=name):
             await bounded(host.start())
         await bounded(host.stop())
 
@@ -328,7 +331,7 @@ async def test_a_cluster_needs_a_secret_and_a_redis_url() -> None:
 
 async def test_redis_that_cannot_be_reached_fails_start_with_a_clear_error() -> None:
     host = HttpAgentServer(port=0, redis_url="redis://127.0.0.1:1/0", cluster_secret=SECRET)
-    with pytest.raises(RuntimeError, match="127.0.0.1:1"):
+    with pytest.raises(ClusterJoinError, match="127.0.0.1:1"):
         await bounded(host.start())
     await bounded(host.stop())
 
@@ -411,3 +414,38 @@ async def test_metrics_carry_the_host_and_the_cluster(make_host: MakeHost) -> No
         "host": host,
         "hosts": 2,
     }
+
+
+async def test_serve_joins_a_cluster_from_its_environment(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a = await make_host()
+    owner = await make_worker(a.url)
+    await Upper.register(owner, "upper", Upper)
+    env = {
+        "AUTOGEN_HTTP_PORT": "0",
+        "AUTOGEN_HTTP_REDIS_URL": redis_server.url,
+        "AUTOGEN_HTTP_CLUSTER_SECRET": SECRET,
+        "AUTOGEN_HTTP_CLUSTER_LEASE": "1.5",
+    }
+    async with serve(sys.executable, "-m", "autogen_http_runtime", "serve", env=env) as proc:
+        url = await ready_url(proc)
+        caller = await make_worker(url)
+        assert await bounded(caller.send_message(Text("x"), AgentId("upper", "k"))) == Text("X")
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(url + "/readyz")).json()["cluster"]["name"] == "default"
+
+
+async def test_serve_that_cannot_join_exits_1_with_one_line(redis_server: RedisServer) -> None:
+    command = (sys.executable, "-m", "autogen_http_runtime", "serve", "--port", "0")
+    async with serve(*command, "--redis-url", "redis://127.0.0.1:1/0", "--cluster-secret", SECRET) as proc:
+        _, stderr = await bounded(proc.communicate())
+    assert proc.returncode == 1
+    assert (
+        stderr.decode()
+        .splitlines()[-1]
+        .startswith("autogen-http-runtime serve: Cannot join cluster 'default'")
+    )
+    async with serve(*command, "--redis-url", redis_server.url) as proc:
+        _, stderr = await bounded(proc.communicate())
+    assert proc.returncode == 2 and "cluster_secret" in stderr.decode()

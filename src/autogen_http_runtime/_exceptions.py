@@ -152,6 +152,12 @@ class TLSError(HostConnectionError):
     TLS at a plain ``http://`` (or ``host:port``) address."""
 
 
+class ClusterJoinError(HttpRuntimeError, RuntimeError):
+    """A host cannot join its cluster: Redis cannot be reached, or a setting every host of the
+    cluster must share (``replicas``, ``max_message_size``, the access policy, the secret)
+    differs from the running hosts' (the message names it)."""
+
+
 class SerializationError(HttpRuntimeError, ValueError):
     """A message or result could not be serialized: no serializer is registered for its type."""
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import ValidationError
 
 from .._constants import __version__
+from .._exceptions import ClusterJoinError
 from .._http.server import HttpAgentServer
 from .._logging import configure_logging
 from .settings import ENV_PREFIX, GROUPS, ServeSettings, serve
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         run(serve(settings, _say_ready))
+    except ClusterJoinError as exc:  # Redis cannot be reached, the cluster runs other settings
+        sys.stderr.write(f"{PROG} serve: {exc}\n")
+        return 1
     except OSError as exc:  # the port is taken, a certificate file is missing, ...
         sys.stderr.write(f"{PROG} serve: {exc}\n")
         return 1

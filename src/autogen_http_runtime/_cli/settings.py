@@ -43,6 +43,7 @@ EventLoop = Literal["auto", "asyncio", "uvloop"]
 GROUPS: Final = {
     "server": "server",
     "placement": "placement (docs/operations.md)",
+    "cluster": "cluster: several hosts as one runtime on Redis (docs/cluster.md)",
     "logging": "logging",
     "tls": "TLS (uvicorn's settings, passed through)",
     "security": "security (docs/security.md)",
@@ -103,6 +104,32 @@ class ServeSettings(BaseSettings):
         False,
         "placement",
         "let several workers serve one agent type, each agent id placed on one of them",
+    )
+
+    redis_url: Optional[str] = _setting(
+        None,
+        "cluster",
+        "join a cluster through this Redis: redis://[user:password@]host:port/db, rediss:// for TLS "
+        "(needs the [cluster] extra)",
+        "URL",
+    )
+    cluster_name: str = _setting(
+        "default", "cluster", "the cluster's name; several clusters may share one Redis", "NAME"
+    )
+    cluster_secret: Optional[str] = _setting(
+        None,
+        "cluster",
+        "secret the hosts sign what they send each other with; required with --redis-url "
+        "(prefer the environment variable: a command line is visible to other users)",
+        "SECRET",
+    )
+    cluster_lease: float = _setting(
+        3.0,
+        "cluster",
+        "seconds after which a host that stopped renewing its lease is taken as gone",
+        "S",
+        ge=0.5,
+        le=300,
     )
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
@@ -338,6 +365,10 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         max_connections=settings.max_connections,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
         replicas=settings.replicas,
+        redis_url=settings.redis_url,
+        cluster_name=settings.cluster_name,
+        cluster_secret=settings.cluster_secret,
+        cluster_lease=settings.cluster_lease,
         a2a=settings.a2a,
     )
     return HttpAgentServer(

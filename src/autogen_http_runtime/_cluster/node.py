@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .._constants import __version__
-from .._exceptions import ErrorCode
+from .._exceptions import ClusterJoinError, ErrorCode
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
@@ -173,7 +173,7 @@ class ClusterNode:
         """Join the cluster: connect, take a lease, load the directory, start the tasks.
 
         Raises:
-            RuntimeError: The engine cannot be reached, or a setting differs from the
+            ClusterJoinError: The engine cannot be reached, or a setting differs from the
                 running hosts' (the message names it).
         """
         self._peers = PeerTable(
@@ -186,10 +186,10 @@ class ClusterNode:
             await self._join()
         except EngineUnavailable as exc:
             await self.engine.close()
-            raise RuntimeError(f"Cannot join cluster {self.config.name!r}: {exc}") from None
+            raise ClusterJoinError(f"Cannot join cluster {self.config.name!r}: {exc}") from None
         except SettingsDisagree as exc:
             await self.engine.close()
-            raise RuntimeError(_disagreement(self.config.name, exc.name)) from None
+            raise ClusterJoinError(_disagreement(self.config.name, exc.name)) from None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.sync.write_loop(), name="autogen-http-cluster writer"),

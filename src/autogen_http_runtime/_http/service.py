@@ -263,7 +263,7 @@ class HttpAgentService:
         from the app's lifespan; otherwise the first request to the service does.
 
         Raises:
-            RuntimeError: Redis cannot be reached, or a setting that must agree across the
+            ClusterJoinError: Redis cannot be reached, or a setting that must agree across the
                 cluster's hosts differs from theirs (the message names it).
         """
         if self.cluster is None or self.cluster.started:
