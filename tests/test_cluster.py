@@ -11,7 +11,9 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -449,3 +451,34 @@ async def test_serve_that_cannot_join_exits_1_with_one_line(redis_server: RedisS
     async with serve(*command, "--redis-url", redis_server.url) as proc:
         _, stderr = await bounded(proc.communicate())
     assert proc.returncode == 2 and "cluster_secret" in stderr.decode()
+
+
+async def test_a_cluster_over_tls_as_an_acl_user_limited_to_its_keys(
+    tmp_path: Path, make_worker: MakeWorker
+) -> None:
+    rules = "~autogen:{secure}:* &autogen:{secure}:* +@all -@dangerous"  # as docs/cluster.md says
+    with RedisServer(
+        tmp_path, username="agents", password="pw-of-agents", acl_rules=rules, tls=True
+    ) as server:
+        query = urlencode(server.client_kwargs())
+        url = f"{server.url}?{query}"
+        assert url.startswith("rediss://agents:pw-of-agents@")
+        hosts = [
+            HttpAgentServer(port=0, redis_url=url, cluster_name="secure", cluster_secret=SECRET)
+            for _ in range(2)
+        ]
+        try:
+            for host in hosts:
+                await bounded(host.start())
+            owner, caller = await make_worker(hosts[0].url), await make_worker(hosts[1].url)
+            await Upper.register(owner, "upper", Upper)
+            assert await bounded(caller.send_message(Text("tls"), AgentId("upper", "k"))) == Text("TLS")
+            # A cluster whose keys the user may not touch cannot join, and the error hides the password.
+            other = HttpAgentServer(port=0, redis_url=url, cluster_name="other", cluster_secret=SECRET)
+            with pytest.raises(ClusterJoinError) as refused:
+                await bounded(other.start())
+            await bounded(other.stop())
+            assert "pw-of-agents" not in str(refused.value) and "agents:***@" in str(refused.value)
+        finally:
+            for host in hosts:
+                await bounded(host.stop(grace=1))
