@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .redis_server import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Bound on each subprocess; below pytest's global timeout so a hang fails with the output.
 TIMEOUT = 45.0
@@ -23,14 +25,14 @@ def free_port() -> int:
         return port
 
 
-def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         encoding="utf-8",
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
         timeout=TIMEOUT,
     )
     assert completed.returncode == 0, (
@@ -90,4 +92,10 @@ def documented_programs() -> list[object]:
 def test_documented_program_runs(source: str, tmp_path: Path) -> None:
     program = tmp_path / "example.py"
     program.write_text(source, encoding="utf-8")
-    run_python(str(program))
+    if "AUTOGEN_HTTP_REDIS_URL" not in source:
+        run_python(str(program))
+        return
+    # A cluster example (docs/cluster.md) reads where its Redis is from the environment.
+    with RedisServer() as redis:
+        env = {"AUTOGEN_HTTP_REDIS_URL": redis.url, "AUTOGEN_HTTP_CLUSTER_SECRET": "documented-example"}
+        run_python(str(program), env=env)
