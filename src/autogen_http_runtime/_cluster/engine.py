@@ -96,6 +96,9 @@ class Tick:
 class Engine(Protocol):
     """Every method raises :class:`EngineUnavailable` when the engine cannot be reached."""
 
+    #: Where the engine is, for logs and errors (no password).
+    where: str
+
     async def connect(self) -> None:
         """Open (or open again) the connections, and listen to this host's inbox."""
 

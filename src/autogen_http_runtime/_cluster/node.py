@@ -105,7 +105,7 @@ class ClusterNode:
         self.engine: Engine = engine or RedisEngine(
             config.redis_url, cluster=config.name, host=self.host, lease=config.lease
         )
-        self.where = getattr(self.engine, "where", "the cluster's engine")
+        self.where = self.engine.where
         key = batch_key(config.secret, config.name)
         self._settings = (
             ("peering", PEERING_VERSION),
@@ -151,7 +151,7 @@ class ClusterNode:
 
     @property
     def started(self) -> bool:
-        return self._peers is not None
+        return bool(self._tasks)
 
     def status(self) -> ClusterStatus:
         peers = self._peers.each() if self._peers is not None else []
@@ -231,7 +231,7 @@ class ClusterNode:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Leave the cluster: send what is queued, give up the lease, close the connections."""
-        if self._stopping or self._peers is None:
+        if self._stopping or self._peers is None or not self._tasks:
             return
         self._stopping = True
         with contextlib.suppress(asyncio.TimeoutError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Final
 
 from .._exceptions import ErrorCode
 from .._protocol import wire
@@ -17,6 +18,9 @@ from .._protocol.wire import MessageError, Method
 from .calls import CallTable
 from .session import WorkerSession
 from .stats import RouterStats
+
+#: How every request and notification the core encodes starts (``wire.request``, ``wire.notification``).
+_JSONRPC: Final = b'{"jsonrpc":'
 
 
 class HostRelay:
@@ -54,21 +58,23 @@ class HostRelay:
         ``peer`` stands for that host's callers (its ``remote`` names the host). ``data`` is
         one message: a request to forward, a cancel, or an event copy to deliver as it is.
         """
-        try:
-            message = wire.decode(data)
-        except MessageError as exc:
-            self._complain(peer, "sent a frame that is not a message: %s", exc.message)
-            return
         target = self._sessions.get(worker_id)
         if target is not None and (target.local or not target.greeted or target.draining):
             target = None
-        if isinstance(message, wire.Event):
+        if not data.startswith(_JSONRPC):
+            # An event copy, encoded by the other host for its recipient: delivered as it is.
             if target is None:
                 self._stats.event_copies_dropped += 1
                 return
             self._stats.event_copies_delivered += 1
             target.send_encoded(data)
-        elif isinstance(message, wire.Request):
+            return
+        try:
+            message = wire.decode(data)
+        except MessageError as exc:
+            self._complain(peer, "sent a frame that is not a message: %s", exc.message)
+            return
+        if isinstance(message, wire.Request):
             try:
                 if target is None:
                     raise MessageError(
