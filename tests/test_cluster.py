@@ -52,6 +52,7 @@ from .cluster_utils import (
 )
 from .redis_server import RedisServer
 from .test_cli import ready_url, serve
+from .test_tracing import by_name, trace_ids, tracing
 from .utils import Recorder, Text, Upper, bounded
 
 __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
@@ -482,3 +483,25 @@ async def test_a_cluster_over_tls_as_an_acl_user_limited_to_its_keys(
         finally:
             for host in hosts:
                 await bounded(host.stop(grace=1))
+
+
+async def test_a_call_and_an_event_across_hosts_are_one_trace(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    provider, exporter, _ = tracing()
+    a, b = await make_host(), await make_host()
+    calling = await make_worker(a.url, tracer_provider=provider)
+    serving = await make_worker(b.url, tracer_provider=provider)
+    await Upper.register(serving, "upper", Upper)
+    inbox: Inbox = asyncio.Queue()
+    await Recorder.register(serving, "rec", lambda: Recorder(inbox))  # type: ignore[arg-type]
+    await serving.add_subscription(TypeSubscription("traced", "rec"))
+    with provider.get_tracer("test").start_as_current_span("across hosts") as root:
+        assert await bounded(calling.send_message(Text("t"), AgentId("upper", "k"))) == Text("T")
+        await bounded(calling.publish_message(Text("e"), TopicId("traced", "s")))
+    await bounded(inbox.get())
+    spans = exporter.get_finished_spans()
+    process = by_name(spans, "autogen process upper.(k)-A")
+    assert process.parent is not None and process.parent.is_remote
+    assert process.parent.trace_id == root.get_span_context().trace_id
+    assert trace_ids(spans) == {root.get_span_context().trace_id}
