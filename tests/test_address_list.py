@@ -26,7 +26,10 @@ def dead_address() -> str:
 
 
 def test_one_string_with_commas_a_list_and_repeats() -> None:
-    one, two = HostEndpoint("http://a:1", "ws://a:1/v1/worker"), HostEndpoint("https://b:2", "wss://b:2/v1/worker")
+    one, two = (
+        HostEndpoint("http://a:1", "ws://a:1/v1/worker"),
+        HostEndpoint("https://b:2", "wss://b:2/v1/worker"),
+    )
     assert parse_host_addresses("a:1") == (one,)
     assert parse_host_addresses("a:1, https://b:2") == (one, two)
     assert parse_host_addresses(["https://b:2", "http://a:1", "a:1"]) == (two, one)
@@ -57,7 +60,9 @@ async def hosts() -> AsyncIterator[tuple[HttpAgentServer, HttpAgentServer]]:
         await bounded(first.stop(grace=1))
 
 
-async def test_start_skips_a_host_that_cannot_be_reached(hosts: tuple[HttpAgentServer, HttpAgentServer]) -> None:
+async def test_start_skips_a_host_that_cannot_be_reached(
+    hosts: tuple[HttpAgentServer, HttpAgentServer],
+) -> None:
     first, _ = hosts
     worker = HttpWorkerAgentRuntime(f"{dead_address()},{first.url}", reconnect=FAST)
     worker.add_message_serializer(SERIALIZERS)
@@ -94,6 +99,7 @@ async def test_a_worker_that_loses_its_host_reconnects_to_the_next(
         assert [w.name for w in connected_workers(first.service.core)] == ["served"]
 
         await bounded(first.stop(grace=1))
+
         # Its agent type is registered again on the second host, where the caller is.
         async def registered_again() -> bool:
             return "upper" in owners(second.service.core)
