@@ -167,8 +167,10 @@ async def test_4b_a_peer_dropped_as_too_slow_has_its_socket_cut(path: str, tmp_p
         bound = slow_consumer_timeout + CUT + SLACK
         require(await poll(dropped, within=bound), "the host did not drop the slow subscriber")
 
+        # Held, the queued copies would keep 32 MiB or more; under a loaded machine the
+        # allocator gives back a few MiB late, so half of that is the bound.
         def let_go() -> bool:
-            return open_fds(host.pid) <= descriptors and rss(host.pid) - baseline < 8 * MiB
+            return open_fds(host.pid) <= descriptors and rss(host.pid) - baseline < 16 * MiB
 
         within = bound - (loop.time() - attacked_at)
         cut = await poll(let_go, within=max(within, 0.5))
