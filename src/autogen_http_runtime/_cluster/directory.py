@@ -265,7 +265,8 @@ class ClusterDirectory:
 
         def provisional() -> Refusal | None:
             members = self.view.placement.members(agent_type)
-            if members and session not in members and not self.replicas:
+            # By id: a reloaded view may hold another stand-in object for this same worker.
+            if members and not self.replicas and all(m.worker_id != session.worker_id for m in members):
                 return Refusal("TAKEN", members[0].worker_id)
             self.view.apply(Change(0, "t+", agent_type, session.worker_id))
             return None
@@ -312,7 +313,7 @@ class ClusterDirectory:
 
         def provisional() -> Refusal | None:
             other = self.view.placement.pinned().get(agent_id)
-            if other is not None and other is not session:
+            if other is not None and other.worker_id != session.worker_id:
                 return Refusal("TAKEN", other.worker_id)
             self.view.apply(Change(0, "p+", str(agent_id), session.worker_id))
             return None

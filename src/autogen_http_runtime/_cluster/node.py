@@ -242,15 +242,35 @@ class ClusterNode:
             except (EngineUnavailable, asyncio.TimeoutError) as exc:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._end_tasks(timeout)
         for peer in self._peers.each():
             self._peers.drop(peer.name)
-        await self.engine.close()
+        try:
+            await asyncio.wait_for(self.engine.close(), timeout)
+        except asyncio.TimeoutError:
+            self._log.warning("Closing the connections to Redis took over %.0f s; left to the GC", timeout)
         self._log.info("Host %s left cluster %r", self.host, self.config.name)
+
+    async def _end_tasks(self, timeout: float) -> None:
+        """Cancel the node's tasks until they end.
+
+        Once is not always enough: redis-py's own timeouts can turn a cancellation that lands
+        while a command waits into a timeout error, which a loop takes for Redis out of reach
+        and goes on; the next cancellation, at its next wait, ends it.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        pending = {task for task in self._tasks if not task.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+            if pending and asyncio.get_running_loop().time() > deadline:
+                names = ", ".join(sorted(task.get_name() for task in pending))
+                self._log.warning("Cluster task(s) %s did not end when cancelled", names)
+                break
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self._log.error("Cluster task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _quiet(self) -> None:
         """Until every write and every batch queued has gone out."""
