@@ -1,0 +1,233 @@
+"""Durable agents (``persist_agent_state=True``) on one host: state restored wherever an id goes next.
+
+A counting agent's count is its state. Where a worker must die it is a real process,
+SIGKILLed; the next message for its agent id reaches another replica, which continues
+the count from the host's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from autogen_core import (
+    AgentId,
+    DefaultTopicId,
+    MessageContext,
+    RoutedAgent,
+    default_subscription,
+    message_handler,
+)
+
+from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, WorkerDisconnectedError
+
+from .cluster_utils import until
+from .procs.counter import Counter
+from .test_processes import spawn
+from .utils import SERIALIZERS, Text, bounded
+
+KEYS = [f"k{i}" for i in range(40)]
+
+
+@pytest.fixture
+async def replicas_host() -> AsyncIterator[HttpAgentServer]:
+    server = HttpAgentServer("127.0.0.1", port=0, replicas=True)
+    await bounded(server.start())
+    try:
+        yield server
+    finally:
+        await bounded(server.stop(grace=1))
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[list[HttpWorkerAgentRuntime]]:
+    started: list[HttpWorkerAgentRuntime] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            await bounded(worker.stop())
+
+
+async def durable_worker(
+    url: str, name: str, started: list[HttpWorkerAgentRuntime], *, serve: bool = True, **options: Any
+) -> HttpWorkerAgentRuntime:
+    worker = HttpWorkerAgentRuntime(url, name=name, persist_agent_state=True, **options)
+    worker.add_message_serializer(SERIALIZERS)
+    started.append(worker)
+    await bounded(worker.start())
+    if serve:
+        await Counter.register(worker, "counter", lambda: Counter(name))
+    return worker
+
+
+async def count(caller: HttpWorkerAgentRuntime, key: str) -> str:
+    reply = await bounded(caller.send_message(Text("count"), AgentId("counter", key)))
+    assert isinstance(reply, Text)
+    return reply.content
+
+
+async def test_a_stopped_workers_agent_continues_its_count_on_the_next_worker(
+    server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    caller = await durable_worker(server.url, "caller", workers, serve=False)
+    first = await durable_worker(server.url, "A", workers)
+    assert [await count(caller, "x") for _ in range(3)] == ["A:1", "A:2", "A:3"]
+    assert await count(caller, "y") == "A:1"  # each id its own state
+    await bounded(first.stop())
+    await durable_worker(server.url, "B", workers)
+    assert [await count(caller, "x") for _ in range(2)] == ["B:4", "B:5"]
+    assert await count(caller, "y") == "B:2"
+    stats = server.service.core.state.stats
+    assert (stats.loads, stats.loads_found, stats.saves) == (4, 2, 7)
+    assert workers[2].agent_state_counts() == {"loads": 2, "saves": 3, "stale": 0, "failed": 0}
+    # The runtime-wide save_state still covers the worker's own agents, and agent_save_state
+    # reads the agent where it lives.
+    assert await bounded(workers[2].save_state()) == {"counter/x": {"count": 5}, "counter/y": {"count": 2}}
+    assert await bounded(caller.agent_save_state(AgentId("counter", "x"))) == {"count": 5}
+
+
+@default_subscription
+class Tally(RoutedAgent):
+    """Counts the events it gets; a call reads the count."""
+
+    def __init__(self) -> None:
+        super().__init__("counts events")
+        self.events = 0
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"events": self.events}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        self.events = int(state["events"])
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
+        if ctx.is_rpc:
+            return Text(str(self.events))
+        self.events += 1
+        return Text("")
+
+
+async def test_events_are_saved_too(server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]) -> None:
+    publisher = await durable_worker(server.url, "publisher", workers, serve=False)
+    first = await durable_worker(server.url, "A", workers, serve=False)
+    await Tally.register(first, "tally", Tally)
+    for _ in range(4):
+        await publisher.publish_message(Text("tick"), DefaultTopicId())
+
+    async def counted() -> bool:
+        reply = await publisher.send_message(Text("?"), AgentId("tally", "default"))
+        return bool(reply.content == "4")
+
+    await until(counted)
+    await bounded(first.stop())
+    second = await durable_worker(server.url, "B", workers, serve=False)
+    await Tally.register(second, "tally", Tally)
+    assert (await bounded(publisher.send_message(Text("?"), AgentId("tally", "default")))).content == "4"
+
+
+async def test_a_killed_replicas_agents_continue_their_count_on_another_replica(
+    replicas_host: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    caller = await durable_worker(replicas_host.url, "caller", workers, serve=False)
+    await durable_worker(replicas_host.url, "B", workers)
+    async with spawn("counter", replicas_host.url, "A") as replica:
+        await replica.expect("READY")
+        first = {key: await count(caller, key) for key in KEYS}
+        on_a = [key for key, reply in first.items() if reply == "A:1"]
+        assert on_a, "no key was placed on A"
+        for key in on_a:
+            assert [await count(caller, key) for _ in range(2)] == ["A:2", "A:3"]
+        replica.proc.kill()
+        assert await bounded(replica.proc.wait()) == -9
+
+        async def moved() -> bool:  # until the host has seen A go: a call to it fails meanwhile
+            try:
+                return (await count(caller, on_a[0])).startswith("B:")
+            except WorkerDisconnectedError:
+                return False
+
+        await until(moved)
+    assert await count(caller, on_a[0]) == "B:5"  # 3 on A, the one that found B, and this one
+    for key in on_a[1:]:
+        assert await count(caller, key) == "B:4"
+    for key in KEYS:  # B's own keys never moved
+        if key not in on_a:
+            assert await count(caller, key) == "B:2"
+
+
+class Unsaveable(RoutedAgent):
+    def __init__(self, big: bool) -> None:
+        super().__init__("a state that cannot be saved")
+        self._big = big
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"blob": "x" * 5000} if self._big else {"lock": asyncio.Lock()}
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
+        return Text("still answered")
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["not-json", "too-large"])
+async def test_a_state_that_cannot_be_saved_is_logged_and_counted_and_the_reply_still_sent(
+    workers: list[HttpWorkerAgentRuntime], caplog: pytest.LogCaptureFixture, big: bool
+) -> None:
+    async with HttpAgentServer("127.0.0.1", port=0, max_state_size=4096) as server:
+        caller = await durable_worker(server.url, "caller", workers, serve=False)
+        worker = await durable_worker(server.url, "A", workers, serve=False)
+        await Unsaveable.register(worker, "odd", lambda: Unsaveable(big))
+        with caplog.at_level(logging.ERROR, "autogen_http_runtime.worker"):
+            for _ in range(3):
+                reply = await bounded(caller.send_message(Text("hi"), AgentId("odd", "k")))
+                assert reply == Text("still answered")
+
+            async def failed_thrice() -> bool:
+                return worker.agent_state_counts()["failed"] == 3
+
+            await until(failed_thrice)
+        errors = [r.getMessage() for r in caplog.records if "state of agent odd/k" in r.getMessage()]
+        assert len(errors) == 1  # once at ERROR, then at DEBUG
+        assert ("4096" if big else "Lock") in errors[0]
+        assert server.service.core.state.stats.refused_too_large == (3 if big else 0)
+        for _ in range(2):
+            await bounded(worker.stop())  # idempotent; nothing left hanging
+        workers.remove(worker)
+
+
+async def test_serve_state_dir_survives_a_host_restart(
+    tmp_path: Path, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    import sys
+
+    from .test_cli import ready_url, serve
+
+    command = (sys.executable, "-m", "autogen_http_runtime", "serve", "--state-dir", str(tmp_path / "states"))
+    async with serve(*command, "--port", "0") as host:
+        url = await ready_url(host)
+        caller = await durable_worker(url, "caller", workers, serve=False, reconnect=None)
+        serving = await durable_worker(url, "A", workers, reconnect=None)
+        assert [await count(caller, "x") for _ in range(3)] == ["A:1", "A:2", "A:3"]
+
+        async def stored() -> bool:  # the reply does not wait for the store (docs/durable-agents.md)
+            return serving.agent_state_counts()["saves"] == 3
+
+        await until(stored)
+        host.kill()
+        await bounded(host.wait())
+    port = url.rsplit(":", 1)[1]
+    async with serve(*command, "--port", port) as host:
+        assert await ready_url(host) == url
+        fresh: list[HttpWorkerAgentRuntime] = []
+        try:
+            caller = await durable_worker(url, "caller2", fresh, serve=False)
+            await durable_worker(url, "B", fresh)
+            assert await count(caller, "x") == "B:4"
+        finally:
+            for worker in fresh:
+                await bounded(worker.stop())
