@@ -149,7 +149,7 @@ class StateCalls:
     ) -> None:
         try:
             if before is not None:
-                await before
+                await asyncio.shield(before)  # cancelling this task must not cancel the one before
             answer = await operation()
         except StateStoreError as exc:
             self._failed(session, req, str(exc))
@@ -159,7 +159,8 @@ class StateCalls:
         else:
             session.send(wire.result(req.id, answer))
         finally:
-            tail.set_result(None)
+            if not tail.done():
+                tail.set_result(None)
             if self._tails.get(key) is tail:
                 del self._tails[key]
 

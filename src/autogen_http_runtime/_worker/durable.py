@@ -18,6 +18,7 @@ from typing import Any
 
 from autogen_core import Agent, AgentId
 
+from .._exceptions import HostConnectionError
 from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.wire import Method
@@ -134,6 +135,11 @@ class AgentStates:
         if answer.cancelled():
             return
         if (exc := answer.exception()) is not None:
+            if isinstance(exc, HostConnectionError):
+                # The save went out; the connection closed before its answer (a stop, a lost
+                # host): whether the store has it, the next activation will tell.
+                self._log.debug("No answer to the save of agent %s (version %d): %s", agent_id, version, exc)
+                return
             self.counts.failed += 1
             self._warn(type(exc).__name__, "The host did not store the state of agent %s: %s", agent_id, exc)
             return
