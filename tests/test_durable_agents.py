@@ -8,11 +8,13 @@ the count from the host's store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from autogen_core import (
     AgentId,
@@ -22,13 +24,15 @@ from autogen_core import (
     default_subscription,
     message_handler,
 )
+from websockets.asyncio.client import connect
 
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, WorkerDisconnectedError
+from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 
 from .cluster_utils import until
 from .procs.counter import Counter
 from .test_processes import spawn
-from .utils import SERIALIZERS, Text, bounded
+from .utils import SERIALIZERS, TIMEOUT, Text, bounded
 
 KEYS = [f"k{i}" for i in range(40)]
 
@@ -89,6 +93,107 @@ async def test_a_stopped_workers_agent_continues_its_count_on_the_next_worker(
     # reads the agent where it lives.
     assert await bounded(workers[2].save_state()) == {"counter/x": {"count": 5}, "counter/y": {"count": 2}}
     assert await bounded(caller.agent_save_state(AgentId("counter", "x"))) == {"count": 5}
+
+
+async def test_an_agent_read_on_its_own_worker_is_activated_first(
+    server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    caller = await durable_worker(server.url, "caller", workers, serve=False)
+    first = await durable_worker(server.url, "A", workers)
+    assert [await count(caller, "x") for _ in range(2)] == ["A:1", "A:2"]
+    await bounded(first.stop())
+    second = await durable_worker(server.url, "B", workers)
+    # No message reached B's agent yet: reading it here restores it first, as through the host.
+    assert await bounded(second.agent_save_state(AgentId("counter", "x"))) == {"count": 2}
+    await bounded(second.agent_load_state(AgentId("counter", "x"), {"count": 10}))
+    assert await count(caller, "x") == "B:11"
+    await bounded(second.stop())
+    await durable_worker(server.url, "C", workers)
+    assert await count(caller, "x") == "C:12"  # the loaded state was saved, and what followed
+
+
+async def test_concurrent_messages_to_one_agent_save_in_version_order(
+    server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    caller = await durable_worker(server.url, "caller", workers, serve=False)
+    worker = await durable_worker(server.url, "A", workers)
+    calls = 60
+    replies = await bounded(asyncio.gather(*(count(caller, "hot") for _ in range(calls))))
+    assert sorted(replies) == sorted(f"A:{n}" for n in range(1, calls + 1))
+
+    async def all_stored() -> bool:
+        return worker.agent_state_counts()["saves"] == calls
+
+    await until(all_stored)
+    assert worker.agent_state_counts() == {"loads": 1, "saves": calls, "stale": 0, "failed": 0}
+    stored = await server.service.core.state.store.load("counter/hot")
+    assert stored is not None and stored.version == calls and json.loads(stored.state) == {"count": calls}
+    assert server.service.core.state.stats.refused_stale == 0
+
+
+async def test_a_copy_left_behind_by_a_replica_set_change_is_refused_as_stale_and_reloaded(
+    replicas_host: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    caller = await durable_worker(replicas_host.url, "caller", workers, serve=False)
+    await durable_worker(replicas_host.url, "A", workers)
+    assert {await count(caller, key) for key in KEYS} == {"A:1"}
+    joiner = await durable_worker(replicas_host.url, "B", workers)
+    second = {key: await count(caller, key) for key in KEYS}
+    moved = [key for key, reply in second.items() if reply == "B:2"]  # B restored them
+    assert moved and set(second.values()) == {"A:2", "B:2"}
+    await bounded(joiner.stop())
+    workers.remove(joiner)
+    key = moved[0]
+    # Back on A, which still holds the copy it had (count 1): docs/durable-agents.md, "One
+    # owner at a time". Its save is refused (the store has B's version 2) ...
+    assert await count(caller, key) == "A:2"
+    stats = replicas_host.service.core.state.stats
+
+    async def refused() -> bool:
+        return stats.refused_stale == 1
+
+    await until(refused)
+    # ... and A reloads before the next message: the count goes on from the stored one.
+    assert await count(caller, key) == "A:3"
+    assert workers[1].agent_state_counts()["stale"] == 1
+
+
+async def test_the_host_lets_a_worker_load_and_save_only_the_types_it_serves(server: HttpAgentServer) -> None:
+    url = server.url.replace("http", "ws", 1) + WORKER_WS_PATH
+    async with connect(url, open_timeout=TIMEOUT) as ws:
+
+        async def ask(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            )
+            answer: dict[str, Any] = json.loads(await bounded(ws.recv()))
+            assert answer["id"] == request_id
+            return answer
+
+        await ask(1, "hello", {"protocol": PROTOCOL_VERSION})
+        agent = {"type": "counter", "key": "k"}
+        refused = await ask(2, "state.load", {"agent": agent})
+        assert (
+            refused["error"]["code"] == -32602
+            and "not registered by this worker" in refused["error"]["message"]
+        )
+        await ask(3, "register_agent_type", {"type": "counter"})
+        assert (await ask(4, "state.load", {"agent": agent}))["result"] is None
+        saved = await ask(5, "state.save", {"agent": agent, "version": 2, "state": {"count": 2}})
+        assert saved["result"] == {"stored": True, "version": 2}
+        stale = await ask(6, "state.save", {"agent": agent, "version": 1, "state": {"count": 1}})
+        assert stale["result"] == {"stored": False, "version": 2}
+        assert (await ask(7, "state.load", {"agent": agent}))["result"] == {
+            "version": 2,
+            "state": {"count": 2},
+        }
+        for bad in ({"version": 0}, {"version": True}, {"version": 3, "state": [1]}):
+            params = {"agent": agent, "version": 3, "state": {}, **bad}
+            assert (await ask(8, "state.save", params))["error"]["code"] == -32602
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        metrics = (await bounded(http.get("/metrics"))).text
+    assert 'autogen_http_state_refused_total{reason="stale"} 1.0' in metrics
+    assert "autogen_http_state_saves_total 1.0" in metrics
 
 
 @default_subscription

@@ -54,8 +54,9 @@ class RedisStateStore:
     def _connected(self) -> aioredis.Redis:
         if self._client is None:
             # A connection pool of its own: a slow state write never delays the directory's
-            # commands. One retry on a broken connection: a save that ran and is sent again
-            # finds its own version and answers "not stored" with that version.
+            # commands. No retry: a save that ran and was sent again would find its own
+            # version and be taken as stale; a failed one is reported, and the next save,
+            # one version on, replaces it.
             # At most CONNECTIONS at once: a burst of saves waits for one rather than open
             # a connection each.
             pool = aioredis.BlockingConnectionPool.from_url(
@@ -67,7 +68,7 @@ class RedisStateStore:
                 socket_timeout=COMMAND_TIMEOUT,
                 socket_connect_timeout=COMMAND_TIMEOUT,
                 socket_keepalive=True,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
                 client_name="autogen-http-state",
             )

@@ -148,9 +148,6 @@ class AgentStates:
             self.counts.saves += 1
             return
         held = result.get("version")
-        if held == version:  # our own save, sent twice (a retry in the store): it is there
-            self.counts.saves += 1
-            return
         self.counts.stale += 1
         self._stale.add(agent_id)
         self._log.warning(

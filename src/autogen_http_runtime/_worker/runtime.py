@@ -177,7 +177,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger=self._log,
         )
         self._outbound = Outbound(
-            self._agents, self._codec, self._tracer, self._lifecycle, call_timeout, message_ids()
+            self._agents, self._codec, self._tracer, self._lifecycle, call_timeout, message_ids(), states
         )
 
     # -- lifecycle --------------------------------------------------------------------
