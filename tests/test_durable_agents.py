@@ -196,6 +196,44 @@ async def test_the_host_lets_a_worker_load_and_save_only_the_types_it_serves(ser
     assert "autogen_http_state_saves_total 1.0" in metrics
 
 
+class Slow(Counter):
+    """A counter whose ``slow`` messages wait for ``release`` before they count."""
+
+    release: asyncio.Event
+    started: asyncio.Event
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
+        if message.content == "slow":
+            self.started.set()
+            await self.release.wait()
+        return await super().on_text(message, ctx)
+
+
+async def test_a_handler_finishing_while_its_worker_stops_still_saves(
+    server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    Slow.release, Slow.started = asyncio.Event(), asyncio.Event()
+    caller = await durable_worker(server.url, "caller", workers, serve=False)
+    first = await durable_worker(server.url, "A", workers, serve=False)
+    await Slow.register(first, "counter", lambda: Slow("A"))
+    assert await count(caller, "x") == "A:1"
+    slow = asyncio.ensure_future(caller.send_message(Text("slow"), AgentId("counter", "x")))
+    await bounded(Slow.started.wait())
+    stopping = asyncio.ensure_future(first.stop())  # drains: the host routes nothing new to A
+
+    async def draining() -> bool:
+        return not server.service.core.directory.serving("counter")
+
+    await until(draining)
+    Slow.release.set()
+    assert await bounded(slow) == Text("A:2")
+    await bounded(stopping)
+    assert first.agent_state_counts()["saves"] == 2
+    await durable_worker(server.url, "B", workers)
+    assert await count(caller, "x") == "B:3"
+
+
 @default_subscription
 class Tally(RoutedAgent):
     """Counts the events it gets; a call reads the count."""

@@ -65,3 +65,28 @@ async def test_a_killed_replica_on_one_host_continues_on_a_replica_of_another(
         await client.aclose()
     assert json.loads(stored["s"]) == {"count": 4} and stored["v"] == "4"
     assert first.service.core.state.stats.saves + second.service.core.state.stats.saves >= 4 * len(on_a)
+
+
+async def test_with_redis_gone_saves_fail_loudly_and_calls_go_on(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    host = await make_host()
+    caller = await make_worker(host.url, name="caller")
+    worker = await make_worker(host.url, name="A", persist_agent_state=True)
+    await Counter.register(worker, "counter", lambda: Counter("A"))
+    assert [await count(caller, "k") for _ in range(2)] == ["A:1", "A:2"]
+
+    async def stored() -> bool:  # the replies do not wait for the store
+        return worker.agent_state_counts()["saves"] == 2
+
+    await until(stored)
+    redis_server.kill()
+    # Calls between workers of one host go on without Redis; the saves cannot.
+    assert await count(caller, "k") == "A:3"
+
+    async def failed() -> bool:
+        return worker.agent_state_counts()["failed"] == 1
+
+    await until(failed)
+    assert host.service.core.state.stats.failures == 1
+    assert worker.agent_state_counts()["saves"] == 2

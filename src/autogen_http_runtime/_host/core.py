@@ -104,9 +104,7 @@ class RoutingCore:
             draining=lambda: self._draining,
             logger=self._log,
         )
-        self.state = StateCalls(
-            self.directory, self._reject, self._log, store=state_store, max_state_size=max_state_size
-        )
+        self.state = StateCalls(self.directory, self._log, store=state_store, max_state_size=max_state_size)
         #: What the other hosts of a cluster send this one (in a cluster only).
         self.relay = HostRelay(
             self.sessions,

@@ -53,13 +53,11 @@ class StateCalls:
         store: Where states are kept; a :class:`MemoryStateStore` by default.
         directory: Who serves what: a worker may load and save only ids of types it serves.
         max_state_size: The largest state stored, in bytes of JSON text.
-        reject: How the core answers a request with an error (counted and logged).
     """
 
     def __init__(
         self,
         directory: Directory,
-        reject: Callable[[WorkerSession, MessageError], None],
         logger: logging.Logger,
         *,
         store: StateStore | None = None,
@@ -69,7 +67,6 @@ class StateCalls:
         self.max_state_size = max_state_size
         self.stats = StateStats()
         self._directory = directory
-        self._reject = reject
         self._log = logger
         #: The last operation queued for each agent id: the next waits for it.
         self._tails: dict[str, asyncio.Future[None]] = {}
@@ -84,7 +81,12 @@ class StateCalls:
         """
         with wire.tagged(req.id):
             agent = wire.required_agent_id(req.params, "agent")
-        if not self._directory.serves(session, agent.type):
+        # A draining worker has left the directory, but the handlers it is finishing still
+        # save the states of the types it served.
+        if not (
+            self._directory.serves(session, agent.type)
+            or (session.draining and agent.type in session.agent_types)
+        ):
             raise MessageError(
                 ErrorCode.INVALID_PARAMS,
                 f"Agent type {agent.type!r} is not registered by this worker: it may not load or save "
@@ -170,9 +172,8 @@ class StateCalls:
         level = logging.DEBUG if self._warned_failure else logging.WARNING
         self._warned_failure = True
         self._log.log(level, "State store %s failed a %s: %s", self.store.where, req.method, why)
-        self._reject(
-            session, MessageError(ErrorCode.INTERNAL_ERROR, f"The state store failed: {why}", req.id)
-        )
+        # Answered here, not through the core's reject: the worker sent nothing wrong.
+        session.send(wire.error(req.id, ErrorCode.INTERNAL_ERROR, f"The state store failed: {why}"))
 
     async def close(self, timeout: float = 2.0) -> None:
         """Let the operations under way finish (up to ``timeout`` seconds), then close the store."""
