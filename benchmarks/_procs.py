@@ -132,11 +132,20 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
-async def run_host(runtime: str, port: int, replicas: bool = False, state_dir: str | None = None) -> None:
+async def run_host(
+    runtime: str,
+    port: int,
+    replicas: bool = False,
+    state_dir: str | None = None,
+    redis_url: str | None = None,
+) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas, state_dir=state_dir)
+        cluster = {} if redis_url is None else {"redis_url": redis_url, "cluster_secret": "benchmark"}
+        server: Any = HttpAgentServer(
+            "127.0.0.1", port=port, replicas=replicas, state_dir=state_dir, **cluster
+        )
         await server.start()
         say("READY")
         await wait_for_signal()
@@ -185,6 +194,7 @@ def main() -> None:
     host.add_argument("port", type=int)
     host.add_argument("--replicas", action="store_true")
     host.add_argument("--state-dir")
+    host.add_argument("--redis-url")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -196,7 +206,7 @@ def main() -> None:
     worker.add_argument("--durable", action="store_true")
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas, args.state_dir))
+        run_loop(run_host(args.runtime, args.port, args.replicas, args.state_dir, args.redis_url))
     else:
         run_loop(run_workers(args))
 

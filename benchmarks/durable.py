@@ -5,7 +5,9 @@ A host, a worker serving a small stateful agent (it echoes and counts; its state
 ``{"count": n}``) and this driver are separate processes. Each configuration runs the
 same calls (16 in flight over 8 agent ids) and prints the CPU the three processes spent
 per call, and its ratio to persistence off: the cost of a save per call (and a load per
-agent id). The states go to the host's memory, then to files (``--state-dir``).
+agent id). The states go to the host's memory, to files (``--state-dir``), and to Redis
+(a host of a one-host cluster on a throwaway ``redis-server``, ``tests/redis_server.py``;
+"off" is measured on that cluster too, to compare like with like).
 ``--quick`` runs tiny counts, as a smoke test.
 """
 
@@ -21,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autogen_core import AgentId
+from tests.redis_server import RedisServer
 
 from bench import checked_call, cluster, cpu_seconds, driver
 
@@ -64,11 +68,14 @@ async def one_run(calls: int, durable: bool, host_args: tuple[str, ...]) -> dict
 
 
 async def main(calls: int, runs: int) -> None:
-    with tempfile.TemporaryDirectory() as states:
+    with tempfile.TemporaryDirectory() as states, RedisServer() as redis:
+        on_redis = ("--redis-url", redis.url)
         configurations: list[tuple[str, bool, tuple[str, ...]]] = [
             ("off", False, ()),
             ("on, memory store", True, ()),
             ("on, file store", True, ("--state-dir", states)),
+            ("off, cluster", False, on_redis),
+            ("on, Redis store", True, on_redis),
         ]
         results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in configurations}
         for _ in range(runs):  # interleaved, so that a noisy moment does not hit one configuration
@@ -78,10 +85,12 @@ async def main(calls: int, runs: int) -> None:
         name: {key: statistics.median(run[key] for run in runs_) for key in runs_[0]}
         for name, runs_ in results.items()
     }
-    base = medians["off"]["cpu_us_per_call"]
+    bases = {"off": medians["off"]["cpu_us_per_call"], "cluster": medians["off, cluster"]["cpu_us_per_call"]}
+    # "x off": the CPU per call over the same host's without persistence (a host alone, or a cluster's).
     widths = {"calls/s": 9, "CPU us/call": 12, "host": 7, "worker": 7, "driver": 7, "x off": 6}
     print(f"{'persistence':<20} " + " ".join(f"{name:>{width}}" for name, width in widths.items()))
     for name, m in medians.items():
+        base = bases["cluster" if "cluster" in name or "Redis" in name else "off"]
         print(
             f"{name:<20} {m['rpc_per_s']:>9.0f} {m['cpu_us_per_call']:>12.0f} {m['host_us']:>7.0f} "
             f"{m['worker_us']:>7.0f} {m['driver_us']:>7.0f} {m['cpu_us_per_call'] / base:>6.2f}"
