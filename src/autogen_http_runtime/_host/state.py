@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,8 @@ class FileStateStore:
     Each save writes a temporary file beside the state's and renames it over it
     (``os.replace``: a reader sees the old file or the new one, never half of one),
     in a thread, so the event loop never waits on the disk. Versions are checked
-    against the file's, under one lock per id: one host process per directory.
+    against the file's, under one lock per id (and one for the writing threads): one host
+    process per directory.
 
     Args:
         directory: Where the files go; created if missing.
@@ -139,6 +141,9 @@ class FileStateStore:
         self._fsync = fsync
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        # The threads' own lock on compare-and-write: a save whose task was cancelled goes on
+        # in its thread, and must not race the next save of the same id there.
+        self._writing = threading.Lock()
 
     def path(self, key: str) -> Path:
         """The file of ``key``: its digest, so any agent key makes a safe file name."""
@@ -181,6 +186,10 @@ class FileStateStore:
             raise StateStoreError(f"The state file of {key} in {self.where} is damaged: {exc}") from None
 
     def _write(self, key: str, version: int, state: str) -> SaveOutcome:
+        with self._writing:
+            return self._write_locked(key, version, state)
+
+    def _write_locked(self, key: str, version: int, state: str) -> SaveOutcome:
         old = self._read(key)
         if old is not None and old.version >= version:
             return SaveOutcome(False, old.version)
