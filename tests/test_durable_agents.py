@@ -374,3 +374,21 @@ async def test_serve_state_dir_survives_a_host_restart(
         finally:
             for worker in fresh:
                 await bounded(worker.stop())
+
+
+def test_serve_refuses_a_state_dir_with_a_redis_url(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGEN_HTTP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "autogen_http_runtime", "serve", "--port", "0", "--state-dir", str(tmp_path)]
+        + ["--redis-url", "redis://127.0.0.1:1/0", "--cluster-secret", "x"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+        env=environment,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "state_dir and redis_url exclude each other" in done.stderr
