@@ -161,3 +161,30 @@ async def test_redis_store_fails_clearly_when_redis_is_gone(redis_server: RedisS
             await bounded(store.load("t/k"), 15)
     finally:
         await store.close()
+
+
+async def test_redis_store_fails_only_the_operation_redis_refused(
+    redis_server: RedisServer, redis_stores: list[RedisStateStore]
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = redis_stores[0]
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.set(store.key("t/bad"), "not a hash")
+    finally:
+        await client.aclose()
+    with pytest.raises(StateStoreError, match="WRONGTYPE"):
+        await bounded(store.save("t/bad", 1, "{}"))
+    # Alone and in a batch with others: only its own operation fails.
+    outcomes = await bounded(
+        asyncio.gather(
+            store.save("t/good", 1, "{}"),
+            store.save("t/bad", 2, "{}"),
+            store.load("t/good"),
+            return_exceptions=True,
+        )
+    )
+    assert outcomes[0].stored  # type: ignore[union-attr]
+    assert isinstance(outcomes[1], StateStoreError)
+    assert outcomes[2] is not None and outcomes[2].version == 1  # type: ignore[union-attr]

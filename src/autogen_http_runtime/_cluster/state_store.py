@@ -20,7 +20,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .._host.state import SaveOutcome, StateStoreError, StoredState
 from .redis_engine import check_url, redacted
@@ -108,11 +108,17 @@ class RedisStateStore:
         """Send what is queued, a batch at a time, until nothing is."""
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            pipe = self._connected().pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command)
+            client = self._connected()
             try:
-                results = await pipe.execute(raise_on_error=False)
+                if len(batch) == 1:  # alone: a pipeline would cost more than the command
+                    results = [await client.execute_command(*batch[0][0])]  # type: ignore[no-untyped-call]
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for command, _ in batch:
+                        pipe.execute_command(*command)
+                    results = await pipe.execute(raise_on_error=False)
+            except ResponseError as exc:  # the one command failed in Redis: only it
+                results = [exc]
             except (RedisError, OSError) as exc:
                 failure = StateStoreError(f"Redis at {self.where}: {exc or type(exc).__name__}")
                 results = [failure] * len(batch)
