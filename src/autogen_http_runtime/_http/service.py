@@ -122,7 +122,8 @@ class HttpAgentService:
             the host); with ``redis_url``, in Redis, and ``state_dir`` must be ``None``.
             See ``docs/durable-agents.md``.
         max_state_size: The largest state the host stores for one agent id, in bytes of
-            JSON (1 MiB by default); a larger save fails with ``MessageTooLargeError``.
+            JSON (1 MiB by default); a larger save is refused (-32008), which its worker
+            logs and counts; the agent's reply is sent all the same.
         a2a: Serve every agent type a worker offers with ``register_a2a_skill`` as an A2A
             agent: ``POST /a2a/{type}`` (A2A JSON-RPC), its Agent Card at
             ``/a2a/{type}/.well-known/agent-card.json``, and a listing card at
