@@ -50,6 +50,7 @@ screenshot: $(STAMP) $(CHROMIUM)
 # Benchmarks and the soak run outside `make test`: they take minutes and measure, not check.
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --runs 3
+	$(PY) benchmarks/durable.py --runs 3
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --duration 180 --restart-every 30

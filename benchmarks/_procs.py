@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/_procs.py host RUNTIME PORT
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
+        [--counter TYPE [--durable]]
 
 ``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
 ``bench.RUNTIMES`` (``AUTOGEN_HTTP_JSON``, ``BENCH_LOOP``) pick the variant of ours. Each
@@ -11,7 +12,8 @@ prints ``READY`` when it serves, then runs until SIGTERM. A sink worker prints
 ``DONE <received> <duplicates>`` once it has received ``N`` events (it keeps counting
 afterwards, and prints again when a new round of ``N`` arrives). ``--count K`` runs K worker
 runtimes in this one process, serving the echo types ``TYPE-0`` ... ``TYPE-<K-1>`` (the
-many-workers scenario).
+many-workers scenario). ``--counter TYPE`` serves a small stateful agent (it echoes and
+counts); with ``--durable`` its worker persists agent state (``benchmarks/durable.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +64,11 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def make_worker(runtime: str, address: str) -> AgentRuntime:
+def make_worker(runtime: str, address: str, durable: bool = False) -> AgentRuntime:
     if runtime == "http":
         from autogen_http_runtime import HttpWorkerAgentRuntime
 
-        worker: Any = HttpWorkerAgentRuntime(address)
+        worker: Any = HttpWorkerAgentRuntime(address, persist_agent_state=durable)
     else:
         from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime
 
@@ -81,6 +83,24 @@ class Echo(BaseAgent):
 
     async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
         return message
+
+
+class Counter(BaseAgent):
+    """Echoes, and counts what it echoed: a small agent with a state."""
+
+    def __init__(self) -> None:
+        super().__init__("counter")
+        self.count = 0
+
+    async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
+        self.count += 1
+        return message
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"count": self.count}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        self.count = int(state["count"])
 
 
 class Sink(BaseAgent):
@@ -112,11 +132,20 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
-async def run_host(runtime: str, port: int, replicas: bool = False) -> None:
+async def run_host(
+    runtime: str,
+    port: int,
+    replicas: bool = False,
+    state_dir: str | None = None,
+    redis_url: str | None = None,
+) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas)
+        cluster = {} if redis_url is None else {"redis_url": redis_url, "cluster_secret": "benchmark"}
+        server: Any = HttpAgentServer(
+            "127.0.0.1", port=port, replicas=replicas, state_dir=state_dir, **cluster
+        )
         await server.start()
         say("READY")
         await wait_for_signal()
@@ -140,12 +169,14 @@ async def run_host(runtime: str, port: int, replicas: bool = False) -> None:
 
 
 async def run_workers(args: argparse.Namespace) -> None:
-    workers = [make_worker(args.runtime, args.address) for _ in range(args.count)]
+    workers = [make_worker(args.runtime, args.address, args.durable) for _ in range(args.count)]
     for index, worker in enumerate(workers):
         await worker.start()  # type: ignore[attr-defined]
         if args.echo:
             name = args.echo if args.count == 1 else f"{args.echo}-{index}"
             await worker.register_factory(name, Echo)
+        if args.counter:
+            await worker.register_factory(args.counter, Counter)
         if args.sink:
             await worker.register_factory(args.sink, lambda: Sink(args.expect))
             await worker.add_subscription(TypeSubscription(topic_type="bench", agent_type=args.sink))
@@ -162,6 +193,8 @@ def main() -> None:
     host.add_argument("runtime", choices=["http", "grpc"])
     host.add_argument("port", type=int)
     host.add_argument("--replicas", action="store_true")
+    host.add_argument("--state-dir")
+    host.add_argument("--redis-url")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -169,9 +202,11 @@ def main() -> None:
     worker.add_argument("--sink")
     worker.add_argument("--expect", type=int, default=0)
     worker.add_argument("--count", type=int, default=1)
+    worker.add_argument("--counter")
+    worker.add_argument("--durable", action="store_true")
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas))
+        run_loop(run_host(args.runtime, args.port, args.replicas, args.state_dir, args.redis_url))
     else:
         run_loop(run_workers(args))
 

@@ -161,6 +161,15 @@ async def test_frames_of_a_live_exchange_match_the_schemas(
     await bounded(calling.agent_load_state(stateful, {"note": "other"}))
     assert (await bounded(calling.agent_metadata(stateful)))["description"] == "keeps a note"
 
+    # Durable agents: state.load (nothing saved yet, then a saved state) and state.save.
+    durable = await make_worker(name="durable", persist_agent_state=True)
+    await Stateful.register(durable, "durable", Stateful)
+    await bounded(calling.send_message(Text("kept"), AgentId("durable", "k")))
+    await bounded(durable.stop())
+    durable = await make_worker(name="durable-2", persist_agent_state=True)
+    await Stateful.register(durable, "durable", Stateful)
+    assert await bounded(calling.agent_save_state(AgentId("durable", "k"))) == {"note": "kept"}
+
     # Subscriptions: a duplicate, a removal, a removal of nothing.
     with pytest.raises(SubscriptionError):
         await calling.add_subscription(TypeSubscription("greetings", "anything", id="greet"))

@@ -30,6 +30,8 @@ _RESPONSE_SCHEMA = {
     "agent_metadata": "ws/agent-metadata-response.json",
     "agent_save_state": "ws/agent-save-state-response.json",
     "register_agent_type": "ws/register-agent-type-response.json",
+    "state.load": "ws/state-load-response.json",
+    "state.save": "ws/state-save-response.json",
 }
 
 
@@ -115,7 +117,7 @@ class FrameRecorder:
                 name = "ws/event.json"
             elif "method" in frame and "id" in frame:
                 (read if record.inbound else written)[key] = frame["method"]
-                name = f"ws/{frame['method'].replace('_', '-')}-request.json"
+                name = f"ws/{frame['method'].replace('_', '-').replace('.', '-')}-request.json"
             elif "method" in frame:
                 name = f"ws/{frame['method']}-notification.json"
             elif "error" in frame:

@@ -62,6 +62,9 @@ DEFAULT_MAX_CALLS_IN_FLIGHT = 10_000
 #: Subscriptions the workers of one identity may hold at once; more get -32011. An AgentChat
 #: team adds a few per participant (docs/agentchat.md): room for hundreds of teams at once.
 DEFAULT_MAX_SUBSCRIPTIONS = 10_000
+#: The largest state of one durable agent (``persist_agent_state``), in bytes of JSON text:
+#: a worker does not save a larger one, and a host does not store it.
+DEFAULT_MAX_STATE_SIZE = 1024 * 1024
 #: Seconds the host lets in-flight calls finish when it stops.
 DEFAULT_GRACE = 5.0
 

@@ -21,6 +21,7 @@ from .._constants import (
     DEFAULT_MAX_CALLS_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_STATE_SIZE,
     DEFAULT_MAX_SUBSCRIPTIONS,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
@@ -44,6 +45,7 @@ GROUPS: Final = {
     "server": "server",
     "placement": "placement (docs/operations.md)",
     "cluster": "cluster: several hosts as one runtime on Redis (docs/cluster.md)",
+    "state": "durable agents (docs/durable-agents.md)",
     "logging": "logging",
     "tls": "TLS (uvicorn's settings, passed through)",
     "security": "security (docs/security.md)",
@@ -130,6 +132,13 @@ class ServeSettings(BaseSettings):
         "S",
         ge=0.5,
         le=300,
+    )
+
+    state_dir: Optional[str] = _setting(
+        None, "state", "keep durable agents' states in this directory (else in memory, or Redis)", "DIR"
+    )
+    max_state_size: int = _setting(
+        DEFAULT_MAX_STATE_SIZE, "state", "largest state of one agent id, in bytes of JSON", "BYTES", ge=2
     )
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
@@ -369,6 +378,8 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         cluster_name=settings.cluster_name,
         cluster_secret=settings.cluster_secret,
         cluster_lease=settings.cluster_lease,
+        state_dir=settings.state_dir,
+        max_state_size=settings.max_state_size,
         a2a=settings.a2a,
     )
     return HttpAgentServer(

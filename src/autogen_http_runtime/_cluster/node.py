@@ -39,6 +39,7 @@ from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
 from .peers import PeerTable
 from .redis_engine import RedisEngine
+from .state_store import RedisStateStore
 from .sync import ViewSync
 from .view import WorkerInfo
 
@@ -106,6 +107,8 @@ class ClusterNode:
             config.redis_url, cluster=config.name, host=self.host, lease=config.lease
         )
         self.where = self.engine.where
+        #: Where the durable agents' states of the cluster are (docs/durable-agents.md).
+        self.state_store = RedisStateStore(config.redis_url, cluster=config.name)
         key = batch_key(config.secret, config.name)
         self._settings = (
             ("peering", PEERING_VERSION),

@@ -36,6 +36,8 @@ from .guard import Guard
 from .relay import HostRelay
 from .security import ANONYMOUS, AccessPolicy, Identity, RateLimiter
 from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, WorkerSession
+from .state import DEFAULT_MAX_STATE_SIZE, StateStore
+from .state_calls import STATE_METHODS, StateCalls
 from .stats import RouterStats
 
 
@@ -53,6 +55,8 @@ class RoutingCore:
         max_subscriptions: Subscriptions the workers of one identity may hold at once;
             ``None``: no limit.
         directory: Who serves what; a :class:`LocalDirectory` (this host alone) by default.
+        state_store: Where durable agents' states go; in this process's memory by default.
+        max_state_size: The largest state stored for one agent id, in bytes of JSON.
         logger: Where to log; defaults to ``autogen_http_runtime.host``.
     """
 
@@ -66,6 +70,8 @@ class RoutingCore:
         rate_limiter: RateLimiter | None = None,
         max_subscriptions: int | None = DEFAULT_MAX_SUBSCRIPTIONS,
         directory: Directory | None = None,
+        state_store: StateStore | None = None,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
@@ -98,6 +104,7 @@ class RoutingCore:
             draining=lambda: self._draining,
             logger=self._log,
         )
+        self.state = StateCalls(self.directory, self._log, store=state_store, max_state_size=max_state_size)
         #: What the other hosts of a cluster send this one (in a cluster only).
         self.relay = HostRelay(
             self.sessions,
@@ -304,6 +311,8 @@ class RoutingCore:
             control.add_subscription(session, req)
         elif req.method == Method.REMOVE_SUBSCRIPTION:
             control.remove_subscription(session, req)
+        elif req.method in STATE_METHODS:
+            self.state.handle(session, req)
         elif req.method == Method.DRAIN:
             control.drain(session, req)
         elif req.method == Method.BYE:

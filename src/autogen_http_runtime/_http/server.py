@@ -22,6 +22,7 @@ from .._constants import (
     CLOSE_GRACE,
     DEFAULT_GRACE,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_STATE_SIZE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     SERVER_LOGGER,
@@ -101,6 +102,8 @@ class HttpAgentServer:
         redis_url, cluster_name, cluster_secret, cluster_lease: Make this host one of a
             cluster on Redis (see ``HttpAgentService``; ``docs/cluster.md``); for the service
             this server makes. :meth:`start` joins the cluster before it serves.
+        state_dir, max_state_size: Where durable agents' states are kept and how large one
+            may be (see ``HttpAgentService``); for the service this server makes.
         a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
             (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
             service instead.
@@ -125,6 +128,8 @@ class HttpAgentServer:
         cluster_name: str = "default",
         cluster_secret: str | None = None,
         cluster_lease: float = 3.0,
+        state_dir: str | None = None,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
         a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
@@ -146,10 +151,14 @@ class HttpAgentServer:
                 cluster_name=cluster_name,
                 cluster_secret=cluster_secret,
                 cluster_lease=cluster_lease,
+                state_dir=state_dir,
+                max_state_size=max_state_size,
                 a2a=a2a,
             )
-        elif redis_url is not None:
-            raise ValueError("HttpAgentServer(redis_url=...) with a service: give redis_url to the service.")
+        elif redis_url is not None or state_dir is not None:
+            raise ValueError(
+                "HttpAgentServer(redis_url=... or state_dir=...) with a service: give them to the service."
+            )
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(
                 f"HttpAgentServer(replicas={replicas}) disagrees with the service it was given "

@@ -26,6 +26,7 @@ from .._host.core import RoutingCore
 from .._host.directory import LocalDirectory
 from .._host.security import AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
+from .._host.state import DEFAULT_MAX_STATE_SIZE, FileStateStore, StateStore
 from .._ops.probes import operations_router
 from .admission import DEFAULT_PUBLIC_ROUTES, Admission
 from .api import api_router
@@ -115,6 +116,14 @@ class HttpAgentService:
         cluster_lease: Seconds a host that stopped renewing its lease (it died, or lost Redis)
             is still taken as alive; calls to its workers fail with a typed error when it
             ends, and its workers' entries go.
+        state_dir: Keep durable agents' states (workers with ``persist_agent_state=True``)
+            in this directory, one file per agent id, so they survive a restart of the
+            host. Without it a host alone keeps them in memory (they survive a worker, not
+            the host); with ``redis_url``, in Redis, and ``state_dir`` must be ``None``.
+            See ``docs/durable-agents.md``.
+        max_state_size: The largest state the host stores for one agent id, in bytes of
+            JSON (1 MiB by default); a larger save is refused (-32008), which its worker
+            logs and counts; the agent's reply is sent all the same.
         a2a: Serve every agent type a worker offers with ``register_a2a_skill`` as an A2A
             agent: ``POST /a2a/{type}`` (A2A JSON-RPC), its Agent Card at
             ``/a2a/{type}/.well-known/agent-card.json``, and a listing card at
@@ -142,10 +151,16 @@ class HttpAgentService:
         cluster_name: str = "default",
         cluster_secret: str | None = None,
         cluster_lease: float = 3.0,
+        state_dir: str | None = None,
+        max_state_size: int = DEFAULT_MAX_STATE_SIZE,
         a2a: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or logging.getLogger(HOST_LOGGER)
+        if state_dir is not None and redis_url is not None:
+            raise ValueError(
+                "HttpAgentService: state_dir and redis_url exclude each other (states go to Redis)."
+            )
         #: Seconds a sender is held for a worker that is behind; also how long a peer may leave
         #: what the host wrote unread before ``HttpAgentServer``'s kernel drops it.
         self.slow_consumer_timeout = slow_consumer_timeout
@@ -167,8 +182,15 @@ class HttpAgentService:
                 logger=self._log,
             )
         )
+        store: StateStore | None = None
+        if self.cluster is not None:
+            store = self.cluster.state_store
+        elif state_dir is not None:
+            store = FileStateStore(state_dir)
         self.core = RoutingCore(
             directory=LocalDirectory(replicas=replicas) if self.cluster is None else self.cluster.directory,
+            state_store=store,
+            max_state_size=max_state_size,
             max_message_size=max_message_size,
             max_queued_bytes=max_queued_bytes,
             max_calls_in_flight=max_calls_in_flight,
@@ -288,6 +310,7 @@ class HttpAgentService:
                 await self._a2a.close()  # the A2A tasks still open end with the calls they made
             if self._workers.connections:
                 await asyncio.wait(list(self._workers.connections), timeout=max(grace, 1.0))
+            await self.core.state.close()
             if self.cluster is not None:
                 await self.cluster.stop()
 

@@ -133,6 +133,22 @@ class RouterCollector:
             errors.add_metric([str(int(code)), error_code_name(code).lower()], count)
         yield errors
 
+        state = core.state.stats
+        yield counter("state_loads", "Durable agents' states loaded by workers (state.load).", state.loads)
+        yield counter("state_saves", "Durable agents' states stored (state.save).", state.saves)
+        refused = CounterMetricFamily(
+            PREFIX + "state_refused",
+            "State saves not stored, by reason: stale (the store holds a newer version), too_large "
+            "(over max_state_size).",
+            labels=["reason"],
+        )
+        refused.add_metric(["stale"], state.refused_stale)
+        refused.add_metric(["too_large"], state.refused_too_large)
+        yield refused
+        yield counter(
+            "state_failures", "State loads and saves the store failed (disk, Redis, full).", state.failures
+        )
+
         totals = views.traffic(core)
         yield counter("frames_received", "WebSocket messages received from workers.", totals.frames_in)
         yield counter("frames_sent", "WebSocket messages sent to workers.", totals.frames_out)

@@ -101,6 +101,9 @@ class Method:
     #: The worker is stopping: route nothing new to it, but relay the answers it still sends.
     DRAIN: Final = "drain"
     BYE: Final = "bye"
+    #: Durable agents (``persist_agent_state``): an agent's last saved state, and a new one.
+    STATE_LOAD: Final = "state.load"
+    STATE_SAVE: Final = "state.save"
     # worker -> host -> the worker serving params.recipient.type, answered by that worker
     SEND: Final = "send"
     AGENT_METADATA: Final = "agent_metadata"

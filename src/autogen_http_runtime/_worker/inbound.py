@@ -29,6 +29,7 @@ from .._protocol import wire
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
+from .durable import AgentStates
 from .serialization import PayloadCodec, why_undecodable
 from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
@@ -44,8 +45,11 @@ class Inbound:
         logger: logging.Logger,
         *,
         name: str = "",
+        states: AgentStates | None = None,
     ) -> None:
         self._agents = agents
+        #: Durable agents' states (``persist_agent_state``), or ``None``.
+        self.states = states
         self._codec = codec
         self._tracer = tracer
         self._log = logger
@@ -165,7 +169,7 @@ class Inbound:
                 )
 
         try:
-            value = await self._handle_request(req, token)
+            value = await self._handle_request(connection, req, token)
         except MessageError as exc:
             reply_error(exc.code, exc.message)
         except AgentNotFoundError as exc:
@@ -208,10 +212,14 @@ class Inbound:
             "(it is shutting down).",
         )
 
-    async def _handle_request(self, req: wire.Request, token: CancellationToken) -> Any:
+    async def _handle_request(
+        self, connection: HostConnection, req: wire.Request, token: CancellationToken
+    ) -> Any:
         recipient = wire.required_agent_id(req.params, "recipient")
         if req.method == Method.SEND:
-            return await self._handle_send(req, recipient, token)
+            return await self._handle_send(connection, req, recipient, token)
+        if self.states is not None and req.method in _ROUTED_TO_AGENT:
+            await self.states.activate(connection, await self._agents.get(recipient))
         if req.method == Method.AGENT_METADATA:
             # Values from user code go through readable(): see _json.py.
             return {"metadata": _json.readable(dict(await self._agents.metadata(recipient)))}
@@ -222,10 +230,14 @@ class Inbound:
             if not isinstance(state, dict):
                 raise MessageError(ErrorCode.INVALID_PARAMS, "'state' must be an object.")
             await self._agents.load_agent(recipient, state)
+            if self.states is not None:  # the state it was given is its state now, anywhere
+                await self.states.save(connection, await self._agents.get(recipient))
             return {}
         raise MessageError(ErrorCode.METHOD_NOT_FOUND, f"Method '{req.method}' not found.")
 
-    async def _handle_send(self, req: wire.Request, recipient: AgentId, token: CancellationToken) -> Any:
+    async def _handle_send(
+        self, connection: HostConnection, req: wire.Request, recipient: AgentId, token: CancellationToken
+    ) -> Any:
         sender = wire.agent_id_from_wire(req.params, "sender", optional=True)
         payload = wire.payload_from_wire(req.params.get("payload"))
         message_id = req.params.get("message_id")
@@ -239,6 +251,8 @@ class Inbound:
             self._warn_once("unknown", payload.data_type, "Refused a call: %s", unknown)
             raise MessageError(ErrorCode.INVALID_PARAMS, f"{unknown}; the call was not delivered.")
         agent = await self._agents.get(recipient)
+        if self.states is not None:
+            await self.states.activate(connection, agent)
         ctx = MessageContext(
             sender=sender,
             topic_id=None,
@@ -252,6 +266,8 @@ class Inbound:
             with self._tracer.span("process", agent.id, link=trace, attributes=attributes):
                 with MessageHandlerContext.populate_context(agent.id):
                     response = await agent.on_message(message, ctx=ctx)
+        if self.states is not None:  # sent before the reply, on the same connection
+            await self.states.save(connection, agent)
         if response is None:
             return {"payload": None}
         return {"payload": wire.payload_to_wire(self._codec.encode(response))}
@@ -295,9 +311,9 @@ class Inbound:
         )
 
     def event(self, connection: HostConnection, event: wire.Event) -> None:
-        self._spawn(connection, self._deliver_event(event))
+        self._spawn(connection, self._deliver_event(connection, event))
 
-    async def _deliver_event(self, event: wire.Event) -> None:
+    async def _deliver_event(self, connection: HostConnection, event: wire.Event) -> None:
         attributes = event.attributes
         try:
             recipient = wire.event_agent(attributes, wire.EXT_RECIPIENT)
@@ -320,6 +336,8 @@ class Inbound:
                     "unknown", payload.data_type, what, attributes["id"], event.topic_type, _unknown(payload)
                 )
             agent = await self._agents.get(recipient)
+            if self.states is not None:
+                await self.states.activate(connection, agent)
             ctx = MessageContext(
                 sender=sender,
                 topic_id=TopicId(event.topic_type, event.topic_source),
@@ -333,6 +351,8 @@ class Inbound:
                 with self._tracer.span("process", agent.id, link=trace, attributes=span_attributes):
                     with MessageHandlerContext.populate_context(agent.id):
                         await agent.on_message(message, ctx=ctx)
+            if self.states is not None:
+                await self.states.save(connection, agent)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -345,6 +365,9 @@ class Inbound:
                 extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
             )
 
+
+#: The routed methods other than ``send`` that reach an agent (activated first when durable).
+_ROUTED_TO_AGENT = frozenset({Method.AGENT_METADATA, Method.AGENT_SAVE_STATE, Method.AGENT_LOAD_STATE})
 
 #: Types warned about, at most: a peer sending random type names must not grow the set for ever.
 _MAX_WARNED = 1000

@@ -14,6 +14,7 @@ from .._protocol import wire
 from .._protocol.wire import JsonObject, Method
 from .agents import LocalAgents
 from .connection import HostConnection
+from .durable import AgentStates
 from .serialization import PayloadCodec
 from .tracing import RuntimeTracer, current_trace_context, handler_attributes
 
@@ -34,6 +35,8 @@ class Outbound:
             is now (``live_connection``: whether the host has replicas).
         call_timeout: The default deadline of a call, in seconds; ``None``: none.
         message_ids: Where fresh message ids come from.
+        states: Durable agents' states (``persist_agent_state``): an agent of this worker
+            is activated before its metadata or state is read here, as through the host.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Outbound:
         link: Link,
         call_timeout: float | None,
         message_ids: Iterator[str],
+        states: AgentStates | None = None,
     ) -> None:
         self._agents = agents
         self._codec = codec
@@ -52,6 +56,7 @@ class Outbound:
         self._live = link.live_connection
         self._call_timeout = call_timeout
         self._message_ids = message_ids
+        self._states = states
 
     async def send(
         self,
@@ -152,18 +157,28 @@ class Outbound:
         connection = self._live()
         return connection is None or not connection.replicas or agent in self._agents.instance_ids()
 
+    async def _activated(self, agent: AgentId) -> None:
+        """With durable agents: ``agent``, of this worker, holds its last saved state."""
+        if self._states is not None:
+            await self._states.activate(await self._ready(), await self._agents.get(agent))
+
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         if self._lives_here(agent):
+            await self._activated(agent)
             return await self._agents.metadata(agent)
         return cast(AgentMetadata, (await self.call(Method.AGENT_METADATA, agent))["metadata"])
 
     async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
         if self._lives_here(agent):
+            await self._activated(agent)
             return await self._agents.save_agent(agent)
         return cast(Mapping[str, Any], (await self.call(Method.AGENT_SAVE_STATE, agent))["state"])
 
     async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         if self._lives_here(agent):
+            await self._activated(agent)
             await self._agents.load_agent(agent, state)
+            if self._states is not None:  # as through the host: the state it was given is saved
+                await self._states.save(await self._ready(), await self._agents.get(agent))
             return
         await self.call(Method.AGENT_LOAD_STATE, agent, {"state": _json.readable(dict(state))})

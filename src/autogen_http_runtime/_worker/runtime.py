@@ -40,6 +40,7 @@ from .._signals import signals_received
 from .a2a_skills import describe_a2a_skill
 from .agents import LocalAgents
 from .dialing import ConnectionOptions
+from .durable import AgentStates
 from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .link import ReconnectPolicy
@@ -64,26 +65,20 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ...
         await runtime.stop()
 
-    When the connection to the host is lost, the worker reconnects in the background
-    (see :class:`ReconnectPolicy`) and registers its agent types and subscriptions again.
-    Calls in flight when the connection dropped fail with :class:`HostConnectionError`;
-    calls made while reconnecting wait up to ``reconnect_timeout`` seconds.
+    When the connection to the host is lost, the worker reconnects in the background (see
+    :class:`ReconnectPolicy`) and registers its types and subscriptions again. Calls in flight then
+    fail with :class:`HostConnectionError`; calls made meanwhile wait up to ``reconnect_timeout`` s.
 
     Args:
-        host_address: ``"host:port"`` (the gRPC runtime's style), ``"http://host:port[/prefix]"``
-            or ``"https://..."`` (then the WebSocket uses TLS). Several hosts of one cluster
-            (docs/cluster.md) as a list or comma-separated (``"a:9000,b:9000"``): the worker
-            connects to the first it reaches, in order, and after losing a host tries the
-            next one first.
-        tracer_provider: OpenTelemetry tracer provider for the runtime's spans; the global
-            provider when ``None``.
-        payload_serialization_format: Preferred content type for payloads, JSON
-            (``application/json``) or protobuf (``application/x-protobuf``), for calls and
-            publishes alike. A message type with no serializer for it falls back to one
-            that has.
+        host_address: ``"host:port"`` (as for gRPC), ``"http://host:port[/prefix]"`` or ``"https://..."``;
+            or several hosts of a cluster, a list or ``"a:9000,b:9000"`` (docs/cluster.md).
+        tracer_provider: OpenTelemetry tracer provider for the runtime's spans; the global one when ``None``.
+        payload_serialization_format: Preferred content type for payloads, JSON (``application/json``)
+            or protobuf (``application/x-protobuf``), for calls and publishes alike. A message type with
+            no serializer for it falls back to one that has.
         max_message_size: Largest WebSocket message in bytes this worker sends or reads.
-        call_timeout: Default deadline in seconds for ``send_message``; ``None`` (the
-            default) waits as long as the handler runs, since model calls can be slow.
+        call_timeout: Default deadline in seconds for ``send_message``; ``None`` (the default) waits
+            as long as the handler runs, since model calls can be slow.
         connect_timeout: Seconds ``start()`` (and each reconnection attempt) waits to
             connect and shake hands.
         control_timeout: Seconds to wait for the host to answer a registration or subscription.
@@ -109,10 +104,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ssl_ca: A CA bundle (PEM file) to trust instead of the system's trust store.
         ssl_certfile: This worker's client certificate (PEM), for a host that asks for one (mTLS).
         ssl_keyfile: The client certificate's private key, if not in ``ssl_certfile``.
+        persist_agent_state: Make this worker's agents durable: before an agent's first
+            message here, load its last saved state from the host's store; after each
+            message it handles, save ``save_state()`` there (docs/durable-agents.md).
         name: A label for this worker in the host's logs.
         logger: Logger for connection events and errors; ``autogen_http_runtime.worker`` by default.
-        extra_grpc_config: Accepted so that code written for ``GrpcWorkerAgentRuntime`` runs
-            unchanged; it has no meaning here and is ignored with a warning.
+        extra_grpc_config: Accepted for ``GrpcWorkerAgentRuntime``'s code; ignored with a warning.
     """
 
     def __init__(
@@ -139,6 +136,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ssl_ca: str | None = None,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        persist_agent_state: bool = False,
         name: str = "",
         logger: logging.Logger | None = None,
         extra_grpc_config: object = None,
@@ -164,7 +162,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
-        self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log, name=name)
+        states = AgentStates(self._log, timeout=control_timeout) if persist_agent_state else None
+        self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log, name=name, states=states)
         self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
             host_address,
@@ -179,7 +178,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger=self._log,
         )
         self._outbound = Outbound(
-            self._agents, self._codec, self._tracer, self._lifecycle, call_timeout, message_ids()
+            self._agents, self._codec, self._tracer, self._lifecycle, call_timeout, message_ids(), states
         )
 
     # -- lifecycle --------------------------------------------------------------------
@@ -369,6 +368,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def load_state(self, state: Mapping[str, Any]) -> None:
         """Load state saved by :meth:`save_state` into this worker's agents (created as needed)."""
         await self._agents.load_all(state)
+
+    def agent_state_counts(self) -> dict[str, int]:
+        """With ``persist_agent_state``: ``loads``, ``saves``, ``stale`` and ``failed`` saves so far."""
+        return {} if self._inbound.states is None else self._inbound.states.as_dict()
 
     async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
         """Metadata of an agent on this worker or, through the host, on any other."""

@@ -1,0 +1,190 @@
+"""The state stores of durable agents: newest version wins, whatever order saves arrive in.
+
+Each store takes many concurrent saves for one agent id, in shuffled version order, while
+readers watch: the version a reader sees never goes down, and the store ends with the
+newest state. The Redis store runs on a real redis-server, with two stores (two hosts)
+saving the same id at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from autogen_http_runtime._cluster.state_store import RedisStateStore
+from autogen_http_runtime._host.state import (
+    FileStateStore,
+    MemoryStateStore,
+    StateStore,
+    StateStoreError,
+)
+
+from .cluster_utils import redis_server
+from .redis_server import RedisServer
+from .utils import bounded
+
+__all__ = ["redis_server"]  # fixtures
+
+SAVES = 200
+
+
+async def _race(writers: list[StateStore], reader: StateStore, key: str = "counter/a") -> None:
+    """Saves 1..SAVES spread over ``writers`` in random order, all at once, with a reader watching."""
+    versions = list(range(1, SAVES + 1))
+    random.shuffle(versions)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            stored = await reader.load(key)
+            if stored is not None:
+                assert json.loads(stored.state) == {"count": stored.version}  # never a torn pair
+                seen.append(stored.version)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    outcomes = await bounded(
+        asyncio.gather(
+            *(
+                writers[i % len(writers)].save(key, version, json.dumps({"count": version}))
+                for i, version in enumerate(versions)
+            )
+        )
+    )
+    done.set()
+    await bounded(watcher)
+    assert seen == sorted(seen), "a reader saw the version go down"
+    final = await reader.load(key)
+    assert final is not None and final.version == SAVES
+    assert json.loads(final.state) == {"count": SAVES}
+    # A save was stored only if nothing newer was there; one refused names what was newer.
+    for version, outcome in zip(versions, outcomes, strict=True):
+        assert outcome.version >= version
+        assert outcome.stored == (outcome.version == version)
+    assert outcomes[versions.index(SAVES)].stored
+
+
+async def _basics(store: StateStore) -> None:
+    assert await store.load("t/none") is None
+    first = await store.save("t/k", 1, '{"a":1}')
+    assert (first.stored, first.version) == (True, 1)
+    again = await store.save("t/k", 1, '{"a":2}')  # the same version again: not newer
+    assert (again.stored, again.version) == (False, 1)
+    older = await store.save("t/k", 0, '{"a":0}')
+    assert (older.stored, older.version) == (False, 1)
+    loaded = await store.load("t/k")
+    assert loaded is not None and (loaded.version, loaded.state) == (1, '{"a":1}')
+    # Any key, even one no file system or shell would like, is its own id.
+    odd = "t/../../etc/passwd\n\x00é"
+    assert (await store.save(odd, 3, "{}")).stored
+    assert (await store.load(odd)) is not None and await store.load("t/../../etc/passwd") is None
+
+
+async def test_memory_store_keeps_the_newest_version() -> None:
+    store = MemoryStateStore()
+    await _basics(store)
+    await _race([store], store)
+
+
+async def test_memory_store_refuses_what_it_has_no_room_for() -> None:
+    store = MemoryStateStore(max_bytes=100)
+    assert (await store.save("t/a", 1, "x" * 60)).stored
+    with pytest.raises(StateStoreError, match="full"):
+        await store.save("t/b", 1, "x" * 60)
+    assert (await store.save("t/a", 2, "y" * 90)).stored  # replacing frees the old state's bytes
+    assert store.bytes == 90
+
+
+async def test_file_store_keeps_the_newest_version(tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "states")
+    await _basics(store)
+    await _race([store], store)
+    # Only the states' files are left: no temporary file behind.
+    assert all(
+        name.endswith(".json") and not name.startswith(".") for name in os.listdir(tmp_path / "states")
+    )
+
+
+async def test_file_store_reads_what_another_process_wrote(tmp_path: Path) -> None:
+    first = FileStateStore(tmp_path)
+    await first.save("counter/a", 7, '{"count":7}')
+    second = FileStateStore(tmp_path)  # a host restarted on the same directory
+    loaded = await second.load("counter/a")
+    assert loaded is not None and (loaded.version, loaded.state) == (7, '{"count":7}')
+    first.path("counter/b").write_text("not json")
+    with pytest.raises(StateStoreError, match="damaged"):
+        await second.load("counter/b")
+
+
+@pytest.fixture
+async def redis_stores(redis_server: RedisServer) -> AsyncIterator[list[RedisStateStore]]:
+    stores = [RedisStateStore(redis_server.url, cluster="c1") for _ in range(2)]
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_redis_store_keeps_the_newest_version_across_hosts(redis_stores: list[RedisStateStore]) -> None:
+    first, second = redis_stores
+    await _basics(first)
+    await _race([first, second], second)
+    assert first.key("counter/a") == "autogen:{c1}:state:counter/a"
+
+
+async def test_redis_store_of_another_cluster_is_apart(
+    redis_server: RedisServer,
+    redis_stores: list[RedisStateStore],
+) -> None:
+    other = RedisStateStore(redis_server.url, cluster="c2")
+    try:
+        await redis_stores[0].save("t/k", 5, "{}")
+        assert await other.load("t/k") is None
+    finally:
+        await other.close()
+
+
+async def test_redis_store_fails_clearly_when_redis_is_gone(redis_server: RedisServer) -> None:
+    store = RedisStateStore(redis_server.url, cluster="c1")
+    try:
+        await store.save("t/k", 1, "{}")
+        redis_server.kill()
+        with pytest.raises(StateStoreError, match="Redis at"):
+            await bounded(store.load("t/k"), 15)
+    finally:
+        await store.close()
+
+
+async def test_redis_store_fails_only_the_operation_redis_refused(
+    redis_server: RedisServer, redis_stores: list[RedisStateStore]
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = redis_stores[0]
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.set(store.key("t/bad"), "not a hash")
+    finally:
+        await client.aclose()
+    with pytest.raises(StateStoreError, match="WRONGTYPE"):
+        await bounded(store.save("t/bad", 1, "{}"))
+    # Alone and in a batch with others: only its own operation fails.
+    outcomes = await bounded(
+        asyncio.gather(
+            store.save("t/good", 1, "{}"),
+            store.save("t/bad", 2, "{}"),
+            store.load("t/good"),
+            return_exceptions=True,
+        )
+    )
+    assert outcomes[0].stored  # type: ignore[union-attr]
+    assert isinstance(outcomes[1], StateStoreError)
+    assert outcomes[2] is not None and outcomes[2].version == 1  # type: ignore[union-attr]
