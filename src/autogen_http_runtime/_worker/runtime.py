@@ -294,8 +294,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     ) -> AgentType:
         """Register a factory for an agent type served by this worker.
 
-        Works before and after :meth:`start`; after start it returns once the host has
-        the type. A rejected registration leaves nothing behind.
+        Works before and after :meth:`start` (then returns once the host has the type); a
+        rejected registration leaves nothing behind.
 
         Raises:
             ValueError: This worker already registered the type.
@@ -311,8 +311,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Register an existing agent instance under ``agent_id``; see :meth:`register_factory`.
 
         Raises:
-            ValueError: An agent with this id already exists here, or the type is served by a
-                factory or by instances of another class.
+            ValueError: An agent with this id is here already, or a factory or another class serves the type.
             AgentTypeConflictError: Another worker of the host serves the type.
         """
         await self._registrations.add_instance(agent_id, agent_instance, self, self._lifecycle)
