@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --secret SECRET]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
 
 ``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
@@ -11,7 +11,8 @@ prints ``READY`` when it serves, then runs until SIGTERM. A sink worker prints
 ``DONE <received> <duplicates>`` once it has received ``N`` events (it keeps counting
 afterwards, and prints again when a new round of ``N`` arrives). ``--count K`` runs K worker
 runtimes in this one process, serving the echo types ``TYPE-0`` ... ``TYPE-<K-1>`` (the
-many-workers scenario).
+many-workers scenario). ``--redis-url`` makes the host (ours only) one host of a cluster on
+that Redis (``benchmarks/cluster_bench.py``).
 """
 
 from __future__ import annotations
@@ -112,11 +113,15 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
-async def run_host(runtime: str, port: int, replicas: bool = False) -> None:
+async def run_host(
+    runtime: str, port: int, replicas: bool = False, redis_url: str | None = None, secret: str | None = None
+) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas)
+        server: Any = HttpAgentServer(
+            "127.0.0.1", port=port, replicas=replicas, redis_url=redis_url, cluster_secret=secret
+        )
         await server.start()
         say("READY")
         await wait_for_signal()
@@ -162,6 +167,8 @@ def main() -> None:
     host.add_argument("runtime", choices=["http", "grpc"])
     host.add_argument("port", type=int)
     host.add_argument("--replicas", action="store_true")
+    host.add_argument("--redis-url", help="join the cluster on this Redis (ours only)")
+    host.add_argument("--secret", help="the cluster's secret (with --redis-url)")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -171,7 +178,7 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas))
+        run_loop(run_host(args.runtime, args.port, args.replicas, args.redis_url, args.secret))
     else:
         run_loop(run_workers(args))
 

@@ -27,3 +27,35 @@ def test_benchmark_harness_runs_on_every_runtime() -> None:
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("RPC latency")]
     assert [row[3] for row in rows] == ["p50_ms", "p90_ms", "p99_ms"]
     assert all(float(row[-1]) > 0 and float(row[-2]) > 0 for row in rows)  # both ratios to grpc
+
+
+def test_cluster_benchmark_harness_runs() -> None:
+    # Two hosts of one cluster on a throwaway redis-server, against gRPC's one host.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/cluster_bench.py",
+            "--quick",
+            "--only",
+            "latency",
+            "--runtimes",
+            "grpc,http",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {
+        line.split()[3]: line.split()[4:] for line in done.stdout.splitlines() if line.startswith("Cluster")
+    }
+    assert set(rows) == {
+        f"{path}_{q}_ms" for path in ("plain", "same_host", "cross_host") for q in ("p50", "p99")
+    }
+    assert float(rows["plain_p50_ms"][0]) > 0 and float(rows["plain_p50_ms"][-1]) > 0  # gRPC's, and the ratio
+    assert rows["cross_host_p50_ms"][0] == "-" and float(rows["cross_host_p50_ms"][1]) > 0
+    assert any(
+        line.startswith("http ") and "cross_host_p50_ms / same_host_p50_ms" in line
+        for line in done.stdout.splitlines()
+    )
