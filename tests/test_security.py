@@ -121,7 +121,7 @@ async def test_a_worker_talks_to_the_host_over_tls(tls: dict[str, str], ca: trus
         caller = await make(server.url, ssl=context)  # an SSLContext of one's own works too
         reply = await bounded(caller.send_message(Text("over tls"), AgentId("upper", "k")))
         assert reply == Text("OVER TLS")
-        assert serving_worker._lifecycle.options.endpoint.ws_url.startswith("wss://")
+        assert serving_worker._lifecycle.options.endpoints[0].ws_url.startswith("wss://")
 
 
 async def test_a_worker_reaches_a_tls_host_through_an_http_proxy(

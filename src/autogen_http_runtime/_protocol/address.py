@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -100,3 +101,31 @@ def parse_host_address(host_address: str) -> HostEndpoint:
         http_url=f"{http_scheme}://{netloc}{prefix}",
         ws_url=f"{ws_scheme}://{netloc}{prefix}{WORKER_WS_PATH}",
     )
+
+
+def parse_host_addresses(host_address: str | Sequence[str]) -> tuple[HostEndpoint, ...]:
+    """The hosts a worker may connect to, in the order it tries them.
+
+    ``host_address`` is one address (any form :func:`parse_host_address` accepts), several
+    separated by commas (``"a:9000,b:9000"``: one string fits wherever the gRPC runtime took
+    one), or a sequence of addresses. Repeated addresses count once.
+
+    Raises:
+        ValueError: No address, or one that cannot be parsed.
+    """
+    if isinstance(host_address, str):
+        if "," not in host_address:
+            return (parse_host_address(host_address),)
+        texts: list[str] = host_address.split(",")
+    else:
+        texts = list(host_address)
+    endpoints: list[HostEndpoint] = []
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Invalid host addresses {host_address!r}: each must be a non-empty string.")
+        endpoint = parse_host_address(text)
+        if endpoint not in endpoints:
+            endpoints.append(endpoint)
+    if not endpoints:
+        raise ValueError("No host address given: give host:port or a URL, or several.")
+    return tuple(endpoints)

@@ -21,6 +21,7 @@ from .._exceptions import (
     error_from_wire,
 )
 from .._protocol import wire
+from .._protocol.address import HostEndpoint
 from .._protocol.batching import FLUSH_FRAMES, MAX_BATCH_BYTES, YIELD_AFTER_WRITES, joined, take_batch
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .._transport import client as _websocket
@@ -49,9 +50,15 @@ class HostConnection:
     """
 
     def __init__(
-        self, options: ConnectionOptions, handlers: ConnectionHandlers, logger: logging.Logger
+        self,
+        options: ConnectionOptions,
+        endpoint: HostEndpoint,
+        handlers: ConnectionHandlers,
+        logger: logging.Logger,
     ) -> None:
         self._ws: _websocket.WebSocketClient | None = None
+        #: The host this connection reached.
+        self.endpoint = endpoint
         self.max_message_size = options.max_message_size
         self.worker_id = ""
         self.replicas = False
@@ -69,17 +76,22 @@ class HostConnection:
 
     @classmethod
     async def open(
-        cls, options: ConnectionOptions, handlers: ConnectionHandlers, logger: logging.Logger
+        cls,
+        options: ConnectionOptions,
+        endpoint: HostEndpoint,
+        handlers: ConnectionHandlers,
+        logger: logging.Logger,
     ) -> HostConnection:
-        """Connect, say hello, and return the live connection.
+        """Connect to the host at ``endpoint`` (one of ``options.endpoints``), say hello, and
+        return the live connection.
 
         Raises:
             HostConnectionError: The host cannot be reached, refused the WebSocket, or
                 did not answer ``hello`` within ``connect_timeout`` seconds.
             RpcError: The host refused ``hello`` (e.g. an unsupported protocol version).
         """
-        url = options.endpoint.ws_url
-        conn = cls(options, handlers, logger)
+        url = endpoint.ws_url
+        conn = cls(options, endpoint, handlers, logger)
         try:
             conn._ws = await asyncio.wait_for(
                 _websocket.connect(

@@ -7,7 +7,7 @@ import contextlib
 import json
 import ssl as ssl_module
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,14 +15,15 @@ import websockets
 
 from .._constants import PROBLEM_TYPE_PREFIX
 from .._exceptions import AuthenticationError, HostConnectionError, TLSError
-from .._protocol.address import HostEndpoint, parse_host_address
+from .._protocol.address import HostEndpoint, parse_host_addresses
 
 
 @dataclass(frozen=True)
 class ConnectionOptions:
     """How a worker connects; see :class:`HttpWorkerAgentRuntime` for each setting."""
 
-    endpoint: HostEndpoint
+    #: The hosts to connect to, in the order they are tried (one, or several of one cluster).
+    endpoints: tuple[HostEndpoint, ...]
     name: str
     instance_id: str
     max_message_size: int
@@ -40,7 +41,7 @@ class ConnectionOptions:
     @classmethod
     def build(
         cls,
-        host_address: str,
+        host_address: str | Sequence[str],
         *,
         name: str,
         max_message_size: int,
@@ -62,14 +63,14 @@ class ConnectionOptions:
             ValueError: An address that cannot be parsed, ``token=`` and an ``Authorization``
                 header both given, or TLS settings that do not fit the address.
         """
-        endpoint = parse_host_address(host_address)
+        endpoints = parse_host_addresses(host_address)
         handshake_headers = dict(headers or {})
         if token is not None:
             if any(key.lower() == "authorization" for key in handshake_headers):
                 raise ValueError("Give token= or an Authorization header in headers=, not both.")
             handshake_headers["Authorization"] = f"Bearer {token}"
         return cls(
-            endpoint=endpoint,
+            endpoints=endpoints,
             name=name,
             instance_id=uuid.uuid4().hex,
             max_message_size=max_message_size,
@@ -79,12 +80,12 @@ class ConnectionOptions:
             headers=handshake_headers,
             write_buffer_limit=write_buffer_limit,
             compression=compression,
-            ssl=client_ssl_context(endpoint, ssl_context, ssl_ca, ssl_certfile, ssl_keyfile),
+            ssl=client_ssl_context(endpoints, ssl_context, ssl_ca, ssl_certfile, ssl_keyfile),
         )
 
 
 def client_ssl_context(
-    endpoint: HostEndpoint,
+    endpoints: Sequence[HostEndpoint],
     context: ssl_module.SSLContext | None,
     ca: str | None,
     certfile: str | None,
@@ -99,11 +100,12 @@ def client_ssl_context(
         if keyfile is not None:
             raise ValueError("ssl_keyfile= needs ssl_certfile= (the client certificate).")
         return None
-    if not endpoint.ws_url.startswith("wss://"):
-        raise ValueError(
-            f"TLS settings were given but the host address {endpoint.ws_url!r} is not secure: "
-            "use an https:// (or wss://) address."
-        )
+    for endpoint in endpoints:
+        if not endpoint.ws_url.startswith("wss://"):
+            raise ValueError(
+                f"TLS settings were given but the host address {endpoint.ws_url!r} is not secure: "
+                "use an https:// (or wss://) address."
+            )
     if context is not None:
         if ca is not None or certfile is not None or keyfile is not None:
             raise ValueError("Give either ssl= (an SSLContext) or ssl_ca=/ssl_certfile=, not both.")

@@ -5,9 +5,19 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from .._exceptions import ErrorCode, HostConnectionError, RpcError
+from .._exceptions import (
+    AuthenticationError,
+    CallTimeoutError,
+    ErrorCode,
+    HostConnectionError,
+    HostShuttingDownError,
+    RpcError,
+    TLSError,
+)
+from .._protocol.address import HostEndpoint
 from .._protocol.wire import JsonObject, Method
 from .connection import ConnectionHandlers, HostConnection
 from .dialing import ConnectionOptions
@@ -30,6 +40,8 @@ class Lifecycle:
 
     Args:
         host_address: The address the user gave, for messages.
+        options: How to connect; with several ``endpoints``, each connection attempt tries
+            them in turn, starting after the host last connected to.
         control_timeout: Seconds to wait for the host to answer a control request.
         reconnect: How to reconnect after losing the host; ``None`` does not reconnect.
         reconnect_timeout: Seconds a caller waits for the connection while reconnecting.
@@ -39,7 +51,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        host_address: str,
+        host_address: str | Sequence[str],
         options: ConnectionOptions,
         inbound: Inbound,
         registrations: Registrations,
@@ -51,7 +63,7 @@ class Lifecycle:
         stop_grace: float,
         logger: logging.Logger,
     ) -> None:
-        self._host_address = host_address
+        self._host_address = host_address if isinstance(host_address, str) else ", ".join(host_address)
         self.options = options
         self._inbound = inbound
         self._registrations = registrations
@@ -65,6 +77,8 @@ class Lifecycle:
         self.link = HostLink(
             self._connect_and_register, policy=reconnect, reconnect_timeout=reconnect_timeout, logger=logger
         )
+        #: Which of ``options.endpoints`` the next connection attempt tries first.
+        self._next_endpoint = 0
         self.state = WorkerState.NEW
         self._stopping: asyncio.Future[None] | None = None
         #: The tasks awaiting stop(): a handler among them must not be waited for.
@@ -85,11 +99,39 @@ class Lifecycle:
         self.state = WorkerState.RUNNING
         connection = self.link.connection
         assert connection is not None
-        self._log.info("Worker connected to %s as %s", self.options.endpoint.ws_url, connection.worker_id)
+        self._log.info("Worker connected to %s as %s", connection.endpoint.ws_url, connection.worker_id)
 
     async def _connect_and_register(self) -> HostConnection:
-        """Open a connection and (re-)register every agent type and subscription on it."""
-        connection = await HostConnection.open(self.options, self._handlers, self._log)
+        """Connect to one of the hosts and (re-)register every agent type and subscription.
+
+        Tries each host once, in order, starting after the one last connected to (which is
+        likely the one just lost). A host that cannot be reached, is shutting down or does not
+        answer moves on to the next; anything else (a conflicting registration, say) is the
+        same answer from every host of one cluster and is raised at once.
+        """
+        endpoints = self.options.endpoints
+        failures: list[tuple[str, BaseException]] = []
+        for step in range(len(endpoints)):
+            index = (self._next_endpoint + step) % len(endpoints)
+            try:
+                connection = await self._connect_to(endpoints[index])
+            except (HostConnectionError, HostShuttingDownError, CallTimeoutError) as exc:
+                if len(endpoints) == 1:
+                    raise
+                failures.append((endpoints[index].ws_url, exc))
+                continue
+            self._next_endpoint = (index + 1) % len(endpoints)
+            return connection
+        fatal = next((exc for _, exc in failures if isinstance(exc, (AuthenticationError, TLSError))), None)
+        if fatal is not None:
+            raise fatal
+        said = "; ".join(f"{url}: {exc}" for url, exc in failures)
+        raise HostConnectionError(
+            f"Cannot connect to any of the {len(failures)} hosts: {said}"
+        ) from failures[-1][1]
+
+    async def _connect_to(self, endpoint: HostEndpoint) -> HostConnection:
+        connection = await HostConnection.open(self.options, endpoint, self._handlers, self._log)
         try:
             if self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
                 raise HostConnectionError("The runtime was stopped while it was connecting.")

@@ -71,7 +71,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     Args:
         host_address: ``"host:port"`` (the gRPC runtime's style), ``"http://host:port[/prefix]"``
-            or ``"https://..."`` (then the WebSocket uses TLS).
+            or ``"https://..."`` (then the WebSocket uses TLS). Several hosts of one cluster
+            (docs/cluster.md) as a list or comma-separated (``"a:9000,b:9000"``): the worker
+            connects to the first it reaches, in order, and after losing a host tries the
+            next one first.
         tracer_provider: OpenTelemetry tracer provider for the runtime's spans; the global
             provider when ``None``.
         payload_serialization_format: Preferred content type for payloads, JSON
@@ -114,7 +117,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def __init__(
         self,
-        host_address: str,
+        host_address: str | Sequence[str],
         tracer_provider: TracerProvider | None = None,
         payload_serialization_format: str = JSON_DATA_CONTENT_TYPE,
         *,
