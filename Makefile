@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 9000
 
-.PHONY: demo test check lint typecheck format clean bench soak screenshot
+.PHONY: demo test check lint typecheck format clean bench soak soak-cluster screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP) $(REDIS_SERVER)
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --duration 180 --restart-every 30
+
+# Three hosts of one cluster under load while a host, then Redis, are killed and Redis frozen (issue 18).
+soak-cluster: $(STAMP) $(REDIS_SERVER)
+	$(PY) benchmarks/cluster_soak.py --cycles 2 --settle 20
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests samples benchmarks
