@@ -113,6 +113,17 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
+async def watch_stalls(name: str, period: float = 0.1, report: float = 0.5) -> None:
+    """Say on stderr when this process's event loop did not run for ``report`` seconds or more:
+    a cluster host that stalls longer than its lease (3 s) is declared gone by the others."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        if (late := loop.time() - before - period) >= report:
+            print(f"# {name}: event loop stalled {late:.2f} s", file=sys.stderr, flush=True)
+
+
 async def run_host(
     runtime: str, port: int, replicas: bool = False, redis_url: str | None = None, secret: str | None = None
 ) -> None:
@@ -123,8 +134,11 @@ async def run_host(
             "127.0.0.1", port=port, replicas=replicas, redis_url=redis_url, cluster_secret=secret
         )
         await server.start()
+        watch = asyncio.ensure_future(watch_stalls(f"host :{port}")) if redis_url else None
         say("READY")
         await wait_for_signal()
+        if watch is not None:
+            watch.cancel()
         await server.stop(grace=0)
     else:
         from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntimeHost
