@@ -58,7 +58,7 @@ soak: $(STAMP)
 
 # Three hosts of one cluster under load while a host, then Redis, are killed and Redis frozen (issue 18).
 soak-cluster: $(STAMP) $(REDIS_SERVER)
-	$(PY) benchmarks/cluster_soak.py --cycles 2 --settle 20
+	$(PY) benchmarks/cluster_soak.py --cycles 3 --settle 20
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests samples benchmarks

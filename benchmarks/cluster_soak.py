@@ -2,7 +2,7 @@
 
 Not part of ``make test``. Run it with ``make soak-cluster``, or::
 
-    .venv/bin/python benchmarks/cluster_soak.py --cycles 2 --settle 20
+    .venv/bin/python benchmarks/cluster_soak.py --cycles 3 --settle 20
 
 Processes: a throwaway redis-server (``tests/redis_server.py``, never the machine's on 6379),
 three hosts of one cluster (``tests/procs/cluster_host.py``, each on a fixed loopback port
@@ -23,6 +23,9 @@ first steady phase; ``--cycles`` repeats the three:
 
 - **host SIGKILL**: host ``k`` (in turn) is SIGKILLed, and started again on its port
   ``--down`` seconds later;
+- (not a fault) the killed host's three workers, which moved to another host, are stopped
+  and started again on it, so that the next faults find the load spread again (workers do
+  not move back by themselves);
 - **Redis SIGKILL**: redis-server is SIGKILLed, and started again EMPTY on its port
   ``--down`` seconds later;
 - **Redis SIGSTOP**: redis-server is frozen for ``--freeze`` seconds, then SIGCONT.
@@ -95,6 +98,8 @@ class Soak:
     refused: list[tuple[str, float]] = field(default_factory=list)
     arrivals: list[Counter[int]] = field(default_factory=lambda: [Counter() for _ in range(HOSTS)])
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The echo worker, the sink and the driver placed on each host.
+    workers: list[tuple[HttpWorkerAgentRuntime, ...]] = field(default_factory=list)
 
     def begin(self, name: str) -> None:
         self.phases.append(Phase(name, time.monotonic()))
@@ -169,10 +174,11 @@ class Host:
         await self.kill()
 
 
-async def call_lane(driver: HttpWorkerAgentRuntime, lane: int, soak: Soak, args: argparse.Namespace) -> None:
+async def call_lane(index: int, lane: int, soak: Soak, args: argparse.Namespace) -> None:
     n = lane
     while not soak.stopping.is_set():
         n += args.concurrency
+        driver = soak.workers[index][2]
         target = AgentId(f"echo{n % HOSTS}", str(n % 8))
         try:
             reply = await asyncio.wait_for(
@@ -191,10 +197,11 @@ async def call_lane(driver: HttpWorkerAgentRuntime, lane: int, soak: Soak, args:
             await asyncio.sleep(args.retry_pause)  # as a client would before trying again
 
 
-async def publisher(driver: HttpWorkerAgentRuntime, index: int, soak: Soak, rate: float) -> None:
+async def publisher(index: int, soak: Soak, rate: float) -> None:
     n = index * STRIDE
     while not soak.stopping.is_set():
         n += 1
+        driver = soak.workers[index][2]
         try:
             await driver.publish_message(Ping(n), TopicId("soak", "s"))
         except HttpRuntimeError as exc:
@@ -265,38 +272,51 @@ def report(soak: Soak) -> list[dict[str, Any]]:
     return phases
 
 
+async def place(i: int, hosts: list[Host], soak: Soak) -> tuple[HttpWorkerAgentRuntime, ...]:
+    """Start host ``i``'s echo worker, sink and driver, with every host's address, its own first."""
+    addresses = ",".join(hosts[(i + k) % HOSTS].url for k in range(HOSTS))
+    placed = []
+    for role in ("echo", "sink", "driver"):
+        worker = HttpWorkerAgentRuntime(addresses, name=f"{role}{i}")
+        worker.add_message_serializer(SERIALIZERS)
+        await asyncio.wait_for(worker.start(), 30)
+        placed.append(worker)
+        if role == "echo":
+            await worker.register_factory(f"echo{i}", Echo)
+        elif role == "sink":
+            await worker.register_factory(f"sink{i}", sink_factory(soak.arrivals[i]))
+            await worker.add_subscription(TypeSubscription("soak", f"sink{i}"))
+    return tuple(placed)
+
+
+async def stop_all(workers: tuple[HttpWorkerAgentRuntime, ...]) -> None:
+    for worker in workers:
+        try:
+            await asyncio.wait_for(worker.stop(), 15)
+        except Exception as exc:
+            print(f"# stopping {worker}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 async def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     soak = Soak()
     redis = RedisServer(logs / "redis").start()  # from the main thread: it dies with this process
     hosts = [Host(i, redis.url, args.lease, logs) for i in range(HOSTS)]
-    workers: list[HttpWorkerAgentRuntime] = []
     load: list[asyncio.Future[None]] = []
     try:
         for host in hosts:
             await host.start()
         for i in range(HOSTS):
-            others = [hosts[(i + k) % HOSTS].url for k in range(HOSTS)]
-            for role in ("echo", "sink", "driver"):
-                worker = HttpWorkerAgentRuntime(",".join(others), name=f"{role}{i}")
-                worker.add_message_serializer(SERIALIZERS)
-                await asyncio.wait_for(worker.start(), 30)
-                workers.append(worker)
-                if role == "echo":
-                    await worker.register_factory(f"echo{i}", Echo)
-                elif role == "sink":
-                    await worker.register_factory(f"sink{i}", sink_factory(soak.arrivals[i]))
-                    await worker.add_subscription(TypeSubscription("soak", f"sink{i}"))
-        drivers = workers[2::3]
+            soak.workers.append(await place(i, hosts, soak))
         # The first calls prove every host routes to every other before the clock starts.
-        for driver in drivers:
+        for _, _, driver in soak.workers:
             for j in range(HOSTS):
                 await asyncio.wait_for(driver.send_message(Text("hi"), AgentId(f"echo{j}", "0")), 30)
         soak.phases = [Phase("steady", time.monotonic())]  # the clock starts now
-        for i, driver in enumerate(drivers):
+        for i in range(HOSTS):
             load += [
-                asyncio.ensure_future(call_lane(driver, lane, soak, args)) for lane in range(args.concurrency)
+                asyncio.ensure_future(call_lane(i, lane, soak, args)) for lane in range(args.concurrency)
             ]
-            load.append(asyncio.ensure_future(publisher(driver, i, soak, args.rate)))
+            load.append(asyncio.ensure_future(publisher(i, soak, args.rate)))
         await asyncio.sleep(args.settle)
         for cycle in range(args.cycles):
             victim = hosts[cycle % HOSTS]
@@ -306,6 +326,15 @@ async def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             await victim.start()
             soak.repaired()
             await asyncio.sleep(args.settle)
+
+            # Its workers moved to another host and stay there: put them back, so that the
+            # next faults find the load spread over the three hosts again.
+            soak.begin(f"host {victim.index}'s workers stopped and started again on it (no fault)")
+            moved = soak.workers[victim.index]
+            await stop_all(moved)
+            soak.workers[victim.index] = await place(victim.index, hosts, soak)
+            soak.repaired()
+            await asyncio.sleep(args.settle / 2)
 
             soak.begin(f"Redis SIGKILL, restarted empty after {args.down:g} s")
             redis.kill()
@@ -326,11 +355,8 @@ async def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     finally:
         for future in load:
             future.cancel()
-        for worker in workers:
-            try:
-                await asyncio.wait_for(worker.stop(), 15)
-            except Exception as exc:
-                print(f"# stopping {worker}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for placed in soak.workers:
+            await stop_all(placed)
         for host in hosts:
             await host.stop()
         redis.stop()

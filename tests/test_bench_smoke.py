@@ -77,6 +77,7 @@ def test_cluster_soak_runs_one_short_cycle_of_faults() -> None:
     assert [phase["phase"].split(" (")[0].split(",")[0] for phase in report["phases"]] == [
         "steady",
         "host SIGKILL",
+        "host 0's workers stopped and started again on it",
         "Redis SIGKILL",
         "Redis SIGSTOP for 1 s",
     ]
