@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --secret SECRET]
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --secret SECRET [--lease S]]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
 
 ``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
@@ -125,13 +125,23 @@ async def watch_stalls(name: str, period: float = 0.1, report: float = 0.5) -> N
 
 
 async def run_host(
-    runtime: str, port: int, replicas: bool = False, redis_url: str | None = None, secret: str | None = None
+    runtime: str,
+    port: int,
+    replicas: bool = False,
+    redis_url: str | None = None,
+    secret: str | None = None,
+    lease: float = 3.0,
 ) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
         server: Any = HttpAgentServer(
-            "127.0.0.1", port=port, replicas=replicas, redis_url=redis_url, cluster_secret=secret
+            "127.0.0.1",
+            port=port,
+            replicas=replicas,
+            redis_url=redis_url,
+            cluster_secret=secret,
+            cluster_lease=lease,
         )
         await server.start()
         watch = asyncio.ensure_future(watch_stalls(f"host :{port}")) if redis_url else None
@@ -183,6 +193,7 @@ def main() -> None:
     host.add_argument("--replicas", action="store_true")
     host.add_argument("--redis-url", help="join the cluster on this Redis (ours only)")
     host.add_argument("--secret", help="the cluster's secret (with --redis-url)")
+    host.add_argument("--lease", type=float, default=3.0, help="the cluster's lease (with --redis-url)")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -192,7 +203,7 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas, args.redis_url, args.secret))
+        run_loop(run_host(args.runtime, args.port, args.replicas, args.redis_url, args.secret, args.lease))
     else:
         run_loop(run_workers(args))
 
