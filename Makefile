@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 9000
 
-.PHONY: demo test check lint typecheck format clean bench soak screenshot
+.PHONY: demo test check lint typecheck format clean bench soak soak-cluster screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,12 +48,18 @@ screenshot: $(STAMP) $(CHROMIUM)
 	AUTOGEN_HTTP_DASHBOARD_SCREENSHOT=docs/dashboard.png $(PY) -m pytest -q tests/test_dashboard.py -k live
 
 # Benchmarks and the soak run outside `make test`: they take minutes and measure, not check.
-bench: $(STAMP)
+# The cluster's figures (issue 18) run after the rest, on their own throwaway redis-server.
+bench: $(STAMP) $(REDIS_SERVER)
 	$(PY) benchmarks/bench.py --runs 3
 	$(PY) benchmarks/durable.py --runs 3
+	$(PY) benchmarks/cluster_bench.py --runs 3
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --duration 180 --restart-every 30
+
+# Three hosts of one cluster under load while a host, then Redis, are killed and Redis frozen (issue 18).
+soak-cluster: $(STAMP) $(REDIS_SERVER)
+	$(PY) benchmarks/cluster_soak.py --cycles 3 --settle 20
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests samples benchmarks

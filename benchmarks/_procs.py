@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --secret SECRET [--lease S]]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
         [--counter TYPE [--durable]]
 
@@ -14,6 +14,8 @@ afterwards, and prints again when a new round of ``N`` arrives). ``--count K`` r
 runtimes in this one process, serving the echo types ``TYPE-0`` ... ``TYPE-<K-1>`` (the
 many-workers scenario). ``--counter TYPE`` serves a small stateful agent (it echoes and
 counts); with ``--durable`` its worker persists agent state (``benchmarks/durable.py``).
+``--redis-url`` makes the host (ours only) one host of a cluster on that Redis
+(``benchmarks/cluster_bench.py``, ``benchmarks/durable.py``).
 """
 
 from __future__ import annotations
@@ -132,23 +134,44 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
+async def watch_stalls(name: str, period: float = 0.1, report: float = 0.5) -> None:
+    """Say on stderr when this process's event loop did not run for ``report`` seconds or more:
+    a cluster host that stalls longer than its lease (3 s) is declared gone by the others."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        if (late := loop.time() - before - period) >= report:
+            print(f"# {name}: event loop stalled {late:.2f} s", file=sys.stderr, flush=True)
+
+
 async def run_host(
     runtime: str,
     port: int,
     replicas: bool = False,
     state_dir: str | None = None,
     redis_url: str | None = None,
+    secret: str | None = None,
+    lease: float = 3.0,
 ) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        cluster = {} if redis_url is None else {"redis_url": redis_url, "cluster_secret": "benchmark"}
         server: Any = HttpAgentServer(
-            "127.0.0.1", port=port, replicas=replicas, state_dir=state_dir, **cluster
+            "127.0.0.1",
+            port=port,
+            replicas=replicas,
+            state_dir=state_dir,
+            redis_url=redis_url,
+            cluster_secret=secret or ("benchmark" if redis_url else None),
+            cluster_lease=lease,
         )
         await server.start()
+        watch = asyncio.ensure_future(watch_stalls(f"host :{port}")) if redis_url else None
         say("READY")
         await wait_for_signal()
+        if watch is not None:
+            watch.cancel()
         await server.stop(grace=0)
     else:
         from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntimeHost
@@ -194,7 +217,9 @@ def main() -> None:
     host.add_argument("port", type=int)
     host.add_argument("--replicas", action="store_true")
     host.add_argument("--state-dir")
-    host.add_argument("--redis-url")
+    host.add_argument("--redis-url", help="join the cluster on this Redis (ours only)")
+    host.add_argument("--secret", help="the cluster's secret (with --redis-url)")
+    host.add_argument("--lease", type=float, default=3.0, help="the cluster's lease (with --redis-url)")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -206,7 +231,17 @@ def main() -> None:
     worker.add_argument("--durable", action="store_true")
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas, args.state_dir, args.redis_url))
+        run_loop(
+            run_host(
+                args.runtime,
+                args.port,
+                args.replicas,
+                args.state_dir,
+                args.redis_url,
+                args.secret,
+                args.lease,
+            )
+        )
     else:
         run_loop(run_workers(args))
 

@@ -424,15 +424,17 @@ def table(results: dict[str, dict[str, dict[str, Any]]], runtimes: list[str]) ->
     """Scenario, figure, one column per runtime, then each of ours over gRPC."""
     ours = [r for r in runtimes if r != "grpc"]
     ratios = [f"{r}/grpc" for r in ours] if "grpc" in runtimes else []
-    lines = [f"{'scenario':34} {'figure':20} " + " ".join(f"{c:>12}" for c in [*runtimes, *ratios])]
+    width = max([20, *(len(f) for by_runtime in results.values() for fs in by_runtime.values() for f in fs)])
+    lines = [f"{'scenario':34} {'figure':{width}} " + " ".join(f"{c:>12}" for c in [*runtimes, *ratios])]
     for name, by_runtime in results.items():
-        figures = next(iter(by_runtime.values()))
+        # Every runtime's figures, in order of first appearance (one may lack some: "-").
+        figures = dict.fromkeys(f for fs in by_runtime.values() for f in fs)
         for figure in figures:
             cells = [show(by_runtime.get(r, {}).get(figure, "-")) for r in runtimes]
             if ratios:
                 theirs = by_runtime.get("grpc", {}).get(figure)
                 cells += [ratio(by_runtime.get(r, {}).get(figure), theirs) for r in ours]
-            lines.append(f"{name[:34]:34} {figure:20} " + " ".join(f"{c:>12}" for c in cells))
+            lines.append(f"{name[:34]:34} {figure:{width}} " + " ".join(f"{c:>12}" for c in cells))
     return lines
 
 

@@ -1,7 +1,8 @@
 """A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
 
 Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
-[--name CLUSTER]``. Prints ``READY <url> <host name in the cluster>`` once serving.
+[--name CLUSTER] [--port P]`` (an ephemeral port by default; the cluster soak restarts a host on its
+port). Prints ``READY <url> <host name in the cluster>`` once serving.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ async def main() -> None:
     parser.add_argument("--lease", type=float, default=3.0)
     parser.add_argument("--replicas", action="store_true")
     parser.add_argument("--name", default="default")
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     server = HttpAgentServer(
         "127.0.0.1",
-        port=0,
+        port=args.port,
         replicas=args.replicas,
         redis_url=args.redis_url,
         cluster_name=args.name,
