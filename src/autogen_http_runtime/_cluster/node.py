@@ -31,9 +31,12 @@ from typing import TYPE_CHECKING, Final
 
 from .._constants import __version__
 from .._exceptions import ClusterJoinError, ErrorCode
+from .._host.deliveries import AT_LEAST_ONCE, AT_MOST_ONCE, check_delivery
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
+from .deliveries import StreamDeliveries
+from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
@@ -59,6 +62,12 @@ class ClusterConfig:
     secret: str
     name: str = "default"
     lease: float = 3.0
+    #: ``"at-most-once"`` or ``"at-least-once"`` (events kept in a Redis stream until handled).
+    delivery: str = AT_MOST_ONCE
+    #: At-least-once: seconds a copy may go unacknowledged before it is delivered again.
+    visibility_timeout: float = 30.0
+    #: At-least-once: deliveries of a copy before it goes to the dead letters.
+    max_deliveries: int = 5
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -70,6 +79,7 @@ class ClusterConfig:
             raise ValueError(f"cluster_name must be 1-64 letters, digits, _ . or -, not {self.name!r}.")
         if not 0.5 <= self.lease <= 300:
             raise ValueError(f"cluster_lease must be between 0.5 and 300 seconds, not {self.lease}.")
+        check_delivery(self.delivery, self.visibility_timeout, self.max_deliveries)
 
 
 def host_name() -> str:
@@ -113,6 +123,7 @@ class ClusterNode:
             ("replicas", "on" if replicas else "off"),
             ("max_message_size", str(max_message_size)),
             ("access_policy", "none" if access is None else keyed_digest(key, access.describe())),
+            ("delivery", config.delivery),
         )
         self.directory = ClusterDirectory(
             replicas=replicas,
@@ -138,6 +149,8 @@ class ClusterNode:
         self._live: tuple[str, ...] = ()
         self._reasserted = 0
         self._stopping = False
+        #: With at-least-once delivery: the store of event copies (from :meth:`start`).
+        self.deliveries: StreamDeliveries | None = None
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -190,6 +203,8 @@ class ClusterNode:
         except SettingsDisagree as exc:
             await self.engine.close()
             raise ClusterJoinError(_disagreement(self.config.name, exc.name)) from None
+        if self.config.delivery == AT_LEAST_ONCE:
+            await self._start_deliveries()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.sync.write_loop(), name="autogen-http-cluster writer"),
@@ -204,6 +219,23 @@ class ClusterNode:
             self.where,
             len(self._live),
         )
+
+    async def _start_deliveries(self) -> None:
+        assert isinstance(self.engine, RedisEngine), "at-least-once delivery needs the Redis engine"
+        store = DeliveryStore(self.engine, self.host)
+        config = self.config
+        deliveries = StreamDeliveries(
+            store, self.core, visibility_timeout=config.visibility_timeout,
+            max_deliveries=config.max_deliveries, logger=self._log,
+        )  # fmt: skip
+        try:
+            await deliveries.start()
+        except EngineUnavailable as exc:
+            await store.close()
+            await self.engine.leave()
+            await self.engine.close()
+            raise ClusterJoinError(f"Cannot join cluster {config.name!r}: {exc}") from None
+        self.deliveries = self.core.events.deliveries = deliveries
 
     async def _join(self) -> None:
         """Connect, take the lease, put back this host's entries, load the view; then up."""
@@ -236,6 +268,9 @@ class ClusterNode:
         self._stopping = True
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._quiet(), timeout)
+        if self.deliveries is not None:
+            self.core.events.deliveries = None
+            await self.deliveries.stop(timeout)
         if self.unavailable is None:
             try:
                 await asyncio.wait_for(self.engine.leave(), timeout)
@@ -377,6 +412,6 @@ class ClusterNode:
 def _disagreement(cluster: str, setting: str) -> str:
     return (
         f"This host's {setting} differs from the running hosts' of cluster {cluster!r}: every host of "
-        "a cluster must run with the same replicas, max_message_size, access_policy and cluster_secret "
-        "(and the same version of the cluster protocol). Fix it, or pick another cluster_name."
+        "a cluster must run with the same replicas, max_message_size, access_policy, delivery and "
+        "cluster_secret (and the same version of the cluster protocol). Fix it, or pick another cluster_name."
     )

@@ -101,6 +101,8 @@ class HttpAgentServer:
         redis_url, cluster_name, cluster_secret, cluster_lease: Make this host one of a
             cluster on Redis (see ``HttpAgentService``; ``docs/cluster.md``); for the service
             this server makes. :meth:`start` joins the cluster before it serves.
+        delivery, visibility_timeout, max_deliveries: At-least-once events in a cluster
+            (see ``HttpAgentService``; ``docs/delivery.md``); for the service this server makes.
         a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
             (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
             service instead.
@@ -125,6 +127,9 @@ class HttpAgentServer:
         cluster_name: str = "default",
         cluster_secret: str | None = None,
         cluster_lease: float = 3.0,
+        delivery: str = "at-most-once",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
         a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
@@ -146,10 +151,15 @@ class HttpAgentServer:
                 cluster_name=cluster_name,
                 cluster_secret=cluster_secret,
                 cluster_lease=cluster_lease,
+                delivery=delivery,
+                visibility_timeout=visibility_timeout,
+                max_deliveries=max_deliveries,
                 a2a=a2a,
             )
-        elif redis_url is not None:
-            raise ValueError("HttpAgentServer(redis_url=...) with a service: give redis_url to the service.")
+        elif redis_url is not None or delivery != "at-most-once":
+            raise ValueError(
+                "HttpAgentServer(redis_url=..., delivery=...) with a service: give them to the service."
+            )
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(
                 f"HttpAgentServer(replicas={replicas}) disagrees with the service it was given "
