@@ -7,15 +7,21 @@ kills (``tests/procs/cluster_host.py``); workers that die mid-handler are proces
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
+import httpx
 import pytest
-from autogen_core import MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
+from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService
+from autogen_http_runtime._protocol import wire
+from autogen_http_runtime._worker.handled import HandledEvents
 
-from .cluster_utils import MakeHost, MakeWorker, make_host, make_worker, redis_server, until
-from .utils import Text, bounded
+from .cluster_utils import LEASE, SECRET, MakeHost, MakeWorker, make_host, make_worker, redis_server, until
+from .redis_server import RedisServer
+from .test_processes import spawn
+from .utils import TIMEOUT, Text, bounded
 
 __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
 
@@ -98,3 +104,205 @@ async def stream_length(host: HttpAgentServer) -> int:
         return int(await bounded(client.xlen(f"autogen:{{{cluster.config.name}}}:dq")))
     finally:
         await client.aclose()
+
+
+def _host_args(redis_server: RedisServer) -> list[str]:
+    return [redis_server.url, SECRET, "--lease", str(LEASE), "--replicas", "--delivery", "at-least-once"] + [
+        "--visibility-timeout",
+        "1",
+    ]
+
+
+async def test_a_copy_whose_worker_died_mid_handler_reaches_the_new_owner_of_its_agent(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    a = await make_host(**AT_LEAST_ONCE)
+    publisher = await make_worker(a.url)
+    async with spawn("subscriber", a.url, "collector", "news", "doomed") as child:
+        await child.expect("READY")
+        await publisher.publish_message(Text("hold"), TopicId("news", "k1"))
+        _, key, event_id = (await child.expect("holding ")).split()
+        # Another replica of the type joins; the worker running the handler dies.
+        survivor = await make_worker(a.url, name="survivor")
+        await Collector.register(survivor, "collector", Collector)
+        child.proc.kill()
+        assert await bounded(child.proc.wait()) == -signal.SIGKILL
+
+    async def redelivered() -> bool:
+        return bool(Collector.seen)
+
+    await until(redelivered)
+    assert Collector.seen == [(key, "hold", event_id)]
+    cluster = a.service.cluster
+    assert cluster is not None and cluster.deliveries is not None
+    assert cluster.deliveries.counts.redelivered >= 1
+
+    async def acknowledged() -> bool:
+        return await stream_length(a) == 0
+
+    await until(acknowledged)
+
+
+async def test_a_killed_host_with_copies_pending_has_another_host_deliver_them_again(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a = await make_host(**{**AT_LEAST_ONCE, "max_deliveries": 50})
+    publisher = await make_worker(a.url)
+    async with spawn("cluster_host", *_host_args(redis_server)) as b:
+        _, b_url, _ = (await b.expect("READY")).split()
+        # The subscriber's worker is connected to B; its handlers hold the copies.
+        async with spawn("subscriber", b_url, "collector", "news", "on-b") as subscriber:
+            await subscriber.expect("READY")
+            for i in range(5):
+                await publisher.publish_message(Text("hold"), TopicId("news", f"k{i}"))
+            held = {tuple((await subscriber.expect("holding ")).split()[1:]) for _ in range(5)}
+            assert {key for key, _ in held} == {f"k{i}" for i in range(5)}
+            b.proc.kill()
+            assert await bounded(b.proc.wait()) == -signal.SIGKILL
+            # A replica of the type on A; B's workers leave the directory when its lease expires.
+            survivor = await make_worker(a.url, name="survivor")
+            await Collector.register(survivor, "collector", Collector)
+
+            async def all_redelivered() -> bool:
+                return len(Collector.seen) >= 5
+
+            await until(all_redelivered, TIMEOUT * 2)
+    assert sorted((key, event_id) for key, _, event_id in Collector.seen) == sorted(held)
+    cluster = a.service.cluster
+    assert cluster is not None and cluster.deliveries is not None
+    assert cluster.deliveries.counts.redelivered >= 5
+
+    async def acknowledged() -> bool:
+        return await stream_length(a) == 0
+
+    await until(acknowledged)
+
+
+async def test_a_handled_copy_delivered_again_is_skipped_by_the_worker_and_acknowledged(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    a = await make_host(**AT_LEAST_ONCE)
+    subscriber = await make_worker(a.url)
+    await Collector.register(subscriber, "collector", Collector)
+    await subscriber.add_subscription(TypeSubscription("news", "collector"))
+    publisher = await make_worker(a.url)
+    await publisher.publish_message(Text("once"), TopicId("news", "k"))
+
+    async def handled() -> bool:
+        return bool(Collector.seen) and await stream_length(a) == 0
+
+    await until(handled)
+    # The same copy again, as when its acknowledgement was lost with a connection or a host.
+    cluster = a.service.cluster
+    assert cluster is not None and cluster.deliveries is not None
+    event_id = Collector.seen[0][2]
+    copy = wire.encode_bytes(
+        wire.event_for_recipient(
+            wire.event(
+                event_id=event_id,
+                topic_type="news",
+                topic_source="k",
+                payload=wire.Payload("Text", "application/json", b'{"content": "once"}'),
+                sender=None,
+                trace={},
+            ),
+            AgentId("collector", "k"),
+        )
+    )
+    cluster.deliveries.store("collector/k", copy)
+    inbound = subscriber._inbound
+
+    async def skipped() -> bool:
+        return inbound.handled.skipped == 1 and await stream_length(a) == 0
+
+    await until(skipped)
+    assert Collector.seen == [("k", "once", event_id)]
+
+
+def test_the_window_of_handled_ids_is_bounded_per_agent_and_in_agents() -> None:
+    window = HandledEvents(window=3, max_agents=2)
+    one, two, three = AgentId("t", "1"), AgentId("t", "2"), AgentId("t", "3")
+    assert window.start(one, "e1")
+    assert not window.start(one, "e1")  # running: the run in progress acknowledges it
+    window.finish(one, "e1", ok=True)
+    assert not window.start(one, "e1")  # handled
+    assert window.start(two, "e1")  # another agent: its own window
+    window.finish(two, "e1", ok=False)
+    assert window.start(two, "e1")  # it failed: run again
+    for event_id in ("e2", "e3", "e4"):
+        assert window.start(one, event_id)
+        window.finish(one, event_id, ok=True)
+    assert window.start(one, "e1")  # pushed out of a window of 3: a duplicate gets through
+    window.finish(one, "e1", ok=True)
+    window.finish(two, "e1", ok=True)
+    assert window.start(three, "x")
+    window.finish(three, "x", ok=True)  # a third agent: the least recently used is forgotten
+    assert window.start(one, "e1") is True and window.start(two, "e1") is False
+    assert window.skipped == 3
+
+
+async def test_a_copy_that_always_fails_becomes_a_dead_letter_listed_replayed_and_dropped(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    a = await make_host(delivery="at-least-once", visibility_timeout=0.3, max_deliveries=2, replicas=True)
+    subscriber = await make_worker(a.url)
+    await Collector.register(subscriber, "collector", Collector)
+    await subscriber.add_subscription(TypeSubscription("news", "collector"))
+    publisher = await make_worker(a.url)
+    await publisher.publish_message(Text("fail"), TopicId("news", "k1"))
+    await publisher.publish_message(Text("fail"), TopicId("news", "k2"))
+    async with httpx.AsyncClient(base_url=a.url, timeout=TIMEOUT) as http:
+
+        async def listed() -> list[dict[str, Any]]:
+            answer = await http.get("/v1/dead-letters")
+            assert answer.status_code == 200, answer.text
+            letters: list[dict[str, Any]] = answer.json()["dead_letters"]
+            return letters
+
+        async def both_dead() -> bool:
+            return len(await listed()) == 2
+
+        await until(both_dead)
+        letters = await listed()
+        assert {letter["recipient"] for letter in letters} == {"collector/k1", "collector/k2"}
+        for letter in letters:
+            assert letter["attempts"] == 2
+            assert letter["reason"] == "RuntimeError: this handler always fails"
+            assert (letter["topic_type"], letter["message_type"]) == ("news", "Text")
+            assert letter["event_id"] and letter["time"]
+        assert not Collector.seen and await stream_length(a) == 0
+        first, second = letters
+
+        Collector.failing = False  # fixed: a replay now goes through
+        assert (await http.post(f"/v1/dead-letters/{first['id']}/replay")).status_code == 204
+
+        async def replayed() -> bool:
+            return bool(Collector.seen)
+
+        await until(replayed)
+        assert Collector.seen == [(first["recipient"].split("/")[1], "fail", first["event_id"])]
+        assert [letter["id"] for letter in await listed()] == [second["id"]]
+
+        assert (await http.delete(f"/v1/dead-letters/{second['id']}")).status_code == 204
+        assert await listed() == []
+        for answer in (
+            await http.delete(f"/v1/dead-letters/{second['id']}"),
+            await http.post(f"/v1/dead-letters/{second['id']}/replay"),
+            await http.post("/v1/dead-letters/not-an-id/replay"),
+        ):
+            assert answer.status_code == 404
+            assert answer.headers["content-type"] == "application/problem+json"
+    cluster = a.service.cluster
+    assert cluster is not None and cluster.deliveries is not None
+    assert cluster.deliveries.counts.dead_lettered == 2
+
+
+async def test_with_at_most_once_the_dead_letter_endpoints_say_so(server: HttpAgentServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        for answer in (
+            await http.get("/v1/dead-letters"),
+            await http.post("/v1/dead-letters/1-0/replay"),
+            await http.delete("/v1/dead-letters/1-0"),
+        ):
+            assert answer.status_code == 404
+            assert "at-most-once" in answer.json()["detail"]

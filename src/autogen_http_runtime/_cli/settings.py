@@ -38,6 +38,7 @@ ENV_PREFIX = "AUTOGEN_HTTP_"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
+Delivery = Literal["at-most-once", "at-least-once"]
 
 #: The headings of ``serve --help``, in order: a setting's group names one.
 GROUPS: Final = {
@@ -131,6 +132,16 @@ class ServeSettings(BaseSettings):
         ge=0.5,
         le=300,
     )
+
+    delivery: Delivery = _setting(
+        "at-most-once",
+        "cluster",
+        "events: at-least-once keeps each copy in Redis until handled (docs/delivery.md)",
+    )
+    visibility_timeout: float = _setting(
+        30.0, "cluster", "at-least-once: seconds before an unacknowledged copy goes again", "S", ge=0.05
+    )
+    max_deliveries: int = _setting(5, "cluster", "at-least-once: deliveries before a dead letter", "N", ge=1)
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
     log_format: LogFormat = _setting("text", "logging", "text, or json for one JSON object per line")
@@ -369,6 +380,9 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         cluster_name=settings.cluster_name,
         cluster_secret=settings.cluster_secret,
         cluster_lease=settings.cluster_lease,
+        delivery=settings.delivery,
+        visibility_timeout=settings.visibility_timeout,
+        max_deliveries=settings.max_deliveries,
         a2a=settings.a2a,
     )
     return HttpAgentServer(

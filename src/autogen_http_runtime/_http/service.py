@@ -161,7 +161,8 @@ class HttpAgentService:
         check_delivery(delivery, visibility_timeout, max_deliveries)
         if delivery != AT_MOST_ONCE and redis_url is None:
             raise ValueError(
-                f"delivery={delivery!r} needs a cluster (redis_url): the copies are kept in a Redis stream."
+                f"delivery={delivery!r} needs a cluster (redis_url, serve --redis-url): the copies are kept "
+                "in a Redis stream."
             )
         self.delivery = delivery
         #: Seconds a sender is held for a worker that is behind; also how long a peer may leave
