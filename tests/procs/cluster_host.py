@@ -1,7 +1,8 @@
 """A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
 
 Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
-[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N]``. Prints ``READY <url> <host name in the cluster>`` once serving.
+[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N]``.
+Prints ``READY <url> <host name in the cluster>`` once serving.
 """
 
 from __future__ import annotations
