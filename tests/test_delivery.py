@@ -15,6 +15,8 @@ import pytest
 from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
 from autogen_http_runtime import HttpAgentServer, HttpAgentService
+from autogen_http_runtime._cli.main import main
+from autogen_http_runtime._cli.settings import ServeSettings, make_server
 from autogen_http_runtime._protocol import wire
 from autogen_http_runtime._worker.handled import HandledEvents
 
@@ -292,9 +294,13 @@ async def test_a_copy_that_always_fails_becomes_a_dead_letter_listed_replayed_an
         ):
             assert answer.status_code == 404
             assert answer.headers["content-type"] == "application/problem+json"
+        metrics = (await http.get("/metrics")).text
     cluster = a.service.cluster
     assert cluster is not None and cluster.deliveries is not None
     assert cluster.deliveries.counts.dead_lettered == 2
+    assert f'autogen_http_dead_letters_total{{host="{cluster.host}"}} 2.0' in metrics
+    assert f'autogen_http_deliveries_stored_total{{host="{cluster.host}"}} 2.0' in metrics
+    assert "autogen_http_redeliveries_total" in metrics and "autogen_http_deliveries_pending" in metrics
 
 
 async def test_with_at_most_once_the_dead_letter_endpoints_say_so(server: HttpAgentServer) -> None:
@@ -306,3 +312,20 @@ async def test_with_at_most_once_the_dead_letter_endpoints_say_so(server: HttpAg
         ):
             assert answer.status_code == 404
             assert "at-most-once" in answer.json()["detail"]
+
+
+def test_serve_takes_the_delivery_settings_and_refuses_at_least_once_without_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTOGEN_HTTP_DELIVERY", "at-least-once")
+    monkeypatch.setenv("AUTOGEN_HTTP_MAX_DELIVERIES", "7")
+    settings = ServeSettings(visibility_timeout=2.5)
+    assert (settings.delivery, settings.visibility_timeout, settings.max_deliveries) == (
+        "at-least-once",
+        2.5,
+        7,
+    )
+    with pytest.raises(ValueError, match="--redis-url"):
+        make_server(settings)
+    assert main(["serve", "--port", "0", "--delivery", "at-least-once"]) == 2
+    assert "needs a cluster" in capsys.readouterr().err
