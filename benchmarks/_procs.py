@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --delivery MODE]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
 
 ``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
@@ -112,11 +112,23 @@ async def wait_for_signal() -> None:
     await done.wait()
 
 
-async def run_host(runtime: str, port: int, replicas: bool = False) -> None:
+async def run_host(
+    runtime: str,
+    port: int,
+    replicas: bool = False,
+    redis_url: str | None = None,
+    delivery: str = "at-most-once",
+) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
-        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas)
+        # With a Redis: a host of a cluster (of one), for at-least-once against at-most-once.
+        cluster: dict[str, Any] = (
+            {}
+            if redis_url is None
+            else {"redis_url": redis_url, "cluster_secret": "bench", "delivery": delivery}
+        )
+        server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas, **cluster)
         await server.start()
         say("READY")
         await wait_for_signal()
@@ -162,6 +174,8 @@ def main() -> None:
     host.add_argument("runtime", choices=["http", "grpc"])
     host.add_argument("port", type=int)
     host.add_argument("--replicas", action="store_true")
+    host.add_argument("--redis-url")
+    host.add_argument("--delivery", default="at-most-once")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -171,7 +185,7 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas))
+        run_loop(run_host(args.runtime, args.port, args.replicas, args.redis_url, args.delivery))
     else:
         run_loop(run_workers(args))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_server
 
 from autogen_core import AgentId, TopicId
 
@@ -254,6 +255,33 @@ async def fan_out(runtime: str, events: int, subscribers: int) -> dict[str, floa
     return {"events_per_s": events / elapsed, "deliveries_per_s": events * subscribers / elapsed}
 
 
+async def fan_out_delivery(runtime: str, events: int, subscribers: int) -> dict[str, float | str]:
+    """Fan-out on a cluster (one host, its own redis-server), at-most-once then at-least-once."""
+    if runtime == "grpc":
+        return {}  # no cluster, no at-least-once: nothing to compare
+    from tests.redis_server import RedisServer
+
+    found: dict[str, float | str] = {}
+    with RedisServer() as redis:
+        for mode in ("at-most-once", "at-least-once"):
+            host_args = ("--redis-url", redis.url, "--delivery", mode)
+            sinks = [("--sink", f"sink{i}", "--expect", str(events)) for i in range(subscribers)]
+            async with (
+                cluster(runtime, *sinks, host_args=host_args) as (address, _, workers),
+                driver(runtime, address) as drv,
+            ):
+                for _round in ("warm-up", "measured"):
+                    start = time.perf_counter()
+                    for n in range(events):
+                        await drv.publish_message(Seq(n), TopicId("bench", "s"))
+                    for worker in workers:
+                        await expect_done(worker, events)
+                    elapsed = time.perf_counter() - start
+            found[f"{mode}_events_per_s"] = events / elapsed
+    found["at_least_once_ratio"] = found["at-least-once_events_per_s"] / found["at-most-once_events_per_s"]
+    return found
+
+
 async def expect_done(worker: Proc, events: int) -> None:
     line = await worker.line(timeout=120)
     if line != f"DONE {events} 0":
@@ -342,6 +370,7 @@ def scenarios(quick: bool) -> list[tuple[str, Scenario]]:
         ("RPC throughput, 128 in flight", lambda rt: rpc_throughput(rt, n(20000), 128)),
         ("Fan-out to 1 subscriber", lambda rt: fan_out(rt, n(10000), 1)),
         ("Fan-out to 4 subscribers", lambda rt: fan_out(rt, n(10000), 4)),
+        ("Fan-out to 4, at-least-once (Redis)", lambda rt: fan_out_delivery(rt, n(10000), 4)),
         ("1 MiB RPCs (and one of 16 MiB)", lambda rt: big_payloads(rt, n(100))),
         ("Many workers", lambda rt: many_workers(rt, 20 if quick else 1000)),
         ("Replicas, 128 in flight", lambda rt: replicated(rt, n(20000))),

@@ -1,7 +1,7 @@
 """A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
 
 Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
-[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N]``.
+[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N] [--port P]``.
 Prints ``READY <url> <host name in the cluster>`` once serving.
 """
 
@@ -25,10 +25,11 @@ async def main() -> None:
     parser.add_argument("--delivery", default="at-most-once")
     parser.add_argument("--visibility-timeout", type=float, default=30.0)
     parser.add_argument("--max-deliveries", type=int, default=5)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     server = HttpAgentServer(
         "127.0.0.1",
-        port=0,
+        port=args.port,
         replicas=args.replicas,
         redis_url=args.redis_url,
         cluster_name=args.name,
