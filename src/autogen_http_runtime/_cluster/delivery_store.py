@@ -52,7 +52,9 @@ return n
 """
 
 #: KEYS: stream, dead letters, reasons. ARGV: group, consumer, min idle (ms), max deliveries,
-#: count, now (ms), dead letters kept. Returns {moved to the dead letters, claimed entries, pending}.
+#: count, now (ms), dead letters kept, idle (ms) after which a consumer with nothing pending
+#: is removed (a host gone: each incarnation of a host is a consumer of its own).
+#: Returns {moved to the dead letters, claimed entries, pending}.
 CLAIM: Final = """
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[5])
 local claim, dead = {}, 0
@@ -81,6 +83,13 @@ end
 local claimed = {}
 if #claim > 0 then
   claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(claim))
+end
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[8]) and info['name'] ~= ARGV[2] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+  end
 end
 return {dead, claimed, redis.call('XPENDING', KEYS[1], ARGV[1])[1]}
 """
@@ -205,7 +214,7 @@ class DeliveryStore:
             "CLAIM",
             [self.stream, self.dead, self.reasons],
             [GROUP, self._host, int(min_idle * 1000), max_deliveries, count, int(time.time() * 1000)]
-            + [DEAD_LETTERS_KEPT],
+            + [DEAD_LETTERS_KEPT, int(max(60.0, 10 * min_idle) * 1000)],
         )
         entries = [_entry(entry_id, _pairs(fields)) for entry_id, fields in claimed if fields is not None]
         return Claimed(int(dead), entries, int(pending))
