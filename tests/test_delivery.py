@@ -24,6 +24,7 @@ from .cluster_utils import LEASE, SECRET, MakeHost, MakeWorker, make_host, make_
 from .redis_server import RedisServer
 from .test_processes import spawn
 from .utils import TIMEOUT, Text, bounded
+from .wire_schemas import AT_LEAST_ONCE_SCHEMAS, FrameRecorder, assert_valid
 
 __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
 
@@ -329,3 +330,38 @@ def test_serve_takes_the_delivery_settings_and_refuses_at_least_once_without_red
         make_server(settings)
     assert main(["serve", "--port", "0", "--delivery", "at-least-once"]) == 2
     assert "needs a cluster" in capsys.readouterr().err
+
+
+async def test_the_frames_of_at_least_once_delivery_match_the_schemas(
+    make_host: MakeHost, make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await make_host(**AT_LEAST_ONCE)
+    recorder = FrameRecorder.install(a.service.core, monkeypatch)
+    subscriber = await make_worker(a.url)
+    await Collector.register(subscriber, "collector", Collector)
+    await subscriber.add_subscription(TypeSubscription("news", "collector"))
+    publisher = await make_worker(a.url)
+    await publisher.publish_message(Text("ok"), TopicId("news", "k"))
+    await publisher.publish_message(Text("fail"), TopicId("news", "k"))
+
+    async def acknowledged_and_failed() -> bool:
+        acks = [frame for _, name, frame in recorder.classified() if name in AT_LEAST_ONCE_SCHEMAS]
+        return any(ack["params"].get("ids") for ack in acks) and any(
+            ack["params"].get("failed") for ack in acks
+        )
+
+    await until(acknowledged_and_failed)
+    seen: set[str] = set()
+    for _, name, frame in recorder.classified():
+        assert_valid(name, frame)
+        assert_valid("ws/frame.json", frame)
+        seen.add(name)
+        if name == "ws/hello-request.json":
+            assert frame["params"]["acks"] is True
+    assert {"ws/event-ack-notification.json", "ws/event.json"} <= seen
+    copies = [
+        frame
+        for _, name, frame in recorder.classified()
+        if name == "ws/event.json" and "agrecipient" in frame
+    ]
+    assert copies and all(wire.EXT_DELIVERY in copy for copy in copies)
