@@ -14,7 +14,7 @@ import httpx
 import pytest
 from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
-from autogen_http_runtime import HttpAgentServer, HttpAgentService
+from autogen_http_runtime import AccessPolicy, AccessRule, BearerTokens, HttpAgentServer, HttpAgentService
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.settings import ServeSettings, make_server
 from autogen_http_runtime._protocol import wire
@@ -267,6 +267,7 @@ async def test_a_copy_that_always_fails_becomes_a_dead_letter_listed_replayed_an
 
         await until(both_dead)
         letters = await listed()
+        assert_valid("http/dead-letters.json", {"dead_letters": letters})
         assert {letter["recipient"] for letter in letters} == {"collector/k1", "collector/k2"}
         for letter in letters:
             assert letter["attempts"] == 2
@@ -365,3 +366,31 @@ async def test_the_frames_of_at_least_once_delivery_match_the_schemas(
         if name == "ws/event.json" and "agrecipient" in frame
     ]
     assert copies and all(wire.EXT_DELIVERY in copy for copy in copies)
+
+
+async def test_the_dead_letters_need_the_read_right_of_dead_letters(redis_server: RedisServer) -> None:
+    tokens = {"alice": "alice-token", "ops": "ops-token"}
+    service = HttpAgentService(
+        authenticator=BearerTokens(tokens),
+        access_policy=AccessPolicy(
+            {"alice": AccessRule(read="agents"), "ops": AccessRule(read="dead-letters")}
+        ),
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        delivery="at-least-once",
+    )
+    server = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(server.start())
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+            for token, expected in (("alice-token", (403, 403, 403)), ("ops-token", (200, 404, 404))):
+                headers = {"Authorization": f"Bearer {token}"}
+                answers = (
+                    await http.get("/v1/dead-letters", headers=headers),
+                    await http.post("/v1/dead-letters/1-0/replay", headers=headers),
+                    await http.delete("/v1/dead-letters/1-0", headers=headers),
+                )
+                assert tuple(answer.status_code for answer in answers) == expected
+            assert (await http.get("/v1/dead-letters")).status_code == 401
+    finally:
+        await bounded(server.stop(grace=1))

@@ -371,6 +371,8 @@ def _http_schema_for(example: dict[str, Any]) -> str:
         return "http/agents.json"
     if "subscriptions" in example:
         return "http/subscriptions.json"
+    if "dead_letters" in example:
+        return "http/dead-letters.json"
     assert "protocol" in example, example
     return "http/workers.json"
 

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 
 #: Copies read or claimed at a time.
 BATCH: Final = 1000
-#: Items one script call carries at most (Lua's stack bounds a script's arguments).
-SCRIPT_ITEMS: Final = 2000
+#: Recipients and copies one script call carries at most (half as many copies).
+SCRIPT_ITEMS: Final = 4000
+#: Acknowledgements one script call carries at most (Lua's stack bounds ``unpack``).
+ACK_ITEMS: Final = 1000
 #: Copies (and acknowledgements) waiting in memory for Redis at most.
 MAX_WAITING: Final = 100_000
 #: Seconds between attempts while Redis is out of reach.
@@ -174,8 +176,8 @@ class StreamDeliveries:
                     await self._store.add(adds[start : start + SCRIPT_ITEMS])
                 if fails:
                     await self._store.fail(fails)
-                for start in range(0, len(acks), SCRIPT_ITEMS // 2):
-                    await self._store.ack(acks[start : start + SCRIPT_ITEMS // 2])
+                for start in range(0, len(acks), ACK_ITEMS):
+                    await self._store.ack(acks[start : start + ACK_ITEMS])
             except EngineUnavailable as exc:
                 self._out_of_reach(exc)
                 # Put back what may not have been written (adds twice at worst: at least once).

@@ -22,6 +22,9 @@ from .guard import Guard
 from .session import WorkerSession
 from .stats import RouterStats
 
+#: Recipients :meth:`EventFanOut.deliver` keeps parsed, at most.
+_MAX_CACHED_IDS = 10_000
+
 
 class EventFanOut:
     """Delivers each published event to the workers serving its subscribers, at most once each."""
@@ -37,6 +40,8 @@ class EventFanOut:
         self.deliveries: Deliveries | None = None
         #: A worker :meth:`deliver` sent to that is now behind: the reader waits for it.
         self.behind: WorkerSession | None = None
+        #: Recipients of stored copies, parsed (making an ``AgentId`` checks it: not free).
+        self._agent_ids: dict[str, AgentId] = {}
 
     def publish(self, session: WorkerSession, event: wire.Event) -> WorkerSession | None:
         """Queue a copy of ``event`` for each subscribed agent but its sender.
@@ -114,8 +119,13 @@ class EventFanOut:
         """
         deliveries = self.deliveries
         assert deliveries is not None
-        agent_type, _, key = recipient.partition("/")
-        target = self._directory.owner(AgentId(agent_type, key))
+        agent_id = self._agent_ids.get(recipient)
+        if agent_id is None:
+            if len(self._agent_ids) >= _MAX_CACHED_IDS:
+                self._agent_ids.clear()
+            agent_type, _, key = recipient.partition("/")
+            agent_id = self._agent_ids[recipient] = AgentId(agent_type, key)
+        target = self._directory.owner(agent_id)
         if target is None:
             reason = f"no worker serves {recipient}"
         elif target.remote is not None and target.remote.unavailable is not None:
@@ -123,7 +133,7 @@ class EventFanOut:
         elif len(copy) > target.max_message_size:
             reason = f"{len(copy)} bytes, more than worker {target.worker_id} takes"
         else:
-            target.routed(agent_type, key, self._directory.replicas)
+            target.routed(agent_id.type, agent_id.key, self._directory.replicas)
             deliveries.counts.delivered += 1
             self._stats.event_copies_delivered += 1
             if target.remote is not None or target.acks:
