@@ -18,7 +18,7 @@ from autogen_http_runtime import AccessPolicy, AccessRule, BearerTokens, HttpAge
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.settings import ServeSettings, make_server
 from autogen_http_runtime._protocol import wire
-from autogen_http_runtime._worker.handled import HandledEvents
+from autogen_http_runtime._worker.handled import HANDLED, RUN, RUNNING, HandledEvents
 
 from .cluster_utils import LEASE, SECRET, MakeHost, MakeWorker, make_host, make_worker, redis_server, until
 from .redis_server import RedisServer
@@ -225,22 +225,22 @@ async def test_a_handled_copy_delivered_again_is_skipped_by_the_worker_and_ackno
 def test_the_window_of_handled_ids_is_bounded_per_agent_and_in_agents() -> None:
     window = HandledEvents(window=3, max_agents=2)
     one, two, three = AgentId("t", "1"), AgentId("t", "2"), AgentId("t", "3")
-    assert window.start(one, "e1")
-    assert not window.start(one, "e1")  # running: the run in progress acknowledges it
+    assert window.start(one, "e1") == RUN
+    assert window.start(one, "e1") == RUNNING  # the run in progress acknowledges it, if it ends
     window.finish(one, "e1", ok=True)
-    assert not window.start(one, "e1")  # handled
-    assert window.start(two, "e1")  # another agent: its own window
+    assert window.start(one, "e1") == HANDLED
+    assert window.start(two, "e1") == RUN  # another agent: its own window
     window.finish(two, "e1", ok=False)
-    assert window.start(two, "e1")  # it failed: run again
+    assert window.start(two, "e1") == RUN  # it failed: run again
     for event_id in ("e2", "e3", "e4"):
-        assert window.start(one, event_id)
+        assert window.start(one, event_id) == RUN
         window.finish(one, event_id, ok=True)
-    assert window.start(one, "e1")  # pushed out of a window of 3: a duplicate gets through
+    assert window.start(one, "e1") == RUN  # pushed out of a window of 3: a duplicate gets through
     window.finish(one, "e1", ok=True)
     window.finish(two, "e1", ok=True)
-    assert window.start(three, "x")
+    assert window.start(three, "x") == RUN
     window.finish(three, "x", ok=True)  # a third agent: the least recently used is forgotten
-    assert window.start(one, "e1") is True and window.start(two, "e1") is False
+    assert (window.start(one, "e1"), window.start(two, "e1")) == (RUN, HANDLED)
     assert window.skipped == 3
 
 
@@ -394,3 +394,24 @@ async def test_the_dead_letters_need_the_read_right_of_dead_letters(redis_server
             assert (await http.get("/v1/dead-letters")).status_code == 401
     finally:
         await bounded(server.stop(grace=1))
+
+
+async def test_a_copy_never_acknowledged_becomes_a_dead_letter_saying_so(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    a = await make_host(delivery="at-least-once", visibility_timeout=0.3, max_deliveries=3, replicas=True)
+    publisher = await make_worker(a.url)
+    async with spawn("subscriber", a.url, "collector", "news", "stuck") as child:
+        await child.expect("READY")
+        await publisher.publish_message(Text("hold"), TopicId("news", "k"))  # its handler never returns
+        _, _, event_id = (await child.expect("holding ")).split()
+        async with httpx.AsyncClient(base_url=a.url, timeout=TIMEOUT) as http:
+
+            async def dead() -> bool:
+                return bool((await http.get("/v1/dead-letters")).json()["dead_letters"])
+
+            await until(dead)
+            (letter,) = (await http.get("/v1/dead-letters")).json()["dead_letters"]
+    assert (letter["event_id"], letter["recipient"], letter["attempts"]) == (event_id, "collector/k", 3)
+    assert letter["reason"] == "not acknowledged within the visibility timeout"
+    assert await stream_length(a) == 0

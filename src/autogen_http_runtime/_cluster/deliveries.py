@@ -130,7 +130,8 @@ class StreamDeliveries:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self._store.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._store.close(), timeout)
 
     # -- operators --------------------------------------------------------------------------
 

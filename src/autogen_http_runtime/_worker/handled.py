@@ -21,6 +21,10 @@ from .._protocol import wire
 from .._protocol.wire import Method
 from .connection import HostConnection
 
+#: What :meth:`HandledEvents.start` says to do with a copy.
+RUN: Final = "run"
+HANDLED: Final = "handled"
+RUNNING: Final = "running"
 #: Event ids remembered per agent id.
 WINDOW: Final = 1024
 #: Agent ids whose handled events are remembered (the least recently used are forgotten first).
@@ -42,15 +46,19 @@ class HandledEvents:
         #: Copies skipped because their agent handled (or is handling) them already.
         self.skipped = 0
 
-    def start(self, agent: AgentId, event_id: str) -> bool:
-        """Whether to run the handler for this copy: ``False`` if the agent handled it, or is
-        handling it now (that run acknowledges it)."""
+    def start(self, agent: AgentId, event_id: str) -> str:
+        """What to do with a copy of ``event_id`` for ``agent``: :data:`RUN` its handler (now
+        marked running), skip it as :data:`HANDLED` (acknowledge it again), or skip it as
+        :data:`RUNNING` (not acknowledged: the run in progress acknowledges it if it ends)."""
         handled = self._handled.get(agent)
-        if (handled is not None and event_id in handled) or (agent, event_id) in self._running:
+        if handled is not None and event_id in handled:
             self.skipped += 1
-            return False
+            return HANDLED
+        if (agent, event_id) in self._running:
+            self.skipped += 1
+            return RUNNING
         self._running.add((agent, event_id))
-        return True
+        return RUN
 
     def finish(self, agent: AgentId, event_id: str, ok: bool) -> None:
         self._running.discard((agent, event_id))

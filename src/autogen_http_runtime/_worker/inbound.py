@@ -29,7 +29,7 @@ from .._protocol import wire
 from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
-from .handled import HandledEvents
+from .handled import HANDLED, RUN, HandledEvents
 from .serialization import PayloadCodec, why_undecodable
 from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
@@ -308,9 +308,10 @@ class Inbound:
             recipient = wire.event_agent(event.attributes, wire.EXT_RECIPIENT)
         except MessageError:
             recipient = None
-        if recipient is None or self.handled.start(recipient, str(event.attributes["id"])):
+        verdict = RUN if recipient is None else self.handled.start(recipient, str(event.attributes["id"]))
+        if verdict == RUN:
             self._spawn(connection, self._deliver_stored(connection, event, str(delivery), recipient))
-        else:
+        elif verdict == HANDLED:
             self.handled.ack(str(delivery))
 
     async def _deliver_stored(
