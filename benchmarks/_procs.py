@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --delivery MODE]
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --delivery MODE
+        --cluster-name NAME]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
 
 ``RUNTIME`` is ``http`` (ours) or ``grpc`` (autogen-ext's); the environment variables in
@@ -118,6 +119,7 @@ async def run_host(
     replicas: bool = False,
     redis_url: str | None = None,
     delivery: str = "at-most-once",
+    cluster_name: str = "default",
 ) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
@@ -126,7 +128,12 @@ async def run_host(
         cluster: dict[str, Any] = (
             {}
             if redis_url is None
-            else {"redis_url": redis_url, "cluster_secret": "bench", "delivery": delivery}
+            else {
+                "redis_url": redis_url,
+                "cluster_secret": "bench",
+                "cluster_name": cluster_name,
+                "delivery": delivery,
+            }
         )
         server: Any = HttpAgentServer("127.0.0.1", port=port, replicas=replicas, **cluster)
         await server.start()
@@ -176,6 +183,7 @@ def main() -> None:
     host.add_argument("--replicas", action="store_true")
     host.add_argument("--redis-url")
     host.add_argument("--delivery", default="at-most-once")
+    host.add_argument("--cluster-name", default="default")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -185,7 +193,9 @@ def main() -> None:
     worker.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     if args.role == "host":
-        run_loop(run_host(args.runtime, args.port, args.replicas, args.redis_url, args.delivery))
+        run_loop(
+            run_host(args.runtime, args.port, args.replicas, args.redis_url, args.delivery, args.cluster_name)
+        )
     else:
         run_loop(run_workers(args))
 
