@@ -415,3 +415,31 @@ async def test_a_copy_never_acknowledged_becomes_a_dead_letter_saying_so(
     assert (letter["event_id"], letter["recipient"], letter["attempts"]) == (event_id, "collector/k", 3)
     assert letter["reason"] == "not acknowledged within the visibility timeout"
     assert await stream_length(a) == 0
+
+
+async def test_events_published_while_redis_is_out_of_reach_are_delivered_once_it_is_back(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a = await make_host(**AT_LEAST_ONCE)
+    subscriber = await make_worker(a.url)
+    await Collector.register(subscriber, "collector", Collector)
+    await subscriber.add_subscription(TypeSubscription("news", "collector"))
+    publisher = await make_worker(a.url)
+    redis_server.kill()
+    cluster = a.service.cluster
+    assert cluster is not None and cluster.deliveries is not None
+    for i in range(5):
+        await publisher.publish_message(Text(f"m{i}"), TopicId("news", "k"))
+
+    async def stored() -> bool:
+        return cluster.deliveries is not None and cluster.deliveries.counts.stored == 5
+
+    await until(stored)
+    assert Collector.seen == []  # kept in memory: nothing delivered before Redis holds them
+    redis_server.restart()  # empty: the stream and its group are made again
+
+    async def all_handled() -> bool:
+        return len(Collector.seen) == 5
+
+    await until(all_handled)
+    assert sorted(text for _, text, _ in Collector.seen) == [f"m{i}" for i in range(5)]
