@@ -86,6 +86,14 @@ class StreamDeliveries:
     def store(self, recipient: str, copy: bytes) -> None:
         if len(self._adds) >= 2 * MAX_WAITING:
             self.dropped += 1
+            if self.dropped == 1 or self.dropped % MAX_WAITING == 0:
+                self._log.error(
+                    "Dropped %d event cop%s: %d wait for Redis already (%s)",
+                    self.dropped,
+                    "y" if self.dropped == 1 else "ies",
+                    MAX_WAITING,
+                    self.unavailable,
+                )
             return
         self._adds += (recipient.encode(), copy)
         self.counts.stored += 1
