@@ -27,7 +27,8 @@ _MAX_CACHED_IDS = 10_000
 
 
 class EventFanOut:
-    """Delivers each published event to the workers serving its subscribers, at most once each."""
+    """Delivers each published event to the workers serving its subscribers: at most once each,
+    or, with a :class:`Deliveries` store, at least once."""
 
     def __init__(
         self, directory: Directory, guard: Guard, stats: RouterStats, logger: logging.Logger
