@@ -103,9 +103,11 @@ class Child:
             sys.executable, *self.args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
         )
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
-        if not line.startswith(b"READY"):
-            raise RuntimeError(f"{self.args}: expected READY, got {line!r}")
+        while not (line := await asyncio.wait_for(self.proc.stdout.readline(), 60)).startswith(b"READY"):
+            # A replica may handle events before it says READY: the subscription is shared.
+            if not line.startswith(b"h "):
+                raise RuntimeError(f"{self.args}: expected READY, got {line!r}")
+            self.tally.handled[int(line[2:])] += 1
         self._reader = asyncio.ensure_future(self._read(self.proc.stdout))
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
