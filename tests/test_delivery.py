@@ -443,3 +443,49 @@ async def test_events_published_while_redis_is_out_of_reach_are_delivered_once_i
 
     await until(all_handled)
     assert sorted(text for _, text, _ in Collector.seen) == [f"m{i}" for i in range(5)]
+
+
+async def test_copies_of_a_worker_dropped_as_too_slow_reach_the_new_owner_of_their_agents(
+    redis_server: RedisServer, make_worker: MakeWorker
+) -> None:
+    service = HttpAgentService(
+        max_message_size=65_536,
+        max_queued_bytes=131_072,
+        slow_consumer_timeout=2.0,
+        replicas=True,
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        delivery="at-least-once",
+        visibility_timeout=1.0,
+        max_deliveries=50,
+    )
+    host = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(host.start())
+    try:
+        publisher = await make_worker(host.url)
+        async with spawn("subscriber", host.url, "collector", "news", "frozen") as child:
+            await child.expect("READY")
+            child.proc.send_signal(signal.SIGSTOP)  # reads nothing from now on
+            try:
+                texts = [f"{i}:" + "x" * 40_000 for i in range(100)]
+                for i, text in enumerate(texts):
+                    await publisher.publish_message(Text(text), TopicId("news", f"k{i}"))
+
+                async def dropped() -> bool:
+                    return not any(w.name == "frozen" for w in service.core.directory.workers())
+
+                await until(dropped, TIMEOUT * 2)
+                survivor = await make_worker(host.url, name="survivor")
+                await Collector.register(survivor, "collector", Collector)
+
+                async def all_handled() -> bool:
+                    return len(Collector.seen) >= len(texts)
+
+                await until(all_handled, TIMEOUT * 2)
+            finally:
+                child.proc.send_signal(signal.SIGCONT)
+        assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
+        assert service.cluster is not None and service.cluster.deliveries is not None
+        assert service.cluster.deliveries.counts.redelivered >= 1
+    finally:
+        await bounded(host.stop(grace=1))

@@ -241,8 +241,10 @@ class StreamDeliveries:
             reason = events.deliver(delivery_id, recipient, copy)
             if reason is not None and self._log.isEnabledFor(logging.DEBUG):
                 self._log.debug("Event copy %s for %s not delivered now: %s", delivery_id, recipient, reason)
-        behind = events.behind
-        if behind is not None:
-            events.behind = None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(behind.drained.wait(), BEHIND_WAIT)
+            behind = events.behind
+            if behind is not None:
+                # Back-pressure, as for a publisher: a burst (copies taken over at once) must
+                # not push a worker past max_queued_bytes, which would drop it as too slow.
+                events.behind = None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(behind.drained.wait(), BEHIND_WAIT)
