@@ -17,6 +17,7 @@ from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubs
 from autogen_http_runtime import AccessPolicy, AccessRule, BearerTokens, HttpAgentServer, HttpAgentService
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.settings import ServeSettings, make_server
+from autogen_http_runtime._cluster import delivery_store
 from autogen_http_runtime._protocol import wire
 from autogen_http_runtime._worker.handled import HANDLED, RUN, RUNNING, HandledEvents
 
@@ -489,3 +490,31 @@ async def test_copies_of_a_worker_dropped_as_too_slow_reach_the_new_owner_of_the
         assert service.cluster.deliveries.counts.redelivered >= 1
     finally:
         await bounded(host.stop(grace=1))
+
+
+async def test_a_consumer_with_nothing_pending_idle_long_enough_is_removed(
+    make_host: MakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that read copies is a consumer of the group until it is removed (hosts come and
+    # go, each incarnation under a name of its own): here one with nothing pending.
+    monkeypatch.setattr(delivery_store, "IDLE_CONSUMER", 1.0)
+    a = await make_host(delivery="at-least-once", visibility_timeout=0.05, replicas=True)
+    assert a.service.cluster is not None
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(a.service.cluster.config.redis_url, protocol=2, decode_responses=True)
+    try:
+        await bounded(client.xgroup_createconsumer("autogen:{default}:dq", "hosts", "a-host-gone"))
+
+        async def consumers() -> set[str]:
+            listed = await bounded(client.xinfo_consumers("autogen:{default}:dq", "hosts"))
+            return {consumer["name"] for consumer in listed}
+
+        assert await consumers() == {"a-host-gone"}
+
+        async def removed() -> bool:
+            return "a-host-gone" not in await consumers()
+
+        await until(removed)
+    finally:
+        await client.aclose()

@@ -32,6 +32,8 @@ from .redis_engine import RedisEngine
 GROUP: Final = "hosts"
 #: Dead letters kept at most (about: Redis trims by whole nodes); the oldest go first.
 DEAD_LETTERS_KEPT: Final = 100_000
+#: Seconds at least a consumer (a host) with nothing pending stays idle before it is removed.
+IDLE_CONSUMER: Final = 60.0
 #: Seconds a command of the data path may take before the store counts Redis as out of reach.
 COMMAND_TIMEOUT: Final = 5.0
 
@@ -229,7 +231,7 @@ class DeliveryStore:
             "CLAIM",
             [self.stream, self.dead, self.reasons],
             [GROUP, self._host, int(min_idle * 1000), max_deliveries, count, int(time.time() * 1000)]
-            + [DEAD_LETTERS_KEPT, int(max(60.0, 10 * min_idle) * 1000)],
+            + [DEAD_LETTERS_KEPT, int(max(IDLE_CONSUMER, 10 * min_idle) * 1000)],
         )
         entries = [_entry(entry_id, _pairs(fields)) for entry_id, fields in claimed if fields is not None]
         return Claimed(int(dead), entries, int(pending))
