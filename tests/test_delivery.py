@@ -14,7 +14,14 @@ import httpx
 import pytest
 from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
-from autogen_http_runtime import AccessPolicy, AccessRule, BearerTokens, HttpAgentServer, HttpAgentService
+from autogen_http_runtime import (
+    AccessPolicy,
+    AccessRule,
+    BearerTokens,
+    ClusterJoinError,
+    HttpAgentServer,
+    HttpAgentService,
+)
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.settings import ServeSettings, make_server
 from autogen_http_runtime._cluster import delivery_store
@@ -518,3 +525,9 @@ async def test_a_consumer_with_nothing_pending_idle_long_enough_is_removed(
         await until(removed)
     finally:
         await client.aclose()
+
+
+async def test_hosts_of_one_cluster_cannot_disagree_on_delivery(make_host: MakeHost) -> None:
+    await make_host(**AT_LEAST_ONCE)
+    with pytest.raises(ClusterJoinError, match="delivery differs"):
+        await make_host(replicas=True)  # at-most-once
