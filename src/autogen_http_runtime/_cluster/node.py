@@ -35,7 +35,7 @@ from .._host.deliveries import AT_LEAST_ONCE, AT_MOST_ONCE, check_delivery
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
-from .deliveries import StreamDeliveries
+from .deliveries import StreamDeliveries, cancel_tasks
 from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
@@ -277,11 +277,7 @@ class ClusterNode:
             except (EngineUnavailable, asyncio.TimeoutError) as exc:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(self._tasks, timeout)
         for peer in self._peers.each():
             self._peers.drop(peer.name)
         await self.engine.close()
