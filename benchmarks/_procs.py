@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--redis-url URL --secret SECRET [--lease S]]
+    python benchmarks/_procs.py host RUNTIME PORT [--replicas] [--state-dir DIR] [--redis-url URL
+        [--secret SECRET] [--lease S] [--delivery MODE] [--cluster-name NAME]]
     python benchmarks/_procs.py worker RUNTIME ADDRESS [--echo TYPE] [--sink TYPE --expect N] [--count K]
         [--counter TYPE [--durable]]
 
@@ -153,18 +154,27 @@ async def run_host(
     redis_url: str | None = None,
     secret: str | None = None,
     lease: float = 3.0,
+    delivery: str = "at-most-once",
+    cluster_name: str = "default",
 ) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
 
+        # With a Redis: a host of a cluster (cluster_bench.py; durable.py and at-least-once
+        # against at-most-once in bench.py on a cluster of one).
+        cluster: dict[str, Any] = (
+            {}
+            if redis_url is None
+            else {
+                "redis_url": redis_url,
+                "cluster_secret": secret or "bench",
+                "cluster_lease": lease,
+                "cluster_name": cluster_name,
+                "delivery": delivery,
+            }
+        )
         server: Any = HttpAgentServer(
-            "127.0.0.1",
-            port=port,
-            replicas=replicas,
-            state_dir=state_dir,
-            redis_url=redis_url,
-            cluster_secret=secret or ("benchmark" if redis_url else None),
-            cluster_lease=lease,
+            "127.0.0.1", port=port, replicas=replicas, state_dir=state_dir, **cluster
         )
         await server.start()
         watch = asyncio.ensure_future(watch_stalls(f"host :{port}")) if redis_url else None
@@ -220,6 +230,8 @@ def main() -> None:
     host.add_argument("--redis-url", help="join the cluster on this Redis (ours only)")
     host.add_argument("--secret", help="the cluster's secret (with --redis-url)")
     host.add_argument("--lease", type=float, default=3.0, help="the cluster's lease (with --redis-url)")
+    host.add_argument("--delivery", default="at-most-once")
+    host.add_argument("--cluster-name", default="default")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -240,6 +252,8 @@ def main() -> None:
                 args.redis_url,
                 args.secret,
                 args.lease,
+                args.delivery,
+                args.cluster_name,
             )
         )
     else:

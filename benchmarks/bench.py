@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_server
 
 from autogen_core import AgentId, TopicId
 
@@ -254,6 +255,42 @@ async def fan_out(runtime: str, events: int, subscribers: int) -> dict[str, floa
     return {"events_per_s": events / elapsed, "deliveries_per_s": events * subscribers / elapsed}
 
 
+async def fan_out_delivery(runtime: str, events: int, subscribers: int) -> dict[str, float | str]:
+    """Fan-out on two clusters of one host each (on one redis-server), at-most-once and
+    at-least-once, up side by side, their rounds alternating: the machine's slow spells hit
+    both alike. Each figure is the median of three rounds."""
+    if runtime == "grpc":
+        return {}  # no cluster, no at-least-once: nothing to compare
+    from tests.redis_server import RedisServer
+
+    modes = ("at-most-once", "at-least-once")
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    with RedisServer() as redis:
+        async with contextlib.AsyncExitStack() as stack:
+            setups = []
+            for mode in modes:
+                host_args = ("--redis-url", redis.url, "--delivery", mode, "--cluster-name", mode)
+                sinks = [("--sink", f"sink{i}", "--expect", str(events)) for i in range(subscribers)]
+                address, _, workers = await stack.enter_async_context(
+                    cluster(runtime, *sinks, host_args=host_args)
+                )
+                setups.append((mode, await stack.enter_async_context(driver(runtime, address)), workers))
+            for round_ in range(4):  # the first round of each warms up
+                for mode, drv, workers in setups:
+                    start = time.perf_counter()
+                    for n in range(events):
+                        await drv.publish_message(Seq(n), TopicId("bench", "s"))
+                    for worker in workers:
+                        await expect_done(worker, events)
+                    if round_:
+                        rates[mode].append(events / (time.perf_counter() - start))
+    found: dict[str, float | str] = {f"{mode}_events_per_s": statistics.median(rates[mode]) for mode in modes}
+    found["at_least_once_ratio"] = statistics.median(
+        [alo / amo for amo, alo in zip(rates["at-most-once"], rates["at-least-once"], strict=True)]
+    )
+    return found
+
+
 async def expect_done(worker: Proc, events: int) -> None:
     line = await worker.line(timeout=120)
     if line != f"DONE {events} 0":
@@ -342,6 +379,7 @@ def scenarios(quick: bool) -> list[tuple[str, Scenario]]:
         ("RPC throughput, 128 in flight", lambda rt: rpc_throughput(rt, n(20000), 128)),
         ("Fan-out to 1 subscriber", lambda rt: fan_out(rt, n(10000), 1)),
         ("Fan-out to 4 subscribers", lambda rt: fan_out(rt, n(10000), 4)),
+        ("Fan-out to 4, at-least-once (Redis)", lambda rt: fan_out_delivery(rt, n(10000), 4)),
         ("1 MiB RPCs (and one of 16 MiB)", lambda rt: big_payloads(rt, n(100))),
         ("Many workers", lambda rt: many_workers(rt, 20 if quick else 1000)),
         ("Replicas, 128 in flight", lambda rt: replicated(rt, n(20000))),

@@ -17,6 +17,8 @@ from autogen_http_runtime._host.session import WorkerSession
 from autogen_http_runtime._protocol import schemas as _schemas
 
 #: The frame schemas under ws/, by name, except the union of them all.
+#: Frames of at-least-once delivery only (a cluster): checked by tests/test_delivery.py.
+AT_LEAST_ONCE_SCHEMAS = ("ws/event-ack-notification.json",)
 WS_FRAME_SCHEMAS = sorted(
     schema_id.removeprefix(_schemas.BASE_ID)
     for schema_id in _schemas.load_all()
@@ -119,7 +121,7 @@ class FrameRecorder:
                 (read if record.inbound else written)[key] = frame["method"]
                 name = f"ws/{frame['method'].replace('_', '-').replace('.', '-')}-request.json"
             elif "method" in frame:
-                name = f"ws/{frame['method']}-notification.json"
+                name = f"ws/{frame['method'].replace('.', '-')}-notification.json"
             elif "error" in frame:
                 name = "ws/error-response.json"
             else:

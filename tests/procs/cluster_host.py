@@ -1,8 +1,9 @@
 """A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
 
 Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
-[--name CLUSTER] [--port P]`` (an ephemeral port by default; the cluster soak restarts a host on its
-port). Prints ``READY <url> <host name in the cluster>`` once serving.
+[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N] [--port P]``
+(an ephemeral port by default; the cluster soak restarts a host on its port). Prints
+``READY <url> <host name in the cluster>`` once serving.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ async def main() -> None:
     parser.add_argument("--lease", type=float, default=3.0)
     parser.add_argument("--replicas", action="store_true")
     parser.add_argument("--name", default="default")
+    parser.add_argument("--delivery", default="at-most-once")
+    parser.add_argument("--visibility-timeout", type=float, default=30.0)
+    parser.add_argument("--max-deliveries", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     server = HttpAgentServer(
@@ -32,6 +36,9 @@ async def main() -> None:
         cluster_name=args.name,
         cluster_secret=args.secret,
         cluster_lease=args.lease,
+        delivery=args.delivery,
+        visibility_timeout=args.visibility_timeout,
+        max_deliveries=args.max_deliveries,
     )
     await server.start()
     stopping = await run_until_signal(server.stop_when_signal(grace=1.0))

@@ -39,6 +39,7 @@ ENV_PREFIX = "AUTOGEN_HTTP_"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
+Delivery = Literal["at-most-once", "at-least-once"]
 
 #: The headings of ``serve --help``, in order: a setting's group names one.
 GROUPS: Final = {
@@ -140,6 +141,15 @@ class ServeSettings(BaseSettings):
     max_state_size: int = _setting(
         DEFAULT_MAX_STATE_SIZE, "state", "largest state of one agent id, in bytes of JSON", "BYTES", ge=2
     )
+    delivery: Delivery = _setting(
+        "at-most-once",
+        "cluster",
+        "events: at-least-once keeps each copy in Redis until handled (docs/delivery.md)",
+    )
+    visibility_timeout: float = _setting(
+        30.0, "cluster", "at-least-once: seconds before an unacknowledged copy goes again", "S", ge=0.05
+    )
+    max_deliveries: int = _setting(5, "cluster", "at-least-once: deliveries before a dead letter", "N", ge=1)
 
     log_level: LogLevel = _setting("info", "logging", "level of the host's log lines")
     log_format: LogFormat = _setting("text", "logging", "text, or json for one JSON object per line")
@@ -380,6 +390,9 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         cluster_lease=settings.cluster_lease,
         state_dir=settings.state_dir,
         max_state_size=settings.max_state_size,
+        delivery=settings.delivery,
+        visibility_timeout=settings.visibility_timeout,
+        max_deliveries=settings.max_deliveries,
         a2a=settings.a2a,
     )
     return HttpAgentServer(

@@ -31,9 +31,12 @@ from typing import TYPE_CHECKING, Final
 
 from .._constants import __version__
 from .._exceptions import ClusterJoinError, ErrorCode
+from .._host.deliveries import AT_LEAST_ONCE, AT_MOST_ONCE, check_delivery
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
+from .deliveries import StreamDeliveries, cancel_tasks
+from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
@@ -60,6 +63,12 @@ class ClusterConfig:
     secret: str
     name: str = "default"
     lease: float = 3.0
+    #: ``"at-most-once"`` or ``"at-least-once"`` (events kept in a Redis stream until handled).
+    delivery: str = AT_MOST_ONCE
+    #: At-least-once: seconds a copy may go unacknowledged before it is delivered again.
+    visibility_timeout: float = 30.0
+    #: At-least-once: deliveries of a copy before it goes to the dead letters.
+    max_deliveries: int = 5
 
     def __post_init__(self) -> None:
         if not self.secret:
@@ -71,6 +80,7 @@ class ClusterConfig:
             raise ValueError(f"cluster_name must be 1-64 letters, digits, _ . or -, not {self.name!r}.")
         if not 0.5 <= self.lease <= 300:
             raise ValueError(f"cluster_lease must be between 0.5 and 300 seconds, not {self.lease}.")
+        check_delivery(self.delivery, self.visibility_timeout, self.max_deliveries)
 
 
 def host_name() -> str:
@@ -116,6 +126,7 @@ class ClusterNode:
             ("replicas", "on" if replicas else "off"),
             ("max_message_size", str(max_message_size)),
             ("access_policy", "none" if access is None else keyed_digest(key, access.describe())),
+            ("delivery", config.delivery),
         )
         self.directory = ClusterDirectory(
             replicas=replicas,
@@ -141,6 +152,8 @@ class ClusterNode:
         self._live: tuple[str, ...] = ()
         self._reasserted = 0
         self._stopping = False
+        #: With at-least-once delivery: the store of event copies (from :meth:`start`).
+        self.deliveries: StreamDeliveries | None = None
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -193,6 +206,8 @@ class ClusterNode:
         except SettingsDisagree as exc:
             await self.engine.close()
             raise ClusterJoinError(_disagreement(self.config.name, exc.name)) from None
+        if self.config.delivery == AT_LEAST_ONCE:
+            await self._start_deliveries()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.sync.write_loop(), name="autogen-http-cluster writer"),
@@ -207,6 +222,23 @@ class ClusterNode:
             self.where,
             len(self._live),
         )
+
+    async def _start_deliveries(self) -> None:
+        assert isinstance(self.engine, RedisEngine), "at-least-once delivery needs the Redis engine"
+        store = DeliveryStore(self.engine, self.host)
+        config = self.config
+        deliveries = StreamDeliveries(
+            store, self.core, visibility_timeout=config.visibility_timeout,
+            max_deliveries=config.max_deliveries, logger=self._log,
+        )  # fmt: skip
+        try:
+            await deliveries.start()
+        except EngineUnavailable as exc:
+            await store.close()
+            await self.engine.leave()
+            await self.engine.close()
+            raise ClusterJoinError(f"Cannot join cluster {config.name!r}: {exc}") from None
+        self.deliveries = self.core.events.deliveries = deliveries
 
     async def _join(self) -> None:
         """Connect, take the lease, put back this host's entries, load the view; then up."""
@@ -239,13 +271,16 @@ class ClusterNode:
         self._stopping = True
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._quiet(), timeout)
+        if self.deliveries is not None:
+            self.core.events.deliveries = None
+            await self.deliveries.stop(timeout)
         if self.unavailable is None:
             try:
                 await asyncio.wait_for(self.engine.leave(), timeout)
             except (EngineUnavailable, asyncio.TimeoutError) as exc:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
-        await self._end_tasks(timeout)
+        await cancel_tasks(self._tasks, timeout)
         for peer in self._peers.each():
             self._peers.drop(peer.name)
         try:
@@ -253,27 +288,6 @@ class ClusterNode:
         except asyncio.TimeoutError:
             self._log.warning("Closing the connections to Redis took over %.0f s; left to the GC", timeout)
         self._log.info("Host %s left cluster %r", self.host, self.config.name)
-
-    async def _end_tasks(self, timeout: float) -> None:
-        """Cancel the node's tasks until they end.
-
-        Once is not always enough: redis-py's own timeouts can turn a cancellation that lands
-        while a command waits into a timeout error, which a loop takes for Redis out of reach
-        and goes on; the next cancellation, at its next wait, ends it.
-        """
-        deadline = asyncio.get_running_loop().time() + timeout
-        pending = {task for task in self._tasks if not task.done()}
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-            if pending and asyncio.get_running_loop().time() > deadline:
-                names = ", ".join(sorted(task.get_name() for task in pending))
-                self._log.warning("Cluster task(s) %s did not end when cancelled", names)
-                break
-        for task in self._tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                self._log.error("Cluster task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _quiet(self) -> None:
         """Until every write and every batch queued has gone out."""
@@ -400,6 +414,6 @@ class ClusterNode:
 def _disagreement(cluster: str, setting: str) -> str:
     return (
         f"This host's {setting} differs from the running hosts' of cluster {cluster!r}: every host of "
-        "a cluster must run with the same replicas, max_message_size, access_policy and cluster_secret "
-        "(and the same version of the cluster protocol). Fix it, or pick another cluster_name."
+        "a cluster must run with the same replicas, max_message_size, access_policy, delivery and "
+        "cluster_secret (and the same version of the cluster protocol). Fix it, or pick another cluster_name."
     )

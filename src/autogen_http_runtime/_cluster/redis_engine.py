@@ -89,7 +89,7 @@ class RedisEngine:
         self._inbox: PubSub | None = None
         self._scripts: dict[str, Any] = {}
 
-    def _client(self, *, timeout: float | None, decode: bool, role: str) -> aioredis.Redis:
+    def client(self, *, timeout: float | None, decode: bool, role: str) -> aioredis.Redis:
         client: aioredis.Redis = aioredis.Redis.from_url(
             self._url,
             protocol=2,
@@ -103,17 +103,17 @@ class RedisEngine:
         )
         return client
 
-    def _key(self, name: str) -> str:
+    def key(self, name: str) -> str:
         return self._prefix + name
 
     def channel(self, host: str) -> str:
-        return self._key(f"inbox:{host}")
+        return self.key(f"inbox:{host}")
 
     async def connect(self) -> None:
         await self.close()
-        self._control = self._client(timeout=self._control_timeout, decode=True, role="control")
-        self._log = self._client(timeout=None, decode=True, role="log")
-        self._hot = self._client(timeout=None, decode=False, role="hot")
+        self._control = self.client(timeout=self._control_timeout, decode=True, role="control")
+        self._log = self.client(timeout=None, decode=True, role="log")
+        self._hot = self.client(timeout=None, decode=False, role="hot")
         self._scripts = {
             name: self._control.register_script(getattr(lua, name))
             for name in ("JOIN", "TICK", "LEAVE", "WRITE", "SNAPSHOT", "ASSERT_HOST")
@@ -148,7 +148,7 @@ class RedisEngine:
             raise EngineUnavailable(f"Redis at {self.where}: not connected")
         try:
             return await self._scripts[script](
-                keys=[self._key("ver")], args=[self._prefix, LOG_LENGTH, self._host, *args]
+                keys=[self.key("ver")], args=[self._prefix, LOG_LENGTH, self._host, *args]
             )
         except (RedisError, OSError) as exc:
             raise EngineUnavailable(self._why(exc)) from exc
@@ -202,7 +202,7 @@ class RedisEngine:
         if self._control is None:
             raise EngineUnavailable(f"Redis at {self.where}: not connected")
         try:
-            return int(await self._control.get(self._key("ver")) or 0)
+            return int(await self._control.get(self.key("ver")) or 0)
         except (RedisError, OSError) as exc:
             raise EngineUnavailable(self._why(exc)) from exc
 
@@ -211,7 +211,7 @@ class RedisEngine:
             raise EngineUnavailable(f"Redis at {self.where}: not connected")
         try:
             answer: Any = await self._log.xread(
-                {self._key("log"): f"0-{after}"}, count=1000, block=max(1, int(wait * 1000))
+                {self.key("log"): f"0-{after}"}, count=1000, block=max(1, int(wait * 1000))
             )
         except (RedisError, OSError) as exc:
             raise EngineUnavailable(self._why(exc)) from exc

@@ -100,6 +100,7 @@ class Control:
                     req.id,
                 )
         session.batching = req.params.get("batch") is True
+        session.acks = req.params.get("acks") is True
         session.name = name if isinstance(name, str) else ""
         session.instance = instance
         replaced = "replaced by a new connection from the same worker"

@@ -115,6 +115,7 @@ class RoutingCore:
             complain=self._complain_once,
             logger=self._log,
         )
+        self.relay.hand_over = self._events.hand_over
         self._draining = False
         #: Set when the host starts shutting down: long-lived streams (the dashboard's) end on it.
         self.stopping = asyncio.Event()
@@ -347,7 +348,14 @@ class RoutingCore:
                 extra=call_extra(frame.id, None),
             )
 
+    @property
+    def events(self) -> EventFanOut:
+        return self._events
+
     def _on_notification(self, session: WorkerSession, note: wire.Notification) -> None:
+        if note.method == Method.EVENT_ACK:
+            self._events.acknowledged(session, note.params)
+            return
         if note.method != Method.CANCEL:
             self._complain_once(session, "sent an unknown notification %r", note.method)
             return

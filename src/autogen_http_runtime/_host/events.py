@@ -1,23 +1,34 @@
-"""Events the routing core fans out: one copy for each agent subscribed to the topic. No I/O."""
+"""Events the routing core fans out: one copy for each agent subscribed to the topic. No I/O.
+
+At most once by default: each copy is queued for its recipient's worker and forgotten. With
+at-least-once delivery (:mod:`.deliveries`), each copy goes to the store instead, which
+hands it back to :meth:`EventFanOut.deliver` until the recipient's worker acknowledges it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-from autogen_core import TopicId
+from autogen_core import AgentId, TopicId
 
 from .._exceptions import ErrorCode
 from .._logging import call_extra
 from .._protocol import wire
 from .._protocol.wire import MessageError
+from .deliveries import Deliveries, delivery_of, with_delivery
 from .directory import Directory
 from .guard import Guard
 from .session import WorkerSession
 from .stats import RouterStats
 
+#: Recipients :meth:`EventFanOut.deliver` keeps parsed, at most.
+_MAX_CACHED_IDS = 10_000
+
 
 class EventFanOut:
-    """Delivers each published event to the workers serving its subscribers, at most once each."""
+    """Delivers each published event to the workers serving its subscribers: at most once each,
+    or, with a :class:`Deliveries` store, at least once."""
 
     def __init__(
         self, directory: Directory, guard: Guard, stats: RouterStats, logger: logging.Logger
@@ -26,6 +37,12 @@ class EventFanOut:
         self._guard = guard
         self._stats = stats
         self._log = logger
+        #: The store of copies with at-least-once delivery; ``None``: at most once.
+        self.deliveries: Deliveries | None = None
+        #: A worker :meth:`deliver` sent to that is now behind: the reader waits for it.
+        self.behind: WorkerSession | None = None
+        #: Recipients of stored copies, parsed (making an ``AgentId`` checks it: not free).
+        self._agent_ids: dict[str, AgentId] = {}
 
     def publish(self, session: WorkerSession, event: wire.Event) -> WorkerSession | None:
         """Queue a copy of ``event`` for each subscribed agent but its sender.
@@ -52,8 +69,15 @@ class EventFanOut:
         topic = TopicId(event.topic_type, event.topic_source)
         behind: WorkerSession | None = None
         replicas = self._directory.replicas
+        deliveries = self.deliveries
         for recipient in self._directory.recipients(topic):
             if recipient == sender:
+                continue
+            if deliveries is not None:  # kept until handled; delivered by deliver()
+                deliveries.store(
+                    str(recipient), wire.encode_bytes(wire.event_for_recipient(attributes, recipient))
+                )
+                session.copies_delivered += 1
                 continue
             target = self._directory.owner(recipient)
             if target is None:
@@ -85,3 +109,77 @@ class EventFanOut:
             if target.backlogged:
                 behind = target
         return behind
+
+    # -- at-least-once ------------------------------------------------------------------
+
+    def deliver(self, delivery_id: str, recipient: str, copy: bytes) -> str | None:
+        """Send a stored copy to its recipient's owner now (a worker here, or on another host).
+
+        Returns:
+            Why it was not sent (it stays pending, and is delivered again later), or ``None``.
+        """
+        deliveries = self.deliveries
+        assert deliveries is not None
+        agent_id = self._agent_ids.get(recipient)
+        if agent_id is None:
+            if len(self._agent_ids) >= _MAX_CACHED_IDS:
+                self._agent_ids.clear()
+            agent_type, _, key = recipient.partition("/")
+            agent_id = self._agent_ids[recipient] = AgentId(agent_type, key)
+        target = self._directory.owner(agent_id)
+        if target is None:
+            reason = f"no worker serves {recipient}"
+        elif target.remote is not None and target.remote.unavailable is not None:
+            reason = f"its worker's host is out of reach ({target.remote.unavailable})"
+        elif len(copy) > target.max_message_size:
+            reason = f"{len(copy)} bytes, more than worker {target.worker_id} takes"
+        else:
+            target.routed(agent_id.type, agent_id.key, self._directory.replicas)
+            deliveries.counts.delivered += 1
+            self._stats.event_copies_delivered += 1
+            if target.remote is not None or target.acks:
+                target.send_encoded(with_delivery(copy, delivery_id))
+            else:  # a worker that does not acknowledge: delivered once sent
+                target.send_encoded(copy)
+                deliveries.acked((delivery_id,))
+            if target.backlogged:
+                self.behind = target
+            return None
+        deliveries.failed(delivery_id, reason)
+        return reason
+
+    def hand_over(self, target: WorkerSession | None, copy: bytes) -> None:
+        """Another host sent a copy for a worker here (``None``: it left): send it on.
+
+        A stored copy (it carries ``agdelivery``) for a worker that does not acknowledge is
+        acknowledged for it once sent; one for a worker that left stays pending.
+        """
+        if target is None:
+            self._stats.event_copies_dropped += 1
+            return
+        self._stats.event_copies_delivered += 1
+        target.send_encoded(copy)
+        if not target.acks and self.deliveries is not None:
+            delivery_id = delivery_of(copy)
+            if delivery_id is not None:
+                self.deliveries.acked((delivery_id,))
+
+    def acknowledged(self, session: WorkerSession, params: Mapping[str, object]) -> None:
+        """``event.ack`` from a worker: ``ids`` handled, ``failed`` ``[[id, reason], ...]``.
+
+        Raises:
+            MessageError: The params are not of that shape.
+        """
+        ids, failed = params.get("ids", []), params.get("failed", [])
+        if not isinstance(ids, list) or not all(isinstance(one, str) for one in ids):
+            raise MessageError(ErrorCode.INVALID_PARAMS, "event.ack: 'ids' must be a list of strings.")
+        if not isinstance(failed, list) or not all(
+            isinstance(one, list) and len(one) == 2 and all(isinstance(x, str) for x in one) for one in failed
+        ):
+            raise MessageError(ErrorCode.INVALID_PARAMS, "event.ack: 'failed' must be [[id, reason], ...].")
+        if self.deliveries is None:
+            return  # at most once: nothing to acknowledge
+        if ids:
+            self.deliveries.acked(ids)
+        for delivery_id, reason in failed:
+            self.deliveries.failed(delivery_id, reason[:500])

@@ -51,6 +51,8 @@ class HostRelay:
         self._reject = reject
         self._complain = complain
         self._log = logger
+        #: How an event copy from another host reaches its worker (``EventFanOut.hand_over``).
+        self.hand_over: Callable[[WorkerSession | None, bytes], None] = lambda target, data: None
 
     def to_worker(self, peer: WorkerSession, worker_id: str, data: bytes) -> None:
         """Route what another host sent for the worker ``worker_id`` of this one.
@@ -63,11 +65,7 @@ class HostRelay:
             target = None
         if not data.startswith(_JSONRPC):
             # An event copy, encoded by the other host for its recipient: delivered as it is.
-            if target is None:
-                self._stats.event_copies_dropped += 1
-                return
-            self._stats.event_copies_delivered += 1
-            target.send_encoded(data)
+            self.hand_over(target, data)
             return
         try:
             message = wire.decode(data)

@@ -198,7 +198,7 @@ class AccessRule:
         publish: Topic types it may publish to.
         subscribe: Topic types it may subscribe agents to.
         read: Listings it may read: ``agents``, ``subscriptions``, ``workers`` (``GET /v1/...``),
-            ``metrics`` and ``dashboard``.
+            ``metrics``, ``dashboard`` and ``dead-letters`` (also to replay and drop them).
     """
 
     register: tuple[str, ...]

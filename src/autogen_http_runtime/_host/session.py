@@ -159,6 +159,8 @@ class WorkerSession:
     local: bool = False
     #: The worker reads batches (it said so in ``hello``): messages queued together go as one.
     batching: bool = False
+    #: The worker acknowledges the event copies it handled (``event.ack``; it said so in ``hello``).
+    acks: bool = False
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0

@@ -29,6 +29,9 @@ READ_ROUTES: Final = {
     "metrics": "metrics",
     "dashboard": "dashboard",
     "dashboard_events": "dashboard",
+    "list_dead_letters": "dead-letters",
+    "replay_dead_letter": "dead-letters",
+    "drop_dead_letter": "dead-letters",
 }
 #: Where :meth:`Admission.authenticate_http` leaves the caller's identity on ``request.state``.
 IDENTITY_STATE: Final = "autogen_http_identity"

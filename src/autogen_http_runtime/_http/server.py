@@ -104,6 +104,8 @@ class HttpAgentServer:
             this server makes. :meth:`start` joins the cluster before it serves.
         state_dir, max_state_size: Where durable agents' states are kept and how large one
             may be (see ``HttpAgentService``); for the service this server makes.
+        delivery, visibility_timeout, max_deliveries: At-least-once events in a cluster
+            (see ``HttpAgentService``; ``docs/delivery.md``); for the service this server makes.
         a2a: Serve the agent types workers offer with ``register_a2a_skill`` as A2A agents
             (``HttpAgentService(a2a=True)``; docs/a2a.md). With ``service``, give it to the
             service instead.
@@ -130,6 +132,9 @@ class HttpAgentServer:
         cluster_lease: float = 3.0,
         state_dir: str | None = None,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        delivery: str = "at-most-once",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
         a2a: bool = False,
         extra_grpc_config: object = None,
     ) -> None:
@@ -153,11 +158,15 @@ class HttpAgentServer:
                 cluster_lease=cluster_lease,
                 state_dir=state_dir,
                 max_state_size=max_state_size,
+                delivery=delivery,
+                visibility_timeout=visibility_timeout,
+                max_deliveries=max_deliveries,
                 a2a=a2a,
             )
-        elif redis_url is not None or state_dir is not None:
+        elif redis_url is not None or state_dir is not None or delivery != "at-most-once":
             raise ValueError(
-                "HttpAgentServer(redis_url=... or state_dir=...) with a service: give them to the service."
+                "HttpAgentServer(redis_url=..., state_dir=... or delivery=...) with a service: "
+                "give them to the service."
             )
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(

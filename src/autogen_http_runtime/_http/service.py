@@ -23,6 +23,7 @@ from .._constants import (
     WORKER_WS_PATH,
 )
 from .._host.core import RoutingCore
+from .._host.deliveries import AT_MOST_ONCE, check_delivery
 from .._host.directory import LocalDirectory
 from .._host.security import AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
@@ -30,6 +31,7 @@ from .._host.state import DEFAULT_MAX_STATE_SIZE, FileStateStore, StateStore
 from .._ops.probes import operations_router
 from .admission import DEFAULT_PUBLIC_ROUTES, Admission
 from .api import api_router
+from .dead_letters import dead_letters_router
 from .problems import Problem
 from .responses import AsciiJSONResponse
 from .worker_socket import WorkerEndpoint
@@ -113,6 +115,13 @@ class HttpAgentService:
         cluster_secret: The secret the hosts of the cluster sign what they send each other
             with (whoever can write to Redis but lacks it cannot inject calls). Required
             with ``redis_url``; every host of the cluster must have the same.
+        delivery: ``"at-most-once"`` (the default: each event copy is sent once and
+            forgotten) or ``"at-least-once"`` (in a cluster: each copy is kept in a Redis
+            stream until its handler returned, delivered again to its agent's worker of the
+            moment if that did not happen within ``visibility_timeout`` seconds, and kept as a
+            dead letter after ``max_deliveries`` deliveries). See ``docs/delivery.md``.
+        visibility_timeout: At-least-once: seconds before an unacknowledged copy goes again.
+        max_deliveries: At-least-once: deliveries of a copy before it is a dead letter.
         cluster_lease: Seconds a host that stopped renewing its lease (it died, or lost Redis)
             is still taken as alive; calls to its workers fail with a typed error when it
             ends, and its workers' entries go.
@@ -153,6 +162,9 @@ class HttpAgentService:
         cluster_lease: float = 3.0,
         state_dir: str | None = None,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
+        delivery: str = AT_MOST_ONCE,
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
         a2a: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -161,6 +173,13 @@ class HttpAgentService:
             raise ValueError(
                 "HttpAgentService: state_dir and redis_url exclude each other (states go to Redis)."
             )
+        check_delivery(delivery, visibility_timeout, max_deliveries)
+        if delivery != AT_MOST_ONCE and redis_url is None:
+            raise ValueError(
+                f"delivery={delivery!r} needs a cluster (redis_url, serve --redis-url): the copies are kept "
+                "in a Redis stream."
+            )
+        self.delivery = delivery
         #: Seconds a sender is held for a worker that is behind; also how long a peer may leave
         #: what the host wrote unread before ``HttpAgentServer``'s kernel drops it.
         self.slow_consumer_timeout = slow_consumer_timeout
@@ -176,6 +195,7 @@ class HttpAgentService:
                 cluster_name,
                 cluster_secret,
                 cluster_lease,
+                (delivery, visibility_timeout, max_deliveries),
                 replicas=replicas,
                 max_message_size=max_message_size,
                 access=access_policy,
@@ -230,6 +250,9 @@ class HttpAgentService:
         self.router.include_router(operations_router(self.core))  # probes, /metrics, /dashboard
         # POST /v1/events, POST /v1/rpc, GET /v1/agents, /v1/subscriptions, /v1/workers
         self.router.include_router(api_router(self.core, slow_consumer_timeout=slow_consumer_timeout))
+        cluster = self.cluster
+        dead = dead_letters_router(lambda: None if cluster is None else cluster.deliveries, delivery)
+        self.router.include_router(dead)
         if self._a2a is not None:
             self.router.include_router(self._a2a.router())
 
@@ -326,6 +349,7 @@ def _cluster_node(
     name: str,
     secret: str | None,
     lease: float,
+    delivery: tuple[str, float, int],
     *,
     replicas: bool,
     max_message_size: int,
@@ -342,7 +366,7 @@ def _cluster_node(
         node = importlib.import_module("autogen_http_runtime._cluster.node")
     except ImportError as exc:
         raise ImportError(f"{CLUSTER_EXTRA_HINT} ({exc})") from exc
-    config = node.ClusterConfig(redis_url, secret or "", name, lease)
+    config = node.ClusterConfig(redis_url, secret or "", name, lease, *delivery)
     cluster: ClusterNode = node.ClusterNode(
         config, replicas=replicas, max_message_size=max_message_size, access=access, logger=logger
     )

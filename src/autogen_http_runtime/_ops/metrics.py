@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from .._exceptions import error_code_name
 from .._host import views
 from .._host.core import RoutingCore
+from .._host.deliveries import DeliveryCounts
 from .._host.directory import ClusterStatus
 
 METRICS_PATH = "/metrics"
@@ -46,6 +47,9 @@ class RouterCollector:
                 sample.labels["host"] = cluster.host
             yield family
         yield from _cluster_families(cluster)
+        deliveries = self._core.events.deliveries
+        if deliveries is not None:
+            yield from _delivery_families(cluster.host, deliveries.counts)
 
     def _families(self) -> Iterator[Metric]:
         core, stats = self._core, self._core.stats
@@ -223,6 +227,27 @@ def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
     for peer, count in sorted(cluster.frames_in.items()):
         frames.add_metric([cluster.host, peer, "in"], count)
     yield frames
+
+
+def _delivery_families(host: str, counts: DeliveryCounts) -> Iterator[Metric]:
+    """At-least-once delivery (docs/delivery.md): what this host stored, sent, took back."""
+    for name, doc, value in (
+        ("deliveries_stored", "Event copies this host put in the deliveries stream.", counts.stored),
+        ("deliveries", "Stored event copies this host sent to workers (again included).", counts.delivered),
+        ("deliveries_acked", "Acknowledgements of event copies this host passed on.", counts.acked),
+        ("redeliveries", "Event copies this host took over past the visibility timeout.", counts.redelivered),
+        ("dead_letters", "Event copies this host moved to the dead letters.", counts.dead_lettered),
+    ):
+        family = CounterMetricFamily(PREFIX + name, doc, labels=["host"])
+        family.add_metric([host], value)
+        yield family
+    pending = GaugeMetricFamily(
+        PREFIX + "deliveries_pending",
+        "Event copies delivered and not yet acknowledged in the whole cluster (as this host last saw).",
+        labels=["host"],
+    )
+    pending.add_metric([host], counts.pending)
+    yield pending
 
 
 def _le(bound: float) -> str:

@@ -41,6 +41,7 @@ from .subscriptions import SubscriptionSpec, subscription_from_wire, subscriptio
 
 __all__ = [
     "CLOUDEVENTS_SPEC_VERSION",
+    "EXT_DELIVERY",
     "EXT_MESSAGE_TYPE",
     "EXT_RECIPIENT",
     "EXT_SENDER",
@@ -111,6 +112,8 @@ class Method:
     AGENT_LOAD_STATE: Final = "agent_load_state"
     # notification, either direction: stop working on the call with this id
     CANCEL: Final = "cancel"
+    # notification, worker -> host (at-least-once delivery): these event copies were handled
+    EVENT_ACK: Final = "event.ack"
 
 
 #: Methods the host forwards to the worker that serves ``params.recipient.type``.
@@ -123,6 +126,8 @@ CLOUDEVENTS_SPEC_VERSION: Final = "1.0"
 EXT_MESSAGE_TYPE: Final = "agmsgtype"
 EXT_SENDER: Final = "agsender"
 EXT_RECIPIENT: Final = "agrecipient"
+#: At-least-once delivery: the copy's entry in the cluster's deliveries stream, to acknowledge.
+EXT_DELIVERY: Final = "agdelivery"
 
 
 @dataclass(slots=True)
@@ -310,7 +315,15 @@ def _decode_event(obj: JsonObject) -> Event:
             ErrorCode.INVALID_REQUEST,
             "CloudEvent attribute 'type' is the topic type: letters, digits and _ - . : = only.",
         )
-    for name in ("datacontenttype", EXT_MESSAGE_TYPE, EXT_SENDER, EXT_RECIPIENT, "traceparent", "tracestate"):
+    for name in (
+        "datacontenttype",
+        EXT_MESSAGE_TYPE,
+        EXT_SENDER,
+        EXT_RECIPIENT,
+        EXT_DELIVERY,
+        "traceparent",
+        "tracestate",
+    ):
         if name in obj and not isinstance(obj[name], str):
             raise MessageError(ErrorCode.INVALID_REQUEST, f"CloudEvent attribute '{name}' must be a string.")
     if "data" in obj and "data_base64" in obj:

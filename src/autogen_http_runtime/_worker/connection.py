@@ -121,6 +121,7 @@ class HostConnection:
                     "instance": options.instance_id,
                     "max_message_size": options.max_message_size,
                     "batch": True,
+                    "acks": True,
                 },
                 timeout=options.connect_timeout,
             )
@@ -259,6 +260,9 @@ class HostConnection:
 
     def send_event(self, event: JsonObject) -> None:
         self._send(event)
+
+    def notify(self, method: str, params: JsonObject) -> None:
+        self._send(wire.notification(method, params))
 
     # -- receiving --------------------------------------------------------------------
 

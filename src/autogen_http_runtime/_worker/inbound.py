@@ -30,6 +30,7 @@ from .._protocol.wire import JsonObject, MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
 from .durable import AgentStates
+from .handled import HANDLED, RUN, HandledEvents
 from .serialization import PayloadCodec, why_undecodable
 from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
@@ -67,6 +68,8 @@ class Inbound:
         #: While :meth:`finish` waits: done when what it waits for may have changed (a call
         #: cancelled, the connection closed) besides a handler ending.
         self._changed: asyncio.Future[None] | None = None
+        #: At-least-once: the events each agent handled, and the acknowledgements.
+        self.handled = HandledEvents()
 
     def connection_closed(self, connection: HostConnection) -> None:
         """Answers can no longer reach their callers: tell the handlers still running."""
@@ -132,8 +135,8 @@ class Inbound:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
 
-    def _spawn(self, connection: HostConnection, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = connection.loop.create_task(coro)
+    def _spawn(self, connection: HostConnection, coro: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = connection.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._ended)
         return task
@@ -311,9 +314,38 @@ class Inbound:
         )
 
     def event(self, connection: HostConnection, event: wire.Event) -> None:
-        self._spawn(connection, self._deliver_event(connection, event))
+        delivery = event.attributes.get(wire.EXT_DELIVERY)
+        if delivery is None:
+            self._spawn(connection, self._deliver_event(connection, event))
+            return
+        # At least once: acknowledged once handled; a copy its agent handled already is skipped.
+        self.handled.use(connection)
+        try:
+            recipient = wire.event_agent(event.attributes, wire.EXT_RECIPIENT)
+        except MessageError:
+            recipient = None
+        verdict = RUN if recipient is None else self.handled.start(recipient, str(event.attributes["id"]))
+        if verdict == RUN:
+            self._spawn(connection, self._deliver_stored(connection, event, str(delivery), recipient))
+        elif verdict == HANDLED:
+            self.handled.ack(str(delivery))
 
-    async def _deliver_event(self, connection: HostConnection, event: wire.Event) -> None:
+    async def _deliver_stored(
+        self, connection: HostConnection, event: wire.Event, delivery: str, recipient: AgentId | None
+    ) -> None:
+        outcome: str | None = None
+        finished = False  # cancelled (the worker stops): no acknowledgement, delivered again
+        try:
+            outcome = await self._deliver_event(connection, event)
+            finished = True
+        finally:
+            if recipient is not None:
+                self.handled.finish(recipient, str(event.attributes["id"]), finished and outcome is None)
+            if finished:
+                self.handled.ack(delivery, outcome)
+
+    async def _deliver_event(self, connection: HostConnection, event: wire.Event) -> str | None:
+        """Run the recipient's handler; returns why it failed, or ``None`` once it returned."""
         attributes = event.attributes
         try:
             recipient = wire.event_agent(attributes, wire.EXT_RECIPIENT)
@@ -328,7 +360,7 @@ class Inbound:
                 self._warn_once(
                     "undecodable", payload.data_type, what, attributes["id"], event.topic_type, exc
                 )
-                return
+                return exc.message
             if isinstance(message, UnknownPayload):
                 # Nobody to answer: the agent gets the UnknownPayload, as on autogen-core's runtimes.
                 what = "Event %s on topic %s: %s; its agent gets an UnknownPayload"
@@ -355,7 +387,7 @@ class Inbound:
                 await self.states.save(connection, agent)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # As on the in-process runtime, a failing event handler is logged and does not
             # affect other subscribers or the publisher.
             self._log.exception(
@@ -364,6 +396,8 @@ class Inbound:
                 event.topic_type,
                 extra=call_extra(None, attributes.get("traceparent"), event_id=attributes.get("id")),
             )
+            return f"{type(exc).__name__}: {exc}"[:500]
+        return None
 
 
 #: The routed methods other than ``send`` that reach an agent (activated first when durable).
