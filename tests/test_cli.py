@@ -25,7 +25,8 @@ from autogen_core import AgentId
 
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime
 from autogen_http_runtime._cli.main import _runner, main
-from autogen_http_runtime._cli.settings import ServeSettings, make_server
+from autogen_http_runtime._cli.serving import make_server
+from autogen_http_runtime._cli.settings import ServeSettings
 
 from .utils import SERIALIZERS, Text, Upper, bounded
 

@@ -491,7 +491,8 @@ async def test_connections_past_max_connections_are_refused_until_one_leaves() -
 
 def test_the_serve_command_builds_a_secured_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from autogen_http_runtime._cli.main import main
-    from autogen_http_runtime._cli.settings import ServeSettings, make_server
+    from autogen_http_runtime._cli.serving import make_server
+    from autogen_http_runtime._cli.settings import ServeSettings
 
     policy = tmp_path / "policy.json"
     policy.write_text('{"rules": {"alice": {"register": ["upper*"], "call": "*"}}}')

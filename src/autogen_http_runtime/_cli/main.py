@@ -20,7 +20,8 @@ from .._constants import __version__
 from .._exceptions import ClusterJoinError
 from .._http.server import HttpAgentServer
 from .._logging import configure_logging
-from .settings import ENV_PREFIX, GROUPS, ServeSettings, serve
+from .serving import serve
+from .settings import ENV_PREFIX, GROUPS, ServeSettings
 
 PROG = "autogen-http-runtime"
 

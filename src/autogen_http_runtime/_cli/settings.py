@@ -1,4 +1,4 @@
-"""``autogen-http-runtime serve``: its settings and what it runs.
+"""``autogen-http-runtime serve``: its settings (``serving.py`` runs the host they describe).
 
 Every setting comes from, in order of precedence: a command-line option, an environment
 variable named ``AUTOGEN_HTTP_`` plus the setting's name in capitals (``AUTOGEN_HTTP_PORT``),
@@ -7,8 +7,6 @@ or the default. ``_cli.py`` only maps options onto :class:`ServeSettings`.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any, Final, Literal, Optional
 
 from pydantic import Field, field_validator
@@ -30,8 +28,6 @@ from .._constants import (
 )
 from .._host.security import ANONYMOUS, AccessPolicy, Authenticator, BearerTokens, RateLimit
 from .._http.admission import DEFAULT_PUBLIC_ROUTES
-from .._http.server import HttpAgentServer
-from .._http.service import HttpAgentService
 from .._logging import LogFormat
 from . import files
 
@@ -359,68 +355,3 @@ class ServeSettings(BaseSettings):
             for name, value in self.model_dump().items()
             if name.startswith("ssl_") and value is not None
         }
-
-
-def make_server(settings: ServeSettings) -> HttpAgentServer:
-    """The host ``settings`` describe, its files read and checked.
-
-    Raises:
-        ValueError: A setting, or a file one names, is wrong (the message says which and how).
-    """
-    authenticator = settings.authenticator()
-    files.check_tls_files(
-        settings.ssl_certfile, settings.ssl_keyfile, settings.ssl_keyfile_password, settings.ssl_ca_certs
-    )
-    service = HttpAgentService(
-        max_message_size=settings.max_message_size,
-        max_queued_bytes=settings.max_queued_bytes,
-        max_calls_in_flight=settings.max_calls_in_flight,
-        slow_consumer_timeout=settings.slow_consumer_timeout,
-        hello_timeout=settings.hello_timeout,
-        authenticator=authenticator,
-        access_policy=settings.policy(authenticator),
-        rate_limit=settings.limit(),
-        max_subscriptions=settings.max_subscriptions,
-        max_connections=settings.max_connections,
-        public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
-        replicas=settings.replicas,
-        redis_url=settings.redis_url,
-        cluster_name=settings.cluster_name,
-        cluster_secret=settings.cluster_secret,
-        cluster_lease=settings.cluster_lease,
-        state_dir=settings.state_dir,
-        max_state_size=settings.max_state_size,
-        delivery=settings.delivery,
-        visibility_timeout=settings.visibility_timeout,
-        max_deliveries=settings.max_deliveries,
-        a2a=settings.a2a,
-    )
-    return HttpAgentServer(
-        settings.host,
-        port=settings.port,
-        max_message_size=settings.max_message_size,
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        service=service,
-        compression=settings.compression,
-        # uvicorn's own lines repeat ours (connection open/closed): only its warnings, but at DEBUG.
-        log_level="debug" if settings.log_level == "debug" else "warning",
-        ssl=settings.uvicorn_ssl(),
-    )
-
-
-async def serve(settings: ServeSettings, on_ready: Callable[[HttpAgentServer], None]) -> None:
-    """Serve until SIGTERM or SIGINT, then drain for ``settings.grace`` seconds and stop.
-
-    Raises:
-        OSError: The address cannot be bound.
-    """
-    server = make_server(settings)
-    await server.start()
-    stopping = asyncio.ensure_future(server.stop_when_signal(grace=settings.grace))
-    # The server is started, so the task's first step installs the signal handlers: only
-    # then is it safe to say we are ready (a SIGTERM before that would kill the process).
-    await asyncio.sleep(0)
-    if not stopping.done():
-        on_ready(server)
-    await stopping

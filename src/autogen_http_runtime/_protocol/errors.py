@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any, Union
 
 from .._exceptions import ErrorCode
@@ -21,3 +22,12 @@ class MessageError(Exception):
         self.message = message
         self.request_id = request_id
         self.data = data
+
+
+def remote_error_data(exc: BaseException) -> dict[str, str]:
+    """What a caller learns of a handler's failure: the exception type, its message and the traceback."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }

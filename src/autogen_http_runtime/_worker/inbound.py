@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Collection, Coroutine
 from typing import Any
 
@@ -26,12 +25,13 @@ from .._exceptions import AgentNotFoundError, ErrorCode, HostConnectionError, Me
 from .._logging import call_extra
 from .._protocol import json_codec as _json
 from .._protocol import wire
-from .._protocol.wire import JsonObject, MessageError, Method, RequestId
+from .._protocol.errors import remote_error_data
+from .._protocol.wire import MessageError, Method, RequestId
 from .agents import LocalAgents
 from .connection import HostConnection
 from .durable import AgentStates
 from .handled import HANDLED, RUN, HandledEvents
-from .serialization import PayloadCodec, why_undecodable
+from .serialization import PayloadCodec, unknown_type, why_undecodable
 from .tracing import RuntimeTracer, continued, handler_attributes, trace_context_from
 
 
@@ -182,7 +182,7 @@ class Inbound:
             raise
         except BaseException as exc:
             # Whatever the handler raised, its caller must hear of it, or it would wait forever.
-            reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
+            reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", remote_error_data(exc))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
@@ -193,7 +193,7 @@ class Inbound:
             except MessageTooLargeError as exc:
                 reply_error(ErrorCode.MESSAGE_TOO_LARGE, f"The reply is too large: {exc}")
             except Exception as exc:
-                reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", _error_data(exc))
+                reply_error(ErrorCode.REMOTE_ERROR, f"{type(exc).__name__}: {exc}", remote_error_data(exc))
         finally:
             self._serving.pop((connection, req.id), None)
 
@@ -250,7 +250,7 @@ class Inbound:
         if isinstance(message, UnknownPayload):
             # A call has a caller to tell, where autogen-core would hand the agent an
             # UnknownPayload and answer None (docs/agentchat.md, "How a receiver finds the class").
-            unknown = _unknown(payload, f"the worker{self._named} serving {recipient}")
+            unknown = unknown_type(payload, f"the worker{self._named} serving {recipient}")
             self._warn_once("unknown", payload.data_type, "Refused a call: %s", unknown)
             raise MessageError(ErrorCode.INVALID_PARAMS, f"{unknown}; the call was not delivered.")
         agent = await self._agents.get(recipient)
@@ -365,7 +365,12 @@ class Inbound:
                 # Nobody to answer: the agent gets the UnknownPayload, as on autogen-core's runtimes.
                 what = "Event %s on topic %s: %s; its agent gets an UnknownPayload"
                 self._warn_once(
-                    "unknown", payload.data_type, what, attributes["id"], event.topic_type, _unknown(payload)
+                    "unknown",
+                    payload.data_type,
+                    what,
+                    attributes["id"],
+                    event.topic_type,
+                    unknown_type(payload),
                 )
             agent = await self._agents.get(recipient)
             if self.states is not None:
@@ -407,25 +412,9 @@ _ROUTED_TO_AGENT = frozenset({Method.AGENT_METADATA, Method.AGENT_SAVE_STATE, Me
 _MAX_WARNED = 1000
 
 
-def _unknown(payload: wire.Payload, where: str = "this worker") -> str:
-    return (
-        f"Message type {payload.data_type!r} ({payload.data_content_type}) is unknown to {where}: "
-        "no serializer is registered for it there"
-    )
-
-
 def _recipient(req: wire.Request) -> str:
     """The agent a call is for, as ``type/key``, for its caller's error messages."""
     try:
         return str(wire.required_agent_id(req.params, "recipient"))
     except MessageError:
         return "its recipient"
-
-
-def _error_data(exc: BaseException) -> JsonObject:
-    """What a caller learns of a remote failure: the exception type, its message and the traceback."""
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    }

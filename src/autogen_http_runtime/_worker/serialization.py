@@ -182,6 +182,14 @@ class PayloadCodec:
         return found.pop() if len(found) == 1 else None
 
 
+def unknown_type(payload: Payload, where: str = "this worker") -> str:
+    """Why a payload of a type with no serializer here cannot be read."""
+    return (
+        f"Message type {payload.data_type!r} ({payload.data_content_type}) is unknown to {where}: "
+        "no serializer is registered for it there"
+    )
+
+
 def why_undecodable(exc: BaseException) -> str:
     """Why a payload's data did not fit its type, in a line its sender can read: the fields at
     fault for a Pydantic model, else the exception's first line; never a traceback."""
