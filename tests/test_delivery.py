@@ -23,7 +23,8 @@ from autogen_http_runtime import (
     HttpAgentService,
 )
 from autogen_http_runtime._cli.main import main
-from autogen_http_runtime._cli.settings import ServeSettings, make_server
+from autogen_http_runtime._cli.serving import make_server
+from autogen_http_runtime._cli.settings import ServeSettings
 from autogen_http_runtime._cluster import delivery_store
 from autogen_http_runtime._protocol import wire
 from autogen_http_runtime._worker.handled import HANDLED, RUN, RUNNING, HandledEvents
