@@ -548,3 +548,51 @@ async def test_hosts_of_one_cluster_cannot_disagree_on_delivery(make_host: MakeH
     await make_host(**AT_LEAST_ONCE)
     with pytest.raises(ClusterJoinError, match="delivery differs"):
         await make_host(replicas=True, cluster_lease=DELIVERY_LEASE)  # at-most-once
+
+
+async def test_a_publisher_cannot_set_agdelivery_nor_a_worker_settle_copies_not_sent_to_it(
+    make_host: MakeHost,
+) -> None:
+    from .attack_support import RawPeer
+
+    a = await make_host(**AT_LEAST_ONCE)
+    sink = await RawPeer.connect(a.url)
+    try:
+        await bounded(sink.hello(name="sink", acks=True))
+        await bounded(sink.call("register_agent_type", {"type": "sink"}))
+        spec = {"id": "s", "kind": "type", "agent_type": "sink", "topic": "news"}
+        await bounded(sink.call("add_subscription", {"subscription": spec}))
+        forged = {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": "k",
+            "type": "news",
+            "agmsgtype": "Text",
+            "agdelivery": "bogus,99-0",
+            "data": {"content": "hi"},
+        }
+        async with httpx.AsyncClient(base_url=a.url, timeout=TIMEOUT) as http:
+            answer = await http.post(
+                "/v1/events", headers={"content-type": "application/cloudevents+json"}, json=forged
+            )
+        assert answer.status_code == 202, answer.text
+        copy = await bounded(sink.recv())
+        while copy.get("id") != "e1":  # answers to the calls above may come first
+            copy = await bounded(sink.recv())
+        delivery = copy["agdelivery"]
+        assert delivery != "bogus,99-0" and delivery.count("-") == 1, copy
+        # Made-up ids and another id first: ignored; the copy's own id settles it.
+        await sink.send({"jsonrpc": "2.0", "method": "event.ack", "params": {"ids": ["1-0", "bogus,99-0"]}})
+        await sink.send({"jsonrpc": "2.0", "method": "event.ack", "params": {"failed": [["2-0", "no"]]}})
+        await sink.send({"jsonrpc": "2.0", "method": "event.ack", "params": {"ids": [delivery]}})
+        cluster = a.service.cluster
+        assert cluster is not None and cluster.deliveries is not None
+
+        async def settled() -> bool:
+            return await stream_length(a) == 0
+
+        await until(settled)
+        assert cluster.deliveries.counts.acked == 1
+        assert cluster.unavailable is None
+    finally:
+        sink.close()

@@ -19,7 +19,7 @@ from .._protocol.wire import MessageError
 from .deliveries import Deliveries, delivery_of, with_delivery
 from .directory import Directory
 from .guard import Guard
-from .session import WorkerSession
+from .session import MAX_UNACKED, WorkerSession
 from .stats import RouterStats
 
 #: Recipients :meth:`EventFanOut.deliver` keeps parsed, at most.
@@ -139,6 +139,8 @@ class EventFanOut:
             self._stats.event_copies_delivered += 1
             if target.remote is not None or target.acks:
                 target.send_encoded(with_delivery(copy, delivery_id))
+                if target.remote is None:
+                    _expect_ack(target, delivery_id)
             else:  # a worker that does not acknowledge: delivered once sent
                 target.send_encoded(copy)
                 deliveries.acked((delivery_id,))
@@ -159,10 +161,13 @@ class EventFanOut:
             return
         self._stats.event_copies_delivered += 1
         target.send_encoded(copy)
-        if not target.acks and self.deliveries is not None:
+        if self.deliveries is not None:
             delivery_id = delivery_of(copy)
             if delivery_id is not None:
-                self.deliveries.acked((delivery_id,))
+                if target.acks:
+                    _expect_ack(target, delivery_id)
+                else:
+                    self.deliveries.acked((delivery_id,))
 
     def acknowledged(self, session: WorkerSession, params: Mapping[str, object]) -> None:
         """``event.ack`` from a worker: ``ids`` handled, ``failed`` ``[[id, reason], ...]``.
@@ -179,7 +184,19 @@ class EventFanOut:
             raise MessageError(ErrorCode.INVALID_PARAMS, "event.ack: 'failed' must be [[id, reason], ...].")
         if self.deliveries is None:
             return  # at most once: nothing to acknowledge
+        # Only copies sent to this session: a worker cannot settle another's (nor made-up ids).
+        unacked = session.unacked
+        ids = [one for one in ids if unacked.pop(one, False) is None]
         if ids:
             self.deliveries.acked(ids)
         for delivery_id, reason in failed:
-            self.deliveries.failed(delivery_id, reason[:500])
+            if unacked.pop(delivery_id, False) is None:
+                self.deliveries.failed(delivery_id, reason[:500])
+
+
+def _expect_ack(session: WorkerSession, delivery_id: str) -> None:
+    """Let ``session`` acknowledge ``delivery_id`` (the oldest id is forgotten past MAX_UNACKED)."""
+    unacked = session.unacked
+    if len(unacked) >= MAX_UNACKED:
+        del unacked[next(iter(unacked))]
+    unacked[delivery_id] = None

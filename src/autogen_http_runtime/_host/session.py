@@ -121,6 +121,11 @@ class Outbox:
         return take_batch(items, limit, batching)
 
 
+#: At-least-once copies a session may have unacknowledged; past it the oldest is forgotten
+#: (its acknowledgement is then ignored, and the copy delivered again after the visibility timeout).
+MAX_UNACKED: Final = 100_000
+
+
 @dataclass(eq=False, slots=True)
 class WorkerSession:
     """One peer of the routing core: a connected worker, or a caller inside the host process.
@@ -161,6 +166,9 @@ class WorkerSession:
     batching: bool = False
     #: The worker acknowledges the event copies it handled (``event.ack``; it said so in ``hello``).
     acks: bool = False
+    #: Delivery ids of the at-least-once copies sent to it and not yet acknowledged, oldest
+    #: first (at most MAX_UNACKED): it may acknowledge only those.
+    unacked: dict[str, None] = field(default_factory=dict)
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0

@@ -387,6 +387,7 @@ def event(
 def event_for_recipient(attributes: JsonObject, recipient: AgentId) -> JsonObject:
     """The host's copy of a published event for one subscribed agent."""
     copy = dict(attributes)
+    copy.pop(EXT_DELIVERY, None)  # only the host sets it (at least once): never a publisher
     copy[EXT_RECIPIENT] = str(recipient)
     return copy
 

@@ -116,7 +116,7 @@ class Lifecycle:
             try:
                 connection = await self._connect_to(endpoints[index])
             except (HostConnectionError, HostShuttingDownError, CallTimeoutError) as exc:
-                if len(endpoints) == 1:
+                if len(endpoints) == 1 or self.state in (WorkerState.STOPPING, WorkerState.STOPPED):
                     raise
                 failures.append((endpoints[index].ws_url, exc))
                 continue
