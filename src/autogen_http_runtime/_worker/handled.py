@@ -31,6 +31,11 @@ WINDOW: Final = 1024
 MAX_AGENTS: Final = 10_000
 
 
+#: Acknowledgements and failures in one ``event.ack``, at most (about 10 and 30 KB).
+_IDS_PER_ACK = 500
+_FAILED_PER_ACK = 50
+
+
 class HandledEvents:
     """The event ids each agent handled or is handling, and the acknowledgements to send."""
 
@@ -99,11 +104,14 @@ class HandledEvents:
         connection = self._connection
         if connection is None or connection.closed or not (self._ids or self._failed):
             return  # kept for the next connection (see use())
-        params: wire.JsonObject = {"ids": self._ids}
-        if self._failed:
-            params["failed"] = self._failed
-        try:
-            connection.notify(Method.EVENT_ACK, params)
-        except HostConnectionError:
-            return
-        self._ids, self._failed = [], []
+        # In pieces that fit any sane message size limit (a failure reason is <= 500 characters).
+        while self._ids or self._failed:
+            ids, failed = self._ids[:_IDS_PER_ACK], self._failed[:_FAILED_PER_ACK]
+            params: wire.JsonObject = {"ids": ids}
+            if failed:
+                params["failed"] = failed
+            try:
+                connection.notify(Method.EVENT_ACK, params)
+            except HostConnectionError:
+                return
+            del self._ids[: len(ids)], self._failed[: len(failed)]
