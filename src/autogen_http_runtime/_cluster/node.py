@@ -35,7 +35,7 @@ from .._host.deliveries import AT_LEAST_ONCE, AT_MOST_ONCE, check_delivery
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
-from .deliveries import StreamDeliveries, cancel_tasks
+from .deliveries import StreamDeliveries
 from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
@@ -44,6 +44,7 @@ from .peers import PeerTable
 from .redis_engine import RedisEngine
 from .state_store import RedisStateStore
 from .sync import ViewSync
+from .tasks import cancel_tasks
 from .view import WorkerInfo
 
 if TYPE_CHECKING:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._host.state import SaveOutcome, StateStoreError, StoredState
 from .redis_engine import check_url, redacted
+from .tasks import cancel_tasks
 
 #: KEYS[1] the id's hash; ARGV[1] the version, ARGV[2] the state. Returns {stored, version}.
 #: Sent with EVAL (Redis caches it by its digest): nothing to load again after a restart.
@@ -61,6 +62,7 @@ class RedisStateStore:
         self._client: aioredis.Redis | None = None
         self._queue: list[_Operation] = []
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
 
     def _connected(self) -> aioredis.Redis:
         if self._client is None:
@@ -97,6 +99,8 @@ class RedisStateStore:
         return SaveOutcome(bool(stored), int(held))
 
     async def _submit(self, command: tuple[Any, ...]) -> Any:
+        if self._closed:
+            raise StateStoreError(f"Redis at {self.where}: the store closed")
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         self._queue.append((command, answer))
@@ -139,16 +143,18 @@ class RedisStateStore:
                     answer.set_result(result)
 
     async def close(self) -> None:
+        """Fail what is still queued, end the sender and close the connection (bounded)."""
+        self._closed = True
+        queued, self._queue = self._queue, []
+        for _, answer in queued:
+            if not answer.done():
+                answer.set_exception(StateStoreError(f"Redis at {self.where}: the store closed"))
         sender, self._sender = self._sender, None
-        if sender is not None and not sender.done():
-            sender.cancel()
-            try:
-                await sender
-            except asyncio.CancelledError:
-                pass
+        if sender is not None:
+            await cancel_tasks([sender], 1.0)
         client, self._client = self._client, None
         if client is not None:
             try:
-                await client.aclose(close_connection_pool=True)
-            except (RedisError, OSError):
+                await asyncio.wait_for(client.aclose(close_connection_pool=True), COMMAND_TIMEOUT)
+            except (RedisError, OSError, asyncio.TimeoutError):
                 pass
