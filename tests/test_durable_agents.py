@@ -183,17 +183,26 @@ async def test_the_host_lets_a_worker_load_and_save_only_the_types_it_serves(ser
         assert saved["result"] == {"stored": True, "version": 2}
         stale = await ask(6, "state.save", {"agent": agent, "version": 1, "state": {"count": 1}})
         assert stale["result"] == {"stored": False, "version": 2}
-        assert (await ask(7, "state.load", {"agent": agent}))["result"] == {
-            "version": 2,
-            "state": {"count": 2},
-        }
+        loaded = (await ask(7, "state.load", {"agent": agent}))["result"]
+        assert loaded["version"] == 2 and loaded["state"] == {"count": 2}
+        # The writer is a digest the host makes of the worker's id, not the id itself.
+        assert len(loaded["writer"]) == 16 and loaded["writer"] not in json.dumps(loaded["state"])
+        # A save based on another writer's state than the one held is refused, whatever its version.
+        other = await ask(
+            9, "state.save", {"agent": agent, "version": 5, "state": {}, "base": "someone-else"}
+        )
+        assert other["result"] == {"stored": False, "version": 2}
+        mine = await ask(
+            10, "state.save", {"agent": agent, "version": 3, "state": {}, "base": loaded["writer"]}
+        )
+        assert mine["result"] == {"stored": True, "version": 3}
         for bad in ({"version": 0}, {"version": True}, {"version": 3, "state": [1]}):
             params = {"agent": agent, "version": 3, "state": {}, **bad}
             assert (await ask(8, "state.save", params))["error"]["code"] == -32602
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
         metrics = (await bounded(http.get("/metrics"))).text
-    assert 'autogen_http_state_refused_total{reason="stale"} 1.0' in metrics
-    assert "autogen_http_state_saves_total 1.0" in metrics
+    assert 'autogen_http_state_refused_total{reason="stale"} 2.0' in metrics
+    assert "autogen_http_state_saves_total 2.0" in metrics
 
 
 class Slow(Counter):

@@ -81,6 +81,19 @@ async def _basics(store: StateStore) -> None:
     assert (older.stored, older.version) == (False, 1)
     loaded = await store.load("t/k")
     assert loaded is not None and (loaded.version, loaded.state) == (1, '{"a":1}')
+    # Based-on checks (the worker says whose state its copy came from): worker A saved v5;
+    # B loaded it and saved v6; A, still on its old copy, saves v6 then v7: both refused.
+    assert (await store.save("t/s", 5, '"a5"', "A", "")).stored
+    held = await store.load("t/s")
+    assert held is not None and held.writer == "A"
+    assert (await store.save("t/s", 6, '"b6"', "B", held.writer)).stored
+    assert not (await store.save("t/s", 6, '"a6"', "A", "A")).stored
+    stale = await store.save("t/s", 7, '"a7"', "A", "A")
+    assert (stale.stored, stale.version) == (False, 6)
+    kept = await store.load("t/s")
+    assert kept is not None and (kept.version, kept.state, kept.writer) == (6, '"b6"', "B")
+    assert (await store.save("t/s", 7, '"a7"', "A", "B")).stored  # after reloading B's
+    assert not (await store.save("t/new", 1, "{}", "A", "A")).stored  # based on a state never held
     # Any key, even one no file system or shell would like, is its own id.
     odd = "t/../../etc/passwd\n\x00é"
     assert (await store.save(odd, 3, "{}")).stored

@@ -29,11 +29,17 @@ from .tasks import cancel_tasks
 #: KEYS[1] the id's hash; ARGV[1] the version, ARGV[2] the state. Returns {stored, version}.
 #: Sent with EVAL (Redis caches it by its digest): nothing to load again after a restart.
 SAVE: Final = """
-local held = redis.call('HGET', KEYS[1], 'v')
-if held and tonumber(held) >= tonumber(ARGV[1]) then
-  return {0, tonumber(held)}
+local held = redis.call('HMGET', KEYS[1], 'v', 'w')
+local base = ARGV[4]
+if held[1] then
+  local newer = tonumber(ARGV[1]) > tonumber(held[1])
+  if not newer or (base ~= '*' and base ~= (held[2] or '')) then
+    return {0, tonumber(held[1])}
+  end
+elseif base ~= '*' and base ~= '' then
+  return {0, 0}
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2], 'w', ARGV[3])
 return {1, tonumber(ARGV[1])}
 """
 
@@ -89,13 +95,17 @@ class RedisStateStore:
         return self.prefix + agent
 
     async def load(self, key: str) -> StoredState | None:
-        version, state = await self._submit(("HMGET", self.key(key), "v", "s"))
+        version, state, writer = await self._submit(("HMGET", self.key(key), "v", "s", "w"))
         if version is None or state is None:
             return None
-        return StoredState(int(version), state)
+        return StoredState(int(version), state, writer or "")
 
-    async def save(self, key: str, version: int, state: str) -> SaveOutcome:
-        stored, held = await self._submit(("EVAL", SAVE, 1, self.key(key), version, state))
+    async def save(
+        self, key: str, version: int, state: str, writer: str = "", base: str | None = None
+    ) -> SaveOutcome:
+        # '*' for no base: an instance id is hex, never '*' (see _host/state.py accepts()).
+        command = ("EVAL", SAVE, 1, self.key(key), version, state, writer, "*" if base is None else base)
+        stored, held = await self._submit(command)
         return SaveOutcome(bool(stored), int(held))
 
     async def _submit(self, command: tuple[Any, ...]) -> Any:

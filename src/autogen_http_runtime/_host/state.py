@@ -1,11 +1,11 @@
 """Where durable agents' state is kept: the :class:`StateStore` protocol and two stores.
 
 A store maps an agent id (``type/key``) to its last saved state, a JSON text, and the
-version the worker that saved it gave it. A save is kept only if its version is newer
-than the stored one, checked atomically in the store, so an older state never
-overwrites a newer one, whatever order saves arrive in. ``_cluster`` has the Redis store;
-here are the in-memory one (a host alone, the default) and the file one (a host alone
-that survives its own restart).
+version the worker that saved it gave it, and who that worker was. A save is kept only
+if :func:`accepts` it (newer, and based on the state held), checked atomically in the
+store, so an older state never overwrites a newer one, whatever order saves arrive in.
+``_cluster`` has the Redis store; here are the in-memory one (a host alone, the default)
+and the file one (a host alone that survives its own restart).
 """
 
 from __future__ import annotations
@@ -40,10 +40,23 @@ DEFAULT_MEMORY_STATE_BYTES: Final = 256 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class StoredState:
-    """What a store holds for one agent id: its version and its state as JSON text."""
+    """What a store holds for one agent id: its version, its state as JSON text, and the
+    worker instance that saved it (``""`` if unknown)."""
 
     version: int
     state: str
+    writer: str = ""
+
+
+def accepts(held: StoredState | None, version: int, base: str | None) -> bool:
+    """Whether a save of ``version`` may replace ``held``: it must be newer, and, when the
+    worker said whose state its copy was based on (``base``: the writer of the state it
+    loaded, or itself once it saved), that must be who wrote the state held. So a worker
+    working on an old copy cannot overwrite what another saved since, however its versions
+    compare."""
+    if held is None:
+        return base is None or base == ""
+    return version > held.version and (base is None or base == held.writer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +85,10 @@ class StateStore(Protocol):
     async def load(self, key: str) -> StoredState | None:
         """The state last saved for ``key``, or ``None`` if none was."""
 
-    async def save(self, key: str, version: int, state: str) -> SaveOutcome:
-        """Store ``state`` as ``key``'s if ``version`` is newer than the stored one's."""
+    async def save(
+        self, key: str, version: int, state: str, writer: str = "", base: str | None = None
+    ) -> SaveOutcome:
+        """Store ``state`` as ``key``'s, saved by ``writer``, if :func:`accepts` says so."""
 
     async def close(self) -> None:
         """Let go of what the store holds open (connections); idempotent."""
@@ -100,18 +115,20 @@ class MemoryStateStore:
     async def load(self, key: str) -> StoredState | None:
         return self._states.get(key)
 
-    async def save(self, key: str, version: int, state: str) -> SaveOutcome:
+    async def save(
+        self, key: str, version: int, state: str, writer: str = "", base: str | None = None
+    ) -> SaveOutcome:
         # No await between the check and the write: atomic on the event loop.
         old = self._states.get(key)
-        if old is not None and old.version >= version:
-            return SaveOutcome(False, old.version)
+        if not accepts(old, version, base):
+            return SaveOutcome(False, 0 if old is None else old.version)
         size = len(state) - (0 if old is None else len(old.state))
         if self.bytes + size > self.max_bytes:
             raise StateStoreError(
                 f"The host's memory for agent state is full ({self.max_bytes} bytes): "
                 "give it a --state-dir or a Redis, or fewer, smaller states."
             )
-        self._states[key] = StoredState(version, state)
+        self._states[key] = StoredState(version, state, writer)
         self.bytes += size
         return SaveOutcome(True, version)
 
@@ -165,9 +182,11 @@ class FileStateStore:
         async with self._locked(key):
             return await asyncio.to_thread(self._read, key)
 
-    async def save(self, key: str, version: int, state: str) -> SaveOutcome:
+    async def save(
+        self, key: str, version: int, state: str, writer: str = "", base: str | None = None
+    ) -> SaveOutcome:
         async with self._locked(key):
-            return await asyncio.to_thread(self._write, key, version, state)
+            return await asyncio.to_thread(self._write, key, version, state, writer, base)
 
     async def close(self) -> None:
         return None
@@ -181,21 +200,21 @@ class FileStateStore:
             raise StateStoreError(f"Cannot read the state of {key} in {self.where}: {exc}") from None
         try:
             stored = json.loads(text)
-            return StoredState(int(stored["version"]), str(stored["state"]))
+            return StoredState(int(stored["version"]), str(stored["state"]), str(stored.get("writer", "")))
         except (ValueError, KeyError, TypeError) as exc:
             raise StateStoreError(f"The state file of {key} in {self.where} is damaged: {exc}") from None
 
-    def _write(self, key: str, version: int, state: str) -> SaveOutcome:
+    def _write(self, key: str, version: int, state: str, writer: str, base: str | None) -> SaveOutcome:
         with self._writing:
-            return self._write_locked(key, version, state)
+            return self._write_locked(key, version, state, writer, base)
 
-    def _write_locked(self, key: str, version: int, state: str) -> SaveOutcome:
+    def _write_locked(self, key: str, version: int, state: str, writer: str, base: str | None) -> SaveOutcome:
         old = self._read(key)
-        if old is not None and old.version >= version:
-            return SaveOutcome(False, old.version)
+        if not accepts(old, version, base):
+            return SaveOutcome(False, 0 if old is None else old.version)
         # The id and the state go in as strings: the file is what the store keeps, not a
         # value to interpret, and the state's text comes back exactly as it was saved.
-        text = json.dumps({"agent": key, "version": version, "state": state})
+        text = json.dumps({"agent": key, "version": version, "state": state, "writer": writer})
         target = self.path(key)
         try:
             fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from .._exceptions import ErrorCode
 from .._protocol import json_codec as _json
 from .._protocol import wire
+from .._protocol.params import writer_token
 from .._protocol.wire import MessageError, Method
 from .directory import Directory
 from .session import WorkerSession
@@ -97,9 +98,11 @@ class StateCalls:
         if req.method == Method.STATE_LOAD:
             self._start(session, req, key, lambda: self._load(key))
             return
-        version, state = req.params.get("version"), req.params.get("state")
+        version, state, base = req.params.get("version"), req.params.get("state"), req.params.get("base")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise MessageError(ErrorCode.INVALID_PARAMS, "'version' must be an integer >= 1.", req.id)
+        if base is not None and (not isinstance(base, str) or len(base) > 200):
+            raise MessageError(ErrorCode.INVALID_PARAMS, "'base' must be a string (a writer's id).", req.id)
         if not isinstance(state, dict):
             raise MessageError(ErrorCode.INVALID_PARAMS, "'state' must be an object.", req.id)
         text = _json.dumps(state)
@@ -111,7 +114,9 @@ class StateCalls:
                 f"{self.max_state_size} (max_state_size).",
                 req.id,
             )
-        self._start(session, req, key, lambda: self._save(key, version, text))
+        # The writer is this connection's worker as the host knows it: the worker cannot choose it.
+        writer = writer_token(session.instance or session.worker_id)
+        self._start(session, req, key, lambda: self._save(key, version, text, writer, base))
 
     async def _load(self, key: str) -> Any:
         stored = await self.store.load(key)
@@ -119,10 +124,10 @@ class StateCalls:
         if stored is None:
             return None
         self.stats.loads_found += 1
-        return {"version": stored.version, "state": _json.loads(stored.state)}
+        return {"version": stored.version, "state": _json.loads(stored.state), "writer": stored.writer}
 
-    async def _save(self, key: str, version: int, text: str) -> Any:
-        outcome = await self.store.save(key, version, text)
+    async def _save(self, key: str, version: int, text: str, writer: str, base: str | None) -> Any:
+        outcome = await self.store.save(key, version, text, writer, base)
         if outcome.stored:
             self.stats.saves += 1
         else:

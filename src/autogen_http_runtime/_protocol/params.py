@@ -7,6 +7,7 @@ Each reader raises :class:`MessageError` with ``INVALID_PARAMS`` naming the bad 
 from __future__ import annotations
 
 import functools
+import hashlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,3 +108,9 @@ def tagged(request_id: RequestId | None) -> Iterator[None]:
     except MessageError as exc:
         exc.request_id = request_id
         raise
+
+
+def writer_token(instance: str) -> str:
+    """Who saved a durable agent's state, as stores keep it and ``state.load`` tells: a digest
+    of the worker's instance id (the id itself lets a worker take over a session)."""
+    return hashlib.sha256(instance.encode("utf-8")).hexdigest()[:16]

@@ -21,6 +21,7 @@ from autogen_core import Agent, AgentId
 from .._exceptions import HostConnectionError
 from .._protocol import json_codec as _json
 from .._protocol import wire
+from .._protocol.params import writer_token
 from .._protocol.wire import Method
 from .connection import HostConnection
 
@@ -45,14 +46,20 @@ class AgentStates:
     """Loads and saves the states of one worker's agents through its host.
 
     Args:
+        instance: This worker's instance id (sent in ``hello``): the host records it as the
+            writer of the states this worker saves.
         timeout: Seconds an activation waits for the host's answer to ``state.load``.
     """
 
-    def __init__(self, logger: logging.Logger, *, timeout: float) -> None:
+    def __init__(self, logger: logging.Logger, instance: str, *, timeout: float) -> None:
         self._log = logger
+        self._writer = writer_token(instance)
         self._timeout = timeout
         #: The version of each agent's state this worker last loaded or saved.
         self._versions: dict[AgentId, int] = {}
+        #: Who wrote the state each agent's copy here is based on (the loaded state's writer,
+        #: then this worker): a save is stored only if that is still who wrote the stored one.
+        self._bases: dict[AgentId, str] = {}
         #: Activations under way: other messages for the agent wait for them.
         self._loading: dict[AgentId, asyncio.Future[None]] = {}
         #: Agents whose last save the host refused as stale: reloaded before their next message.
@@ -87,8 +94,14 @@ class AgentStates:
             if isinstance(answer, dict):
                 await agent.load_state(answer["state"])
                 self._versions[agent_id] = int(answer["version"])
+                writer = answer.get("writer")
+                if isinstance(writer, str):
+                    self._bases[agent_id] = writer
+                else:  # a host that does not say: the newest version wins
+                    self._bases.pop(agent_id, None)
             else:
                 self._versions.setdefault(agent_id, 0)
+                self._bases[agent_id] = ""
             self._stale.discard(agent_id)
         except BaseException as exc:
             failure = RuntimeError(f"Could not restore the saved state of agent {agent_id}: {exc}")
@@ -114,10 +127,15 @@ class AgentStates:
             version = self._versions.get(agent_id, 0) + 1
             try:
                 state = _json.readable(dict(await agent.save_state()))
-                _, answer = connection.start_call(
-                    Method.STATE_SAVE,
-                    {"agent": wire.agent_id_to_wire(agent_id), "version": version, "state": state},
-                )
+                params: wire.JsonObject = {
+                    "agent": wire.agent_id_to_wire(agent_id),
+                    "version": version,
+                    "state": state,
+                }
+                base = self._bases.get(agent_id)
+                if base is not None:
+                    params["base"] = base
+                _, answer = connection.start_call(Method.STATE_SAVE, params)
             except Exception as exc:
                 self.counts.failed += 1
                 self._warn(
@@ -129,6 +147,8 @@ class AgentStates:
                 )
                 return
             self._versions[agent_id] = version
+            if agent_id in self._bases:
+                self._bases[agent_id] = self._writer
             answer.add_done_callback(functools.partial(self._saved, agent_id, version))
 
     def _saved(self, agent_id: AgentId, version: int, answer: asyncio.Future[Any]) -> None:
