@@ -51,7 +51,7 @@ class AgentStates:
         timeout: Seconds an activation waits for the host's answer to ``state.load``.
     """
 
-    def __init__(self, logger: logging.Logger, instance: str, *, timeout: float) -> None:
+    def __init__(self, logger: logging.Logger, instance: str, timeout: float) -> None:
         self._log = logger
         self._writer = writer_token(instance)
         self._timeout = timeout

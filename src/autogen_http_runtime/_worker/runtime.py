@@ -162,11 +162,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracer = RuntimeTracer(tracer_provider, "Worker Runtime")
         self._log = logger or logging.getLogger(WORKER_LOGGER)
         self._agents = LocalAgents(self)
-        states = (
-            AgentStates(self._log, options.instance_id, timeout=control_timeout)
-            if persist_agent_state
-            else None
-        )
+        states = AgentStates(self._log, options.instance_id, control_timeout) if persist_agent_state else None
         self._inbound = Inbound(self._agents, self._codec, self._tracer, self._log, name=name, states=states)
         self._registrations = Registrations(self._agents, control_timeout=control_timeout, logger=self._log)
         self._lifecycle = Lifecycle(
