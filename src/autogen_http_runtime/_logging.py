@@ -99,6 +99,29 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     logging.getLogger("autogen_http_runtime").setLevel(numeric)
 
 
+class OncePerKind:
+    """A log line at ``level`` the first time for its kind, at DEBUG after: for failures that
+    repeat with every message once they start (a store down, a type nobody registered).
+
+    Args:
+        kinds: How many kinds are remembered; past it, every line goes to DEBUG, so a peer
+            sending endless new kinds cannot grow the set.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int, *, kinds: int) -> None:
+        self._log = logger
+        self._level = level
+        self._max_kinds = kinds
+        self._seen: set[object] = set()
+
+    def log(self, kind: object, message: str, *args: object) -> None:
+        if kind in self._seen or len(self._seen) >= self._max_kinds:
+            self._log.debug(message, *args)
+            return
+        self._seen.add(kind)
+        self._log.log(self._level, message + " (more like it are logged at DEBUG)", *args)
+
+
 class Throttled:
     """One kind of log line a peer can cause at will (a refused handshake, a denied action):
     at WARNING at most once per ``interval`` seconds, the rest at DEBUG, so that a flood of

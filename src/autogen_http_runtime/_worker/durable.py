@@ -19,6 +19,7 @@ from typing import Any
 from autogen_core import Agent, AgentId
 
 from .._exceptions import HostConnectionError
+from .._logging import OncePerKind
 from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.params import writer_token
@@ -66,7 +67,8 @@ class AgentStates:
         self._stale: set[AgentId] = set()
         self._saving: dict[AgentId, asyncio.Lock] = {}
         self.counts = StateCounts()
-        self._warned: set[str] = set()
+        #: An error the first time for its kind, DEBUG after: a failing store fails every save.
+        self._failures = OncePerKind(logger, logging.ERROR, kinds=100)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self.counts)
@@ -138,7 +140,7 @@ class AgentStates:
                 _, answer = connection.start_call(Method.STATE_SAVE, params)
             except Exception as exc:
                 self.counts.failed += 1
-                self._warn(
+                self._failures.log(
                     type(exc).__name__,
                     "Did not save the state of agent %s: %s: %s",
                     agent_id,
@@ -161,7 +163,9 @@ class AgentStates:
                 self._log.debug("No answer to the save of agent %s (version %d): %s", agent_id, version, exc)
                 return
             self.counts.failed += 1
-            self._warn(type(exc).__name__, "The host did not store the state of agent %s: %s", agent_id, exc)
+            self._failures.log(
+                type(exc).__name__, "The host did not store the state of agent %s: %s", agent_id, exc
+            )
             return
         result = answer.result()
         if not isinstance(result, dict) or result.get("stored") is True:
@@ -177,11 +181,3 @@ class AgentStates:
             held,
             version,
         )
-
-    def _warn(self, kind: str, what: str, *args: object) -> None:
-        """An error the first time for its kind, DEBUG after: a failing store fails every save."""
-        if kind in self._warned or len(self._warned) >= 100:
-            self._log.debug(what, *args)
-            return
-        self._warned.add(kind)
-        self._log.error(what + " (more like it are logged at DEBUG)", *args)

@@ -22,7 +22,7 @@ from autogen_core import (
 )
 
 from .._exceptions import AgentNotFoundError, ErrorCode, HostConnectionError, MessageTooLargeError
-from .._logging import call_extra
+from .._logging import OncePerKind, call_extra
 from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.errors import remote_error_data
@@ -64,7 +64,7 @@ class Inbound:
         #: Set once the runtime itself cancels the handlers (see :meth:`stop`): why, for their callers.
         self._stop_reason: str | None = None
         #: (what was wrong, type name) pairs of payloads already warned about: later ones log at DEBUG.
-        self._warned: set[tuple[str, str]] = set()
+        self._bad_payloads = OncePerKind(logger, logging.WARNING, kinds=_MAX_WARNED)
         #: While :meth:`finish` waits: done when what it waits for may have changed (a call
         #: cancelled, the connection closed) besides a handler ending.
         self._changed: asyncio.Future[None] | None = None
@@ -291,12 +291,7 @@ class Inbound:
 
     def _warn_once(self, problem: str, data_type: str, what: str, *args: object) -> None:
         """Log a bad payload at WARNING the first time for its problem and type, at DEBUG after."""
-        key = (problem, data_type)
-        if key in self._warned or len(self._warned) >= _MAX_WARNED:
-            self._log.debug(what, *args)
-            return
-        self._warned.add(key)
-        self._log.warning(what + " (more like it are logged at DEBUG)", *args)
+        self._bad_payloads.log((problem, data_type), what, *args)
 
     def _attributes(
         self, agent: Agent, sender: AgentId | None, ctx: MessageContext, message: Any
