@@ -156,6 +156,7 @@ async def run_host(
     lease: float = 3.0,
     delivery: str = "at-most-once",
     cluster_name: str = "default",
+    link_url: str | None = None,
 ) -> None:
     if runtime == "http":
         from autogen_http_runtime import HttpAgentServer
@@ -171,6 +172,7 @@ async def run_host(
                 "cluster_lease": lease,
                 "cluster_name": cluster_name,
                 "delivery": delivery,
+                "cluster_link_url": link_url,
             }
         )
         server: Any = HttpAgentServer(
@@ -232,6 +234,7 @@ def main() -> None:
     host.add_argument("--lease", type=float, default=3.0, help="the cluster's lease (with --redis-url)")
     host.add_argument("--delivery", default="at-most-once")
     host.add_argument("--cluster-name", default="default")
+    host.add_argument("--link-url", help="cluster_link_url: direct links between hosts ('auto')")
     worker = sub.add_parser("worker")
     worker.add_argument("runtime", choices=["http", "grpc"])
     worker.add_argument("address")
@@ -254,6 +257,7 @@ def main() -> None:
                 args.lease,
                 args.delivery,
                 args.cluster_name,
+                args.link_url,
             )
         )
     else:

@@ -8,13 +8,16 @@ and this driver, a worker connected to the first host (A).
 
 - **Cluster RPC latency**: sequential calls from the driver, in alternating blocks of 100, to
   an echo worker on A (same host: no Redis on the path) and to one on B (cross host: A
-  publishes the request to B through Redis, B the answer back); and the same calls on a
-  plain host with no cluster (``bench.rpc_latency``).
-- **Cluster RPC, 128 in flight**: the same three paths, 128 calls in flight over 8 agent
-  ids; calls per second and the CPU per call of every process (Redis included).
+  sends the request to B over its direct link, B the answer back over its own); and the
+  same calls on a plain host with no cluster (``bench.rpc_latency``). Then again on a
+  cluster without links (figures ``..._redis``): A publishes the request to B through
+  Redis, B the answer back.
+- **Cluster RPC, 128 in flight**: the same paths, 128 calls in flight over 8 agent ids;
+  calls per second and the CPU per call of every process (Redis included).
 - **Cluster fan-out to 4 subscribers**: the driver (on A) publishes numbered events to four
   sinks, two on A and two on B; events per second until the last sink has every one (each
-  checks for losses and duplicates), against the same four on one host.
+  checks for losses and duplicates), against the same four on one host; with links, and
+  through Redis.
 
 gRPC has no cluster: its column shows the same scenario on its one host (the plain
 figures), so ``ours/grpc`` on a cross-host row compares a call between two of our hosts
@@ -56,15 +59,20 @@ SECRET = "a-secret-for-the-cluster-benchmark"
 LEASE = 10.0
 
 
+#: The two ways hosts send each other calls and events: direct links (``cluster_link_url``),
+#: and Redis alone (a figure named ``..._redis``).
+PATHS = {"": ("--link-url", "auto"), "_redis": ()}
+
+
 @contextlib.asynccontextmanager
 async def two_hosts(
-    *workers: tuple[int, tuple[str, ...]],
+    *workers: tuple[int, tuple[str, ...]], links: tuple[str, ...] = PATHS[""]
 ) -> AsyncIterator[tuple[list[str], list[Proc], list[Proc], RedisServer]]:
     """Redis, hosts A and B of one cluster, and ``workers`` (host index, worker arguments)."""
     with RedisServer() as redis:  # started from the main thread: it dies with this process
         ports = [free_port(), free_port()]
         addresses = [f"127.0.0.1:{port}" for port in ports]
-        cluster = ("--redis-url", redis.url, "--secret", SECRET, "--lease", str(LEASE))
+        cluster = ("--redis-url", redis.url, "--secret", SECRET, "--lease", str(LEASE), *links)
         async with contextlib.AsyncExitStack() as stack:
             hosts = [await stack.enter_async_context(spawn("host", "http", str(p), *cluster)) for p in ports]
             procs = [
@@ -85,24 +93,28 @@ async def latency(runtime: str, calls: int) -> dict[str, float]:
     if runtime == "grpc":
         return figures
     echoes = [(0, ("--echo", "echo-a")), (1, ("--echo", "echo-b"))]
-    async with two_hosts(*echoes) as (addresses, _, _, _), driver(runtime, addresses[0]) as drv:
-        near, far = AgentId("echo-a", "k"), AgentId("echo-b", "k")
-        for n in range(max(10, calls // 10)):  # warm-up
-            await checked_call(drv, n, near)
-            await checked_call(drv, n, far)
-        times: dict[AgentId, list[float]] = {near: [], far: []}
-        # In blocks, alternated, so that a slow spell of the machine hits both alike. Not call by
-        # call: a same-host call right after a cross-host one measured ~0.15 ms slower (the
-        # processes of the cross-host path still settling on the two cores).
-        block = min(100, calls)
-        for first in range(0, calls, block):
-            for target in (near, far) if first // block % 2 == 0 else (far, near):
-                for n in range(first, min(first + block, calls)):
-                    start = time.perf_counter()
-                    await checked_call(drv, n, target)
-                    times[target].append(time.perf_counter() - start)
-        same, cross = times[near], times[far]
-    return figures | quantiles(same, "same_host") | quantiles(cross, "cross_host")
+    for suffix, links in PATHS.items():
+        async with (
+            two_hosts(*echoes, links=links) as (addresses, _, _, _),
+            driver(runtime, addresses[0]) as drv,
+        ):
+            near, far = AgentId("echo-a", "k"), AgentId("echo-b", "k")
+            for n in range(max(10, calls // 10)):  # warm-up
+                await checked_call(drv, n, near)
+                await checked_call(drv, n, far)
+            times: dict[AgentId, list[float]] = {near: [], far: []}
+            # In blocks, alternated, so that a slow spell of the machine hits both alike. Not call
+            # by call: a same-host call right after a cross-host one measured ~0.15 ms slower (the
+            # processes of the cross-host path still settling on the two cores).
+            block = min(100, calls)
+            for first in range(0, calls, block):
+                for target in (near, far) if first // block % 2 == 0 else (far, near):
+                    for n in range(first, min(first + block, calls)):
+                        start = time.perf_counter()
+                        await checked_call(drv, n, target)
+                        times[target].append(time.perf_counter() - start)
+        figures |= quantiles(times[near], f"same_host{suffix}") | quantiles(times[far], f"cross_host{suffix}")
+    return figures
 
 
 async def in_flight(drv: Any, calls: int, lanes: int, targets: list[AgentId]) -> float:
@@ -124,20 +136,24 @@ async def throughput(runtime: str, calls: int, lanes: int = 128) -> dict[str, fl
     if runtime == "grpc":
         return figures
     echoes = [(0, ("--echo", "echo-a")), (1, ("--echo", "echo-b"))]
-    async with two_hosts(*echoes) as (addresses, hosts, workers, redis), driver(runtime, addresses[0]) as drv:
-        assert redis.pid is not None
-        pids: list[int | str] = [p.process.pid for p in (*hosts, *workers)] + [redis.pid, "self"]
+    for suffix, links in PATHS.items():
+        async with (
+            two_hosts(*echoes, links=links) as (addresses, hosts, workers, redis),
+            driver(runtime, addresses[0]) as drv,
+        ):
+            assert redis.pid is not None
+            pids: list[int | str] = [p.process.pid for p in (*hosts, *workers)] + [redis.pid, "self"]
 
-        def cpu() -> float:
-            return sum(cpu_seconds(pid) for pid in pids)
+            def cpu(pids: list[int | str] = pids) -> float:
+                return sum(cpu_seconds(pid) for pid in pids)
 
-        for path in ("same_host", "cross_host"):
-            targets = [AgentId("echo-a" if path == "same_host" else "echo-b", str(k)) for k in range(8)]
-            for n in range(50):  # warm-up
-                await checked_call(drv, n, targets[n % 8])
-            before = cpu()
-            figures[f"{path}_rpc_per_s"] = await in_flight(drv, calls, lanes, targets)
-            figures[f"{path}_cpu_ms_per_rpc"] = (cpu() - before) / calls * 1e3
+            for path in ("same_host", "cross_host"):
+                targets = [AgentId("echo-a" if path == "same_host" else "echo-b", str(k)) for k in range(8)]
+                for n in range(50):  # warm-up
+                    await checked_call(drv, n, targets[n % 8])
+                before = cpu()
+                figures[f"{path}{suffix}_rpc_per_s"] = await in_flight(drv, calls, lanes, targets)
+                figures[f"{path}{suffix}_cpu_ms_per_rpc"] = (cpu() - before) / calls * 1e3
     return figures
 
 
@@ -147,16 +163,22 @@ async def fan_out(runtime: str, events: int, subscribers: int = 4) -> dict[str, 
     if runtime == "grpc":
         return figures
     sinks = [(i % 2, ("--sink", f"sink{i}", "--expect", str(events))) for i in range(subscribers)]
-    async with two_hosts(*sinks) as (addresses, _, workers, _), driver(runtime, addresses[0]) as drv:
-        rounds = []
-        for _ in range(2):  # a warm-up round (which also proves the subscriptions reach B), then one timed
-            start = time.perf_counter()
-            for n in range(events):
-                await drv.publish_message(Seq(n), TopicId("bench", "s"))
-            for worker in workers:
-                await expect_done(worker, events)
-            rounds.append(time.perf_counter() - start)
-    figures["two_hosts_events_per_s"] = events / rounds[-1]
+    for suffix, links in PATHS.items():
+        async with (
+            two_hosts(*sinks, links=links) as (addresses, _, workers, _),
+            driver(runtime, addresses[0]) as drv,
+        ):
+            rounds = []
+            for _ in range(
+                2
+            ):  # a warm-up round (which also proves the subscriptions reach B), then one timed
+                start = time.perf_counter()
+                for n in range(events):
+                    await drv.publish_message(Seq(n), TopicId("bench", "s"))
+                for worker in workers:
+                    await expect_done(worker, events)
+                rounds.append(time.perf_counter() - start)
+        figures[f"two_hosts{suffix}_events_per_s"] = events / rounds[-1]
     return figures
 
 
@@ -214,6 +236,8 @@ def measure_in_child(runtime: str, args: argparse.Namespace) -> dict[str, dict[s
 TARGETS = [
     ("Cluster RPC latency", "cross_host_p50_ms", "same_host_p50_ms", "", 2.5, False),
     ("Cluster RPC, 128 in flight", "cross_host_rpc_per_s", "same_host_rpc_per_s", "", 0.5, True),
+    ("Cluster RPC latency", "cross_host_redis_p50_ms", "same_host_redis_p50_ms", "", None, None),
+    ("Cluster RPC, 128 in flight", "cross_host_redis_rpc_per_s", "same_host_redis_rpc_per_s", "", None, None),
     ("Cluster RPC latency", "same_host_p50_ms", "plain_p50_ms", "", None, None),
     ("Cluster RPC, 128 in flight", "same_host_rpc_per_s", "plain_rpc_per_s", "", None, None),
     (
@@ -225,6 +249,14 @@ TARGETS = [
         True,
     ),
     ("Cluster fan-out to 4 subscribers", "two_hosts_events_per_s", "one_host_events_per_s", "", None, None),
+    (
+        "Cluster fan-out to 4 subscribers",
+        "two_hosts_redis_events_per_s",
+        "one_host_events_per_s",
+        "grpc",
+        None,
+        None,
+    ),
 ]
 
 

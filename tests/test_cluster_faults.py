@@ -57,11 +57,14 @@ async def _fails_with(call: asyncio.Future[object]) -> BaseException:
     raise AssertionError("the call succeeded")
 
 
+@pytest.mark.parametrize("links", [False, True], ids=["through-redis", "direct-links"])
 async def test_a_killed_host_fails_calls_in_flight_and_its_workers_serve_again_through_another(
-    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer, links: bool
 ) -> None:
-    a = await make_host()
-    async with spawn("cluster_host", redis_server.url, SECRET, "--lease", str(LEASE)) as b:
+    link_url = "auto" if links else None
+    a = await make_host(cluster_link_url=link_url)
+    link_args = ("--link-url", "auto") if links else ()
+    async with spawn("cluster_host", redis_server.url, SECRET, "--lease", str(LEASE), *link_args) as b:
         _, b_url, b_name = (await b.expect("READY")).split()
         # The worker knows both hosts; it starts on B.
         served = await make_worker(f"{b_url},{a.url}", name="served")
@@ -83,8 +86,9 @@ async def test_a_killed_host_fails_calls_in_flight_and_its_workers_serve_again_t
 
     assert all(isinstance(error, WorkerDisconnectedError) for error in errors), errors
     assert all(b_name in str(error) for error in errors), errors[0]
-    # Within the lease (and the tick that notices it), however the kill fell.
-    assert failed_after < LEASE * 1.1 + 1.0
+    # Within the lease (and the tick that notices it), however the kill fell; at once with a
+    # direct link, which closes with the process.
+    assert failed_after < (1.0 if links else LEASE * 1.1 + 1.0)
 
     async def serves_again() -> bool:
         try:
@@ -110,10 +114,12 @@ async def test_a_killed_host_fails_calls_in_flight_and_its_workers_serve_again_t
     await until(only_a_left, LEASE * 1.1 + 1.0)
 
 
+@pytest.mark.parametrize("links", [False, True], ids=["through-redis", "direct-links"])
 async def test_redis_killed_fails_cross_host_calls_at_once_and_restarted_empty_heals_by_itself(
-    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer, links: bool
 ) -> None:
-    a, b = await make_host(), await make_host()
+    link_url = "auto" if links else None
+    a, b = await make_host(cluster_link_url=link_url), await make_host(cluster_link_url=link_url)
     caller, near, far = await make_worker(a.url), await make_worker(a.url), await make_worker(b.url)
     await Upper.register(near, "near", Upper)
     await Upper.register(far, "far", Upper)

@@ -19,6 +19,8 @@ DEFAULT_HOST = "127.0.0.1"
 
 #: Path of the worker WebSocket, relative to where the service's router is mounted.
 WORKER_WS_PATH = "/v1/worker"
+#: Where the other hosts of a cluster open their direct links to this one (cluster_link_url).
+CLUSTER_LINK_PATH = "/v1/cluster/link"
 #: Path of the agent-type listing, relative to where the service's router is mounted.
 AGENTS_PATH = "/v1/agents"
 #: What the ``type`` of every RFC 9457 problem the host answers with starts with; a refusal

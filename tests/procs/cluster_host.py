@@ -1,7 +1,8 @@
 """A host of a cluster: joins it through Redis and serves on 127.0.0.1 until killed or signalled.
 
 Usage: ``python -m tests.procs.cluster_host REDIS_URL SECRET [--lease S] [--replicas]
-[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N] [--port P]``
+[--name CLUSTER] [--delivery MODE] [--visibility-timeout S] [--max-deliveries N] [--port P]
+[--link-url URL]``
 (an ephemeral port by default; the cluster soak restarts a host on its port). Prints
 ``READY <url> <host name in the cluster>`` once serving.
 """
@@ -27,6 +28,7 @@ async def main() -> None:
     parser.add_argument("--visibility-timeout", type=float, default=30.0)
     parser.add_argument("--max-deliveries", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--link-url", help="cluster_link_url ('auto': direct links at the bound address)")
     args = parser.parse_args()
     server = HttpAgentServer(
         "127.0.0.1",
@@ -39,6 +41,7 @@ async def main() -> None:
         delivery=args.delivery,
         visibility_timeout=args.visibility_timeout,
         max_deliveries=args.max_deliveries,
+        cluster_link_url=args.link_url,
     )
     await server.start()
     stopping = await run_until_signal(server.stop_when_signal(grace=1.0))

@@ -38,6 +38,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         cluster_name=settings.cluster_name,
         cluster_secret=settings.cluster_secret,
         cluster_lease=settings.cluster_lease,
+        cluster_link_url=settings.cluster_link_url,
         state_dir=settings.state_dir,
         max_state_size=settings.max_state_size,
         delivery=settings.delivery,

@@ -130,6 +130,13 @@ class ServeSettings(BaseSettings):
         ge=0.5,
         le=300,
     )
+    cluster_link_url: Optional[str] = _setting(
+        None,
+        "cluster",
+        "where the other hosts reach this one for direct links (ws://10.0.0.5:9000), or 'auto' "
+        "for the address it binds; without it, Redis carries what hosts send each other",
+        "URL",
+    )
 
     state_dir: Optional[str] = _setting(
         None, "state", "keep durable agents' states in this directory (else in memory, or Redis)", "DIR"

@@ -137,6 +137,9 @@ class Engine(Protocol):
 
     async def snapshot(self) -> Snapshot: ...
 
+    async def host_info(self, host: str) -> str | None:
+        """What a live host said of itself when it joined (JSON), or ``None``."""
+
     async def version(self) -> int:
         """The directory's version now."""
 

@@ -17,7 +17,11 @@ The tag is HMAC-SHA256, cut to 16 bytes, over everything after it, keyed by the 
 secret (through :func:`batch_key`). A receiver drops a batch whose tag does not verify,
 that names another cluster, that was sent more than :data:`MAX_AGE_MS` from its own clock,
 or whose sequence number it has seen from that host already: whoever can write to Redis
-but lacks the secret can neither forge a batch nor replay one.
+(or reach a host's link endpoint) but lacks the secret can neither forge a batch nor
+replay one. A batch may arrive after a later one of its sender, when the two took
+different paths (a direct link and Redis, as a link opens or breaks): it is taken if its
+number is within the last :data:`REPLAY_WINDOW` of the highest seen and was not seen, as
+IPsec's anti-replay window does.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ MAX_AGE_MS: Final = 30_000
 FOR_WORKER: Final = 0x77  # "w"
 FOR_HOST: Final = 0x61  # "a"
 _KINDS: Final = frozenset((FOR_WORKER, FOR_HOST))
+#: Sequence numbers below a sender's highest seen that a batch may still carry (if unseen).
+REPLAY_WINDOW: Final = 1024
 
 
 class EnvelopeError(ValueError):
@@ -105,11 +111,13 @@ class BatchReader:
     def __init__(self, key: bytes, cluster: str) -> None:
         self._key = key
         self._cluster = cluster
-        self._last: dict[str, int] = {}
+        #: Per sender: the highest sequence number seen, and a bit for each of the
+        #: REPLAY_WINDOW numbers below it (bit n: highest - 1 - n was seen).
+        self._seen: dict[str, tuple[int, int]] = {}
 
     def forget(self, host: str) -> None:
         """``host`` is gone: its sequence numbers need not be remembered."""
-        self._last.pop(host, None)
+        self._seen.pop(host, None)
 
     def open(self, data: bytes, now_ms: int) -> Batch:
         """Raises: EnvelopeError: The batch is refused (the message says why)."""
@@ -130,11 +138,23 @@ class BatchReader:
             raise EnvelopeError(f"sent for cluster {cluster!r}")
         if abs(now_ms - sent) > MAX_AGE_MS:
             raise EnvelopeError(f"sent {(now_ms - sent) / 1000:.1f} s from this host's clock")
-        if sequence <= self._last.get(source, 0):
-            raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
+        highest, below = self._seen.get(source, (0, 0))
+        if sequence > highest:
+            shift = sequence - highest
+            below = ((below << shift) | (1 << (shift - 1))) & _WINDOW_MASK if shift <= REPLAY_WINDOW else 0
+            seen = (sequence, below)
+        else:
+            behind = highest - sequence  # 0: the highest itself
+            bit = 1 << (behind - 1) if 0 < behind <= REPLAY_WINDOW else 0
+            if not bit or below & bit:
+                raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
+            seen = (highest, below | bit)
         items = _items(body, 2 + header_size)
-        self._last[source] = sequence
+        self._seen[source] = seen
         return Batch(str(source), sequence, version, items)
+
+
+_WINDOW_MASK: Final = (1 << REPLAY_WINDOW) - 1
 
 
 def _items(body: memoryview, at: int) -> list[Item]:

@@ -22,25 +22,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
-import socket
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from .._constants import __version__
 from .._exceptions import ClusterJoinError, ErrorCode
-from .._host.deliveries import AT_LEAST_ONCE, AT_MOST_ONCE, check_delivery
+from .._host.deliveries import AT_LEAST_ONCE
 from .._host.directory import ClusterStatus
 from .._host.security import AccessPolicy
 from .._host.session import CLOSE_NORMAL, WorkerSession
+from .config import PEERING_VERSION, RETRY_INTERVAL, ClusterConfig, disagreement, host_name
 from .deliveries import StreamDeliveries
 from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
-from .peers import PeerTable
+from .peers import Dial, PeerTable
 from .redis_engine import RedisEngine
 from .state_store import RedisStateStore
 from .sync import ViewSync
@@ -49,45 +46,6 @@ from .view import WorkerInfo
 
 if TYPE_CHECKING:
     from .._host.core import RoutingCore
-
-#: Version of what hosts send each other; hosts of one cluster must speak the same.
-PEERING_VERSION: Final = "1"
-#: Seconds between attempts to reach the engine again.
-RETRY_INTERVAL: Final = 0.25
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """How a host joins its cluster (see ``HttpAgentService``)."""
-
-    redis_url: str
-    secret: str
-    name: str = "default"
-    lease: float = 3.0
-    #: ``"at-most-once"`` or ``"at-least-once"`` (events kept in a Redis stream until handled).
-    delivery: str = AT_MOST_ONCE
-    #: At-least-once: seconds a copy may go unacknowledged before it is delivered again.
-    visibility_timeout: float = 30.0
-    #: At-least-once: deliveries of a copy before it goes to the dead letters.
-    max_deliveries: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.secret:
-            raise ValueError(
-                "A cluster needs cluster_secret (AUTOGEN_HTTP_CLUSTER_SECRET): the hosts sign what "
-                "they send each other with it, so that whoever can write to Redis cannot forge calls."
-            )
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
-            raise ValueError(f"cluster_name must be 1-64 letters, digits, _ . or -, not {self.name!r}.")
-        if not 0.5 <= self.lease <= 300:
-            raise ValueError(f"cluster_lease must be between 0.5 and 300 seconds, not {self.lease}.")
-        check_delivery(self.delivery, self.visibility_timeout, self.max_deliveries)
-
-
-def host_name() -> str:
-    """A name for this host in the cluster, never reused: the machine's, the process id, a random part."""
-    machine = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
-    return f"{machine}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class ClusterNode:
@@ -138,7 +96,9 @@ class ClusterNode:
             logger=logger,
         )
         self._key = key
-        self._host_json = json.dumps({"started": time.time(), "version": __version__}, separators=(",", ":"))
+        self._host_info: dict[str, object] = {"started": time.time(), "version": __version__}
+        #: Opens direct links to other hosts (set by the web layer with ``cluster_link_url``).
+        self.dial: Dial | None = None
         self._core: RoutingCore | None = None
         self._peers: PeerTable | None = None
         #: Why the engine is out of reach, or ``None``; ``"not started"`` before :meth:`start`.
@@ -161,6 +121,11 @@ class ClusterNode:
     def bind(self, core: RoutingCore) -> None:
         self._core = core
 
+    def offer_links(self, url: str, dial: Dial) -> None:
+        """Take direct links from other hosts at ``url`` (said when joining), and open them with ``dial``."""
+        self._host_info["link"] = url
+        self.dial = dial
+
     @property
     def core(self) -> RoutingCore:
         assert self._core is not None, "bind() the routing core first"
@@ -182,6 +147,7 @@ class ClusterNode:
             bytes_in=0 if self._peers is None else self._peers.bytes_in,
             refused=0 if self._peers is None else self._peers.refused,
             reasserted=self._reasserted,
+            links=tuple(sorted(peer.name for peer in peers if peer.link is not None)),
         )
 
     # -- start and stop -----------------------------------------------------------------
@@ -206,7 +172,7 @@ class ClusterNode:
             raise ClusterJoinError(f"Cannot join cluster {self.config.name!r}: {exc}") from None
         except SettingsDisagree as exc:
             await self.engine.close()
-            raise ClusterJoinError(_disagreement(self.config.name, exc.name)) from None
+            raise ClusterJoinError(disagreement(self.config.name, exc.name)) from None
         if self.config.delivery == AT_LEAST_ONCE:
             await self._start_deliveries()
         loop = asyncio.get_running_loop()
@@ -245,7 +211,7 @@ class ClusterNode:
         """Connect, take the lease, put back this host's entries, load the view; then up."""
         await self.engine.connect()
         self.generation += 1
-        await self.engine.join(self._host_json, self._settings)
+        await self.engine.join(json.dumps(self._host_info, separators=(",", ":")), self._settings)
         _, refused = await self.engine.assert_host(self.directory.state())
         for what, refusal in refused:
             self.directory.refused_again(what, refusal)
@@ -347,7 +313,7 @@ class ClusterNode:
                 except (EngineUnavailable, NotJoined):
                     await asyncio.sleep(RETRY_INTERVAL)
                 except SettingsDisagree as exc:
-                    self._log.error("%s", _disagreement(self.config.name, exc.name))
+                    self._log.error("%s", disagreement(self.config.name, exc.name))
                     await asyncio.sleep(max(RETRY_INTERVAL, self.config.lease))
 
     # -- other hosts --------------------------------------------------------------------
@@ -403,18 +369,25 @@ class ClusterNode:
         self.directory.view.drop_host(host)
         self._peers.drop(host)
 
-    def peer_silent(self, host: str) -> None:
-        """Nobody listens on ``host``'s inbox: it died, or lost the engine. What was sent is lost."""
-        ended = self.core.calls.host_lost(
-            host, ErrorCode.WORKER_DISCONNECTED, f"its host {host} does not listen (it died or lost Redis)"
-        )
+    def peer_silent(self, host: str, why: str) -> None:
+        """What was sent to ``host`` may be lost (nobody listens to its inbox, or its link
+        closed): the calls in flight with it fail now rather than when its lease ends."""
+        ended = self.core.calls.host_lost(host, ErrorCode.WORKER_DISCONNECTED, f"its host {host}: {why}")
         if ended:
-            self._log.warning("Host %s does not listen; failed %d call(s) in flight with it", host, ended)
+            self._log.warning("Host %s: %s; failed %d call(s) in flight with it", host, why, ended)
 
+    async def link_address(self, host: str) -> str | None:
+        """Where ``host`` takes direct links, if it does (``None`` too when the engine is out of reach)."""
+        try:
+            info = await self.engine.host_info(host)
+            address = None if info is None else json.loads(info).get("link")
+        except (EngineUnavailable, ValueError, AttributeError):
+            return None
+        return address if isinstance(address, str) and address else None
 
-def _disagreement(cluster: str, setting: str) -> str:
-    return (
-        f"This host's {setting} differs from the running hosts' of cluster {cluster!r}: every host of "
-        "a cluster must run with the same replicas, max_message_size, access_policy, delivery and "
-        "cluster_secret (and the same version of the cluster protocol). Fix it, or pick another cluster_name."
-    )
+    def receive_link(self, data: bytes) -> bool:
+        """A batch from another host's direct link; ``False``: refused, or this host is out of
+        reach (the link should close: its sender then fails its calls in flight here)."""
+        if self.unavailable is not None or self._peers is None:
+            return False
+        return self._peers.receive(data, self.directory.view.version, self.core, via="links")

@@ -6,7 +6,9 @@ that host's callers (the calls it forwards to workers here, the answers going ba
 routing core queues messages in those sessions as in any other; the peer's task takes
 everything they hold, seals it into one batch (:mod:`.envelope`) and publishes it to the
 host's inbox, one publish at a time, so a peer's messages arrive in the order queued and
-a batch grows by itself under load.
+a batch grows by itself under load. With direct links on (``cluster_link_url``), the batch
+goes over a WebSocket straight to that host instead (:class:`PeerLink`, made by the web
+layer), and through Redis only while there is no link.
 
 :class:`PeerTable` opens what arrives in this host's inbox and routes each item through
 the core: a request, cancel or event copy for a worker here, or an answer to a call
@@ -19,7 +21,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .._host.security import Identity
 from .._host.session import WorkerSession
@@ -38,6 +41,26 @@ BATCH_BYTES: Final = 1 << 20
 UNBOUNDED: Final = 1 << 62
 #: Seconds a batch waits for this host's view to reach the version its sender had.
 MAX_PARK: Final = 1.0
+#: Seconds between attempts to open a direct link to a host that has one, once one failed.
+LINK_RETRY: Final = 2.0
+
+
+class PeerLink(Protocol):
+    """A direct connection to another host that carries the batches sent to it."""
+
+    async def send(self, data: bytes) -> bool:
+        """Send one sealed batch (waiting while the socket's buffer is full); ``False``: the
+        link is closed, nothing was sent."""
+
+    async def closed(self) -> str:
+        """Wait until the link is closed; returns why."""
+
+    def close(self) -> None:
+        """Close the link (what was sent goes out first)."""
+
+
+#: Opens a direct link to ``host`` at ``url`` (bounded), or returns ``None`` (it logs why).
+Dial = Callable[[str, str], Awaitable[PeerLink | None]]
 
 
 class Peer:
@@ -55,7 +78,15 @@ class Peer:
         self.frames_in = 0
         self.gone = False
         self.proxy = self.stand_in(f"host:{name}", name=f"callers on host {name}")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"autogen-http-peer {name}")
+        #: The direct link to the host, while one is open.
+        self.link: PeerLink | None = None
+        self._linked = asyncio.Event()  # the first attempt at a link is over
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name=f"autogen-http-peer {name}")]
+        if node.dial is None:
+            self._linked.set()
+        else:
+            self._tasks.append(loop.create_task(self._keep_link(node.dial), name=f"autogen-http-link {name}"))
 
     @property
     def unavailable(self) -> str | None:
@@ -113,7 +144,10 @@ class Peer:
         """The host is gone (or this one leaves): drop what is queued, refuse what comes."""
         self.gone = True
         self.discard()
-        self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.link is not None:
+            self.link.close()
 
     async def flushed(self) -> None:
         """Wait until everything queued for this host has left (or was dropped)."""
@@ -138,8 +172,34 @@ class Peer:
                 self._marked.discard(session)
         return items, taken
 
+    async def _keep_link(self, dial: Dial) -> None:
+        """Keep a direct link open to the host, if it has an address for one. The first batch
+        waits for the first attempt: a batch sent through Redis just before the link opens
+        could arrive after those sent over it."""
+        while True:
+            url = await self._node.link_address(self.name)
+            link = None if url is None else await dial(self.name, url)
+            self._linked.set()
+            if link is not None:
+                self.link = link
+                why = await link.closed()
+                self.link = None
+                if not self.gone:
+                    self._node.peer_silent(self.name, f"the direct link to it closed ({why})")
+            elif url is None and self._node.unavailable is None:
+                return  # the host offers no link: Redis carries everything
+            await asyncio.sleep(LINK_RETRY)
+
+    async def _send(self, data: bytes) -> int:
+        """Send a batch over the link, or else through the engine; returns its receivers."""
+        link = self.link
+        if link is not None and await link.send(data):
+            return 1
+        return await self._node.engine.publish(self.name, data)
+
     async def _run(self) -> None:
         node = self._node
+        await self._linked.wait()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -152,7 +212,7 @@ class Peer:
                     continue
                 generation = node.generation
                 try:
-                    receivers = await node.engine.publish(self.name, node.seal(items))
+                    receivers = await self._send(node.seal(items))
                 except EngineUnavailable as exc:
                     node.lost_engine(str(exc), generation)
                     self.discard()
@@ -161,7 +221,7 @@ class Peer:
                     session.sent(data)
                 self.frames_out += len(items)
                 if receivers == 0:
-                    node.peer_silent(self.name)
+                    node.peer_silent(self.name, "it does not listen (it died or lost Redis)")
             if not self._dirty:
                 self._idle.set()
 
@@ -194,22 +254,24 @@ class PeerTable:
         if peer is not None:
             peer.close()
 
-    def receive(self, data: bytes, version: int, core: RoutingCore) -> None:
-        """Route a batch from this host's inbox (once this host's view has caught up with it)."""
+    def receive(self, data: bytes, version: int, core: RoutingCore, via: str = "inbox") -> bool:
+        """Route a batch from this host's inbox or a link (once this host's view has caught
+        up with it); ``False``: refused."""
         self.bytes_in += len(data)
         try:
             batch = self._reader.open(data, int(time.time() * 1000))
         except EnvelopeError as exc:
             self.refused += 1
             log = self._log.warning if self.refused == 1 or self.refused % 1000 == 0 else self._log.debug
-            log("Refused a batch in this host's inbox (%d so far): %s", self.refused, exc)
-            return
+            log("Refused a batch from this host's %s (%d so far): %s", via, self.refused, exc)
+            return False
         if self._parked or batch.version > version:
             # Sent after a change this host's view has not applied yet (a registration the
             # sending host's caller learned of): routing it now could miss that change.
             self._parked.append((batch, time.monotonic()))
-            return
-        self._route(batch, core)
+        else:
+            self._route(batch, core)
+        return True
 
     def release(self, version: int, core: RoutingCore) -> None:
         """Route the batches parked for a view that has now reached ``version``, or waited too long."""

@@ -198,6 +198,15 @@ class RedisEngine:
             hosts=tuple(live),
         )
 
+    async def host_info(self, host: str) -> str | None:
+        if self._control is None:
+            raise EngineUnavailable(f"Redis at {self.where}: not connected")
+        try:
+            info = await self._control.hget(self.key("hosts"), host)
+        except (RedisError, OSError) as exc:
+            raise EngineUnavailable(self._why(exc)) from exc
+        return None if info is None else str(info)
+
     async def version(self) -> int:
         if self._control is None:
             raise EngineUnavailable(f"Redis at {self.where}: not connected")

@@ -52,6 +52,8 @@ class ClusterStatus:
     #: Times this host put its entries back after losing them (Redis restarted empty, or
     #: the host was declared gone while it lived).
     reasserted: int = 0
+    #: The other hosts this one has a direct link open to (``cluster_link_url``).
+    links: tuple[str, ...] = ()
 
 
 class Directory(Protocol):

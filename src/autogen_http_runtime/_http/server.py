@@ -30,6 +30,7 @@ from .._constants import (
 from .._protocol.address import format_host_port, split_host_port
 from .._signals import signals_received
 from .._transport.uvicorn_protocol import direct_protocol
+from .cluster_links import client_tls
 from .connections import ConnectionLimits, GuardedApp, descriptor_budget, guarded_protocol
 from .models import description_router
 from .service import HttpAgentService
@@ -99,9 +100,13 @@ class HttpAgentServer:
         ssl: uvicorn's TLS settings, passed through to ``uvicorn.Config`` as they are:
             ``{"ssl_certfile": ..., "ssl_keyfile": ...}`` and the other ``ssl_*`` keys.
             With a certificate, :attr:`url` is ``https://...`` and workers connect over ``wss``.
-        redis_url, cluster_name, cluster_secret, cluster_lease: Make this host one of a
-            cluster on Redis (see ``HttpAgentService``; ``docs/cluster.md``); for the service
-            this server makes. :meth:`start` joins the cluster before it serves.
+        redis_url, cluster_name, cluster_secret, cluster_lease, cluster_link_url: Make this
+            host one of a cluster on Redis (see ``HttpAgentService``; ``docs/cluster.md``); for
+            the service this server makes. :meth:`start` joins the cluster before it serves.
+            ``cluster_link_url="auto"`` (here or on the service) advertises the address this
+            server binds for direct links, ``wss://`` with a certificate; the server opens its
+            own links trusting ``ssl_ca_certs`` and, when it asks workers for certificates,
+            presenting its own.
         state_dir, max_state_size: Where durable agents' states are kept and how large one
             may be (see ``HttpAgentService``); for the service this server makes.
         delivery, visibility_timeout, max_deliveries: At-least-once events in a cluster
@@ -130,6 +135,7 @@ class HttpAgentServer:
         cluster_name: str = "default",
         cluster_secret: str | None = None,
         cluster_lease: float = 3.0,
+        cluster_link_url: str | None = None,
         state_dir: str | None = None,
         max_state_size: int = DEFAULT_MAX_STATE_SIZE,
         delivery: str = "at-most-once",
@@ -156,6 +162,7 @@ class HttpAgentServer:
                 cluster_name=cluster_name,
                 cluster_secret=cluster_secret,
                 cluster_lease=cluster_lease,
+                cluster_link_url=cluster_link_url,
                 state_dir=state_dir,
                 max_state_size=max_state_size,
                 delivery=delivery,
@@ -163,10 +170,10 @@ class HttpAgentServer:
                 max_deliveries=max_deliveries,
                 a2a=a2a,
             )
-        elif redis_url is not None or state_dir is not None or delivery != "at-most-once":
+        elif redis_url is not None or state_dir is not None or delivery != "at-most-once" or cluster_link_url:
             raise ValueError(
-                "HttpAgentServer(redis_url=..., state_dir=... or delivery=...) with a service: "
-                "give them to the service."
+                "HttpAgentServer(redis_url=..., state_dir=..., delivery=... or cluster_link_url=...) with a "
+                "service: give them to the service."
             )
         elif replicas is not None and replicas != service.replicas:
             raise ValueError(
@@ -175,6 +182,11 @@ class HttpAgentServer:
             )
         elif a2a and not service.a2a:
             raise ValueError("HttpAgentServer(a2a=True) with a service: give a2a=True to the service.")
+        if service.cluster_link_url == "auto" and self._host in ("0.0.0.0", "::", ""):
+            raise ValueError(
+                f"cluster_link_url='auto' cannot tell other hosts where to reach a host bound to "
+                f"{self._host!r}: give the address they reach it at (e.g. ws://$POD_IP:9000)."
+            )
         self.service = service
         # The API description authenticates like the service's routes (docs/security.md).
         self.app = FastAPI(
@@ -227,6 +239,11 @@ class HttpAgentServer:
         loop = asyncio.get_running_loop()
         self._socket = _bind(self._host, self._port, unread_timeout=self.service.slow_consumer_timeout)
         self._port = self._socket.getsockname()[1]
+        link = self.service.cluster_link_url
+        if link is not None:
+            self.service.advertise_cluster_link(
+                self.url if link == "auto" else link, tls=client_tls(self._ssl)
+            )
         if self.service.authenticator is None and not _is_loopback(self._host):
             self._log.warning(
                 "Host listens on %s WITHOUT AUTHENTICATION: anyone who reaches this port can register "

@@ -202,9 +202,18 @@ def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
         len(cluster.hosts),
     )
     yield labelled(
+        GaugeMetricFamily(
+            PREFIX + "cluster_links",
+            "Other hosts this one has a direct link open to (cluster_link_url); Redis carries the rest.",
+            labels=["host"],
+        ),
+        len(cluster.links),
+    )
+    yield labelled(
         CounterMetricFamily(
             PREFIX + "cluster_refused_batches",
-            "Batches in this host's inbox refused: bad signature, another cluster, too old, replayed.",
+            "Batches from other hosts refused (inbox or links): bad signature, another cluster, too old, "
+            "replayed.",
             labels=["host"],
         ),
         cluster.refused,

@@ -158,6 +158,15 @@ class WebSocketClient(asyncio.Protocol):
         # its header: the header and the masked data go to the socket as they are.
         write_pieces(transport, masked_text_frame(data, next(self._mask_keys)))
 
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary message now; websockets frames it.
+
+        Raises:
+            websockets.exceptions.InvalidState: The connection is closing or closed.
+        """
+        self._ws.send_binary(data)
+        self._write_out()
+
     async def drain(self) -> None:
         """Wait while the socket's buffer holds more than the write buffer limit."""
         if not self.writable.is_set():

@@ -1,0 +1,199 @@
+"""Direct links between the hosts of a cluster: a WebSocket from each host to each other one.
+
+With ``cluster_link_url`` a host says, when it joins, where the others reach it
+(``ws://10.0.0.5:9000``, say); each host then sends what it has for another over a
+WebSocket it opened to that host's :data:`~.._constants.CLUSTER_LINK_PATH`, rather than
+through Redis: one process hop less each way, and no Redis command per batch. A link
+carries one way only (each host of a pair opens its own), the sealed batches of
+``_cluster/envelope.py`` as binary messages; the endpoint takes a batch only if it bears
+the cluster secret's signature and was not seen before, and closes the link at the
+first it refuses (code 1008). While there is no link (it is opening, it failed, the host
+offers none), Redis carries the batches (``_cluster/peers.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import InvalidHandshake, InvalidState
+
+from .._constants import CLUSTER_LINK_PATH, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, WORKER_WS_PATH
+from .._host.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
+from .._logging import Throttled
+from .._protocol.address import parse_host_address
+from .._transport.client import WebSocketClient, connect
+
+if TYPE_CHECKING:
+    from .._cluster.node import ClusterNode
+
+#: Seconds a host gives another to open a link (TCP, TLS, handshake) before Redis carries on.
+CONNECT_TIMEOUT: Final = 2.0
+#: Bytes a link's socket buffers before its sender waits.
+WRITE_BUFFER: Final = 4 << 20
+#: Close code a link gets when its batch was refused or is not binary (1003: unsupported data).
+CLOSE_UNSUPPORTED: Final = 1003
+
+
+def link_url(address: str) -> str:
+    """The WebSocket URL of the link endpoint for a host's ``cluster_link_url`` (any form a
+    worker's ``host_address`` takes: ``host:port``, ``http(s)://...``, ``ws(s)://...``).
+
+    Raises:
+        ValueError: The address cannot be parsed.
+    """
+    worker_url = parse_host_address(address).ws_url
+    return worker_url.removesuffix(WORKER_WS_PATH) + CLUSTER_LINK_PATH
+
+
+def client_tls(settings: Mapping[str, Any]) -> ssl_module.SSLContext | None:
+    """How a host with uvicorn's ``ssl_*`` ``settings`` opens links to the others: trusting
+    ``ssl_ca_certs`` (or the system's CAs), and presenting its own certificate when it asks
+    workers for theirs (the other hosts, with the same settings, will ask it too)."""
+    if not settings.get("ssl_certfile"):
+        return None
+    context = ssl_module.create_default_context(cafile=settings.get("ssl_ca_certs"))
+    if settings.get("ssl_cert_reqs", ssl_module.CERT_NONE) != ssl_module.CERT_NONE:
+        context.load_cert_chain(
+            settings["ssl_certfile"], settings.get("ssl_keyfile"), settings.get("ssl_keyfile_password")
+        )
+    return context
+
+
+class WebSocketLink:
+    """One host's link to another (``_cluster.peers.PeerLink``)."""
+
+    def __init__(self) -> None:
+        self._client: WebSocketClient | None = None
+        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._closing: asyncio.Task[None] | None = None
+
+    def opened(self, client: WebSocketClient) -> None:
+        self._client = client
+
+    def lost(self, why: str) -> None:
+        if not self._closed.done():
+            self._closed.set_result(why)
+
+    async def send(self, data: bytes) -> bool:
+        client = self._client
+        if client is None or self._closed.done():
+            return False
+        try:
+            client.send_binary(data)
+        except InvalidState:
+            return False
+        await client.drain()
+        return True
+
+    async def closed(self) -> str:
+        return await asyncio.shield(self._closed)
+
+    def close(self) -> None:
+        if self._client is not None and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._client.close(CLOSE_GOING_AWAY))
+
+
+class LinkDialer:
+    """Opens this host's links to the others (``_cluster.peers.Dial``)."""
+
+    def __init__(self, *, tls: ssl_module.SSLContext | None, logger: logging.Logger) -> None:
+        self._tls = tls
+        self._failures = Throttled(logger)
+        self._log = logger
+
+    async def __call__(self, host: str, url: str) -> WebSocketLink | None:
+        link = WebSocketLink()
+
+        def ignore(_data: bytes | bytearray, _text: bool) -> None:
+            """Nothing comes back on a link but control frames."""
+
+        try:
+            client = await asyncio.wait_for(
+                connect(
+                    url,
+                    ignore,
+                    link.lost,
+                    headers={},
+                    ssl=self._tls,
+                    max_size=1 << 16,
+                    compression=False,
+                    ping_interval=DEFAULT_PING_INTERVAL,
+                    ping_timeout=DEFAULT_PING_TIMEOUT,
+                    write_buffer_limit=WRITE_BUFFER,
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            self._failures.warning(
+                "Cannot open a direct link to host %s at %s (%s); Redis carries what goes there",
+                host,
+                url,
+                str(exc) or type(exc).__name__,
+                key=host,
+            )
+            return None
+        link.opened(client)
+        self._log.info("Direct link open to host %s at %s", host, url)
+        return link
+
+
+class LinkEndpoint:
+    """The ASGI endpoint other hosts' links arrive at (:data:`~.._constants.CLUSTER_LINK_PATH`).
+
+    Args:
+        hello_timeout: Seconds a new link has to send its first (signed) batch.
+    """
+
+    def __init__(self, node: ClusterNode, *, hello_timeout: float, logger: logging.Logger) -> None:
+        self._node = node
+        self._hello_timeout = hello_timeout
+        self._log = logger
+        self._refusals = Throttled(logger)
+        #: Links open now.
+        self.open = 0
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        node = self._node
+        if node.unavailable is not None:
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, f"cluster out of reach: {node.unavailable}")
+            return
+        await websocket.accept()
+        self.open += 1
+        try:
+            await self._serve(websocket)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.open -= 1
+
+    async def _serve(self, websocket: WebSocket) -> None:
+        node = self._node
+        peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+        timeout: float | None = self._hello_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(websocket.receive(), timeout)
+            except asyncio.TimeoutError:
+                self._refusals.warning("A link from %s sent no batch in time; closed", peer, key=peer)
+                await websocket.close(CLOSE_POLICY_VIOLATION, "no batch in time")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is None:
+                await websocket.close(CLOSE_UNSUPPORTED, "a link carries binary batches only")
+                return
+            if not node.receive_link(data):
+                if node.unavailable is not None:
+                    await websocket.close(CLOSE_TRY_AGAIN_LATER, "cluster out of reach")
+                else:
+                    self._refusals.warning("Refused a batch from the link from %s; closed", peer, key=peer)
+                    await websocket.close(CLOSE_POLICY_VIOLATION, "batch refused")
+                return
+            timeout = None

@@ -1,0 +1,141 @@
+"""Direct links between the hosts of a cluster (``cluster_link_url``): what one host sends
+another goes over a WebSocket straight to it, signed, and through Redis only without one.
+
+Faults with links on (a killed host, a killed Redis) are in ``test_cluster_faults.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from autogen_core import AgentId, TopicId, TypeSubscription
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from autogen_http_runtime import HttpAgentServer
+from autogen_http_runtime._cluster.envelope import FOR_WORKER, BatchWriter, Item, batch_key
+from autogen_http_runtime._http.cluster_links import link_url
+
+from .cluster_utils import (
+    SECRET,
+    MakeHost,
+    MakeWorker,
+    Named,
+    make_host,
+    make_worker,
+    redis_commands,
+    redis_server,
+    reset_named,
+)
+from .redis_server import RedisServer
+from .utils import TIMEOUT, Recorder, Text, Upper, bounded
+
+__all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
+
+
+@pytest.fixture(autouse=True)
+def _named() -> None:
+    reset_named()
+
+
+async def test_calls_and_events_cross_hosts_over_links_with_no_redis_command(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a, b = await make_host(cluster_link_url="auto"), await make_host(cluster_link_url="auto")
+    on_a, on_b = await make_worker(a.url), await make_worker(b.url)
+    await Upper.register(on_b, "upper", Upper)
+    await Named.register(on_a, "named", lambda: Named("on-a"))
+    inbox: asyncio.Queue[tuple[AgentId, object, object]] = asyncio.Queue()
+    await Recorder.register(on_b, "recorder", lambda: Recorder(inbox))  # type: ignore[arg-type]
+    await on_b.add_subscription(TypeSubscription("news", "recorder"))
+    # The first calls each way open the links.
+    assert await bounded(on_a.send_message(Text("warm"), AgentId("upper", "k"))) == Text("WARM")
+    assert await bounded(on_b.send_message(Text("?"), AgentId("named", "k"))) == Text("on-a")
+
+    assert a.service.cluster is not None and b.service.cluster is not None
+    assert a.service.cluster.status().links == (b.service.cluster.host,)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        metrics = (await http.get(a.url + "/metrics")).text
+    assert f'autogen_http_cluster_links{{host="{a.service.cluster.host}"}} 1.0' in metrics
+
+    before = await redis_commands(redis_server.url)
+    replies = await bounded(
+        asyncio.gather(*(on_a.send_message(Text(f"m{i}"), AgentId("upper", str(i))) for i in range(200)))
+    )
+    assert replies == [Text(f"M{i}") for i in range(200)]
+    assert await bounded(on_b.send_message(Text("?"), AgentId("named", "j"))) == Text("on-a")
+    for i in range(20):
+        await bounded(on_a.publish_message(Text(f"e{i}"), TopicId("news", "s")))
+    got = [(await bounded(inbox.get()))[1] for _ in range(20)]
+    assert got == [Text(f"e{i}") for i in range(20)]  # in order, each once
+    after = await redis_commands(redis_server.url)
+    assert after.get("publish", 0) == before.get("publish", 0)
+
+
+async def _closed_with(url: str, *messages: bytes | str) -> int:
+    """Send ``messages`` on a new link to ``url``; the close code the host answered with."""
+    async with connect(url) as link:
+        for message in messages:
+            await link.send(message)
+        with pytest.raises(ConnectionClosed) as closed:
+            await bounded(link.recv())
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_a_link_is_closed_at_its_first_forged_replayed_or_text_message(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    b = await make_host(cluster_link_url="auto")
+    owner = await make_worker(b.url)
+    await Named.register(owner, "named", lambda: Named("b"))
+    caller = await make_worker(b.url)
+    assert await bounded(caller.send_message(Text("?"), AgentId("named", "k"))) == Text("b")
+    worker_id = next(iter(s.worker_id for s in b.service.core.directory.serving("named")))
+    url = link_url(b.url)
+    now = int(time.time() * 1000)
+    request = (
+        b'{"jsonrpc":"2.0","id":"1","method":"agent.call","params":{"recipient":{"type":"named",'
+        b'"key":"forged"},"payload":{"type":"Text","data_content_type":"application/json",'
+        b'"data":{"content":"hold"}}}}'
+    )
+    forged = BatchWriter(batch_key("not-the-secret", "default"), "default", "intruder").seal(
+        [Item(FOR_WORKER, worker_id, request)], 0, now
+    )
+    assert await _closed_with(url, forged) == 1008
+    assert await _closed_with(url, b"not a batch at all") == 1008
+    assert await _closed_with(url, "text") == 1003
+    # A batch bearing the secret is taken once; the same again closes the link.
+    hello = BatchWriter(batch_key(SECRET, "default"), "default", "another-host").seal([], 0, now)
+    assert await _closed_with(url, hello, hello) == 1008
+    assert Named.held.empty()  # the forged call never reached the agent
+    assert b.service.core.pending_calls == 0
+    # The host serves on.
+    assert await bounded(caller.send_message(Text("?"), AgentId("named", "k2"))) == Text("b")
+
+
+async def test_a_host_whose_link_cannot_be_opened_is_reached_through_redis(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a = await make_host(cluster_link_url="auto")
+    b = await make_host(cluster_link_url="ws://127.0.0.1:1")  # nothing listens there
+    caller, owner = await make_worker(a.url), await make_worker(b.url)
+    await Upper.register(owner, "upper", Upper)
+    before = await redis_commands(redis_server.url)
+    for i in range(10):
+        assert await bounded(caller.send_message(Text(f"x{i}"), AgentId("upper", "k"))) == Text(f"X{i}")
+    after = await redis_commands(redis_server.url)
+    # A's requests go through Redis; B's answers over its link to A.
+    assert after["publish"] - before.get("publish", 0) == 10
+
+
+async def test_auto_needs_an_address_other_hosts_can_reach(redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="0.0.0.0"):
+        HttpAgentServer(
+            "0.0.0.0", port=0, redis_url=redis_server.url, cluster_secret=SECRET, cluster_link_url="auto"
+        )
+    with pytest.raises(ValueError, match="needs redis_url"):
+        HttpAgentServer("127.0.0.1", port=0, cluster_link_url="auto")
