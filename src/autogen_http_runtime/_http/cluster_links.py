@@ -28,6 +28,7 @@ from .._host.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TRY_
 from .._logging import Throttled
 from .._protocol.address import parse_host_address
 from .._transport.client import WebSocketClient, connect
+from .._transport.uvicorn_protocol import DIRECT_FRAMES, DirectWebSocketProtocol
 
 if TYPE_CHECKING:
     from .._cluster.node import ClusterNode
@@ -146,14 +147,14 @@ class LinkDialer:
 class LinkEndpoint:
     """The ASGI endpoint other hosts' links arrive at (:data:`~.._constants.CLUSTER_LINK_PATH`).
 
-    Args:
-        hello_timeout: Seconds a new link has to send its first (signed) batch.
+    Under ``HttpAgentServer`` each batch goes from uvicorn's protocol straight to the node
+    (``_transport/uvicorn_protocol.py``); elsewhere through ASGI. Either way a link must
+    send a batch within ``hello_timeout`` seconds, and is closed at its first refused one.
     """
 
     def __init__(self, node: ClusterNode, *, hello_timeout: float, logger: logging.Logger) -> None:
         self._node = node
-        self._hello_timeout = hello_timeout
-        self._log = logger
+        self.hello_timeout = hello_timeout
         self._refusals = Throttled(logger)
         #: Links open now.
         self.open = 0
@@ -164,36 +165,88 @@ class LinkEndpoint:
             await websocket.close(CLOSE_TRY_AGAIN_LATER, f"cluster out of reach: {node.unavailable}")
             return
         await websocket.accept()
+        peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+        protocol = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("protocol")
         self.open += 1
         try:
-            await self._serve(websocket)
+            if isinstance(protocol, DirectWebSocketProtocol):
+                await _DirectLink(self, protocol, peer).run()
+            else:
+                await self._serve(websocket, peer)
         except WebSocketDisconnect:
             pass
         finally:
             self.open -= 1
 
-    async def _serve(self, websocket: WebSocket) -> None:
-        node = self._node
-        peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
-        timeout: float | None = self._hello_timeout
+    def take(self, data: bytes | None, peer: str) -> tuple[int, str] | None:
+        """Route a message of a link: ``None``, or the code and reason to close the link with."""
+        if data is None:
+            return CLOSE_UNSUPPORTED, "a link carries binary batches only"
+        if self._node.receive_link(data):
+            return None
+        if self._node.unavailable is not None:
+            return CLOSE_TRY_AGAIN_LATER, "cluster out of reach"
+        self._refusals.warning("Refused a batch from the link from %s; closed", peer, key=peer)
+        return CLOSE_POLICY_VIOLATION, "batch refused"
+
+    def too_late(self, peer: str) -> tuple[int, str]:
+        self._refusals.warning("A link from %s sent no batch in time; closed", peer, key=peer)
+        return CLOSE_POLICY_VIOLATION, "no batch in time"
+
+    async def _serve(self, websocket: WebSocket, peer: str) -> None:
+        timeout: float | None = self.hello_timeout
         while True:
             try:
                 message = await asyncio.wait_for(websocket.receive(), timeout)
             except asyncio.TimeoutError:
-                self._refusals.warning("A link from %s sent no batch in time; closed", peer, key=peer)
-                await websocket.close(CLOSE_POLICY_VIOLATION, "no batch in time")
+                await websocket.close(*self.too_late(peer))
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            data = message.get("bytes")
-            if data is None:
-                await websocket.close(CLOSE_UNSUPPORTED, "a link carries binary batches only")
-                return
-            if not node.receive_link(data):
-                if node.unavailable is not None:
-                    await websocket.close(CLOSE_TRY_AGAIN_LATER, "cluster out of reach")
-                else:
-                    self._refusals.warning("Refused a batch from the link from %s; closed", peer, key=peer)
-                    await websocket.close(CLOSE_POLICY_VIOLATION, "batch refused")
+            refusal = self.take(message.get("bytes"), peer)
+            if refusal is not None:
+                await websocket.close(*refusal)
                 return
             timeout = None
+
+
+class _DirectLink:
+    """A link from another host on uvicorn's protocol, past ASGI (a ``DirectPeer``)."""
+
+    def __init__(self, endpoint: LinkEndpoint, protocol: DirectWebSocketProtocol, peer: str) -> None:
+        self._endpoint = endpoint
+        self._protocol = protocol
+        self._peer = peer
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[None] = loop.create_future()
+        self._hello = loop.call_later(endpoint.hello_timeout, self._too_late)
+
+    async def run(self) -> None:
+        self._protocol.attach(self, binary=True)
+        try:
+            await asyncio.shield(self._ended)
+        finally:
+            self._hello.cancel()
+
+    def receive(self, received: str | bytes | None) -> None:
+        if self._protocol.close_sent:
+            return
+        refusal = self._endpoint.take(received if isinstance(received, bytes) else None, self._peer)
+        if refusal is not None:
+            self._protocol.close(*refusal)
+        else:
+            self._hello.cancel()
+
+    def _too_late(self) -> None:
+        if not self._protocol.close_sent:
+            self._protocol.close(*self._endpoint.too_late(self._peer))
+
+    def end(self, reason: str) -> None:
+        if not self._ended.done():
+            self._ended.set_result(None)
+
+    def lost(self) -> None:
+        self.end("lost")
+
+    def wake(self) -> None:
+        """Nothing is written on a link but control frames."""

@@ -141,6 +141,9 @@ class WebSocketClient(asyncio.Protocol):
         Raises:
             websockets.exceptions.InvalidState: The connection is closing or closed.
         """
+        self._send(data, binary=False)
+
+    def _send(self, data: bytes, *, binary: bool) -> None:
         transport, ws = self._transport, self._ws
         if (
             not self._fast
@@ -151,21 +154,23 @@ class WebSocketClient(asyncio.Protocol):
             or transport.is_closing()
         ):
             # Compressed, logged frame by frame, closing or closed: websockets frames it, or raises.
-            ws.send_text(data)
+            if binary:
+                ws.send_binary(data)
+            else:
+                ws.send_text(data)
             self._write_out()
             return
         # What websockets would write, without copying a large message into one buffer with
         # its header: the header and the masked data go to the socket as they are.
-        write_pieces(transport, masked_text_frame(data, next(self._mask_keys)))
+        write_pieces(transport, masked_text_frame(data, next(self._mask_keys), binary=binary))
 
     def send_binary(self, data: bytes) -> None:
-        """Send one binary message now; websockets frames it.
+        """Send one binary message now, as :meth:`send_text` sends a text one.
 
         Raises:
             websockets.exceptions.InvalidState: The connection is closing or closed.
         """
-        self._ws.send_binary(data)
-        self._write_out()
+        self._send(data, binary=True)
 
     async def drain(self) -> None:
         """Wait while the socket's buffer holds more than the write buffer limit."""

@@ -10,7 +10,9 @@ reached itself.
 
 Everything else (control frames, fragments, binary or compressed frames, a frame over the
 size limit, a protocol error) goes to websockets, from that frame on, which answers pings,
-runs the closing handshake and fails the connection as it always does.
+runs the closing handshake and fails the connection as it always does. A connection that
+carries binary messages instead (the direct links between the hosts of a cluster) reads
+its whole binary frames the same way (``binary=True``), and leaves text frames to websockets.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ __all__ = [
     "write_pieces",
 ]
 
-#: The first byte of a final text frame with no extension bits (RFC 6455, section 5.2).
+#: The first byte of a final text (binary) frame with no extension bits (RFC 6455, section 5.2).
 _FINAL_TEXT: Final = 0x81
+_FINAL_BINARY: Final = 0x82
 
 #: The largest frame the reader holds while the rest of it comes. A larger one, read in many
 #: pieces, is left to websockets: its reader keeps one buffer for the connection, where
@@ -60,9 +63,10 @@ class TextFrameReader:
     websockets' parser is not left half-way through a frame it would then have to finish.
     """
 
-    def __init__(self, protocol: Protocol, *, masked: bool) -> None:
+    def __init__(self, protocol: Protocol, *, masked: bool, binary: bool = False) -> None:
         self._protocol = protocol
         self._masked = masked
+        self._first = _FINAL_BINARY if binary else _FINAL_TEXT
         self._size_limit = size_limit(protocol)
         #: A websockets that does not say its size limit in a way known here reads it all.
         self._usable = hasattr(protocol, "max_message_size") or hasattr(protocol, "max_size")
@@ -84,13 +88,15 @@ class TextFrameReader:
             # Held bytes go too: websockets' parser stopped where they start, between frames.
             return [], buffer
         messages: list[bytes | bytearray] = []
-        start, end, masked, limit = 0, len(buffer), self._masked, self._size_limit
-        while start < end and (frame := read_text_frame(buffer, start, masked=masked, max_size=limit)):
+        start, end, masked, limit, first = 0, len(buffer), self._masked, self._size_limit, self._first
+        while start < end and (
+            frame := read_text_frame(buffer, start, masked=masked, max_size=limit, first=first)
+        ):
             message, start = frame
             messages.append(message)
         if start == end:
             return messages, b""
-        if _cut_short(buffer, start, masked=masked, max_size=limit):
+        if _cut_short(buffer, start, masked=masked, max_size=limit, first=first):
             self._partial = (
                 buffer if start == 0 and isinstance(buffer, bytearray) else bytearray(buffer[start:])
             )
@@ -99,16 +105,16 @@ class TextFrameReader:
 
 
 def read_text_frame(
-    data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None
+    data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None, first: int = _FINAL_TEXT
 ) -> tuple[bytes | bytearray, int] | None:
     """The payload of the text frame at ``data[start:]``, and where the frame after it starts.
 
-    ``None`` unless a whole, final, uncompressed text frame is there, masked if ``masked``
-    (a client's frame) and not if not, and no larger than ``max_size``: anything else is for
-    websockets' parser.
+    ``None`` unless a whole, final, uncompressed text frame is there (binary, if ``first`` is
+    a final binary frame's first byte), masked if ``masked`` (a client's frame) and not if
+    not, and no larger than ``max_size``: anything else is for websockets' parser.
     """
     end = len(data)
-    if end - start < 2 or data[start] != _FINAL_TEXT:
+    if end - start < 2 or data[start] != first:
         return None
     second = data[start + 1]
     if bool(second & 0x80) is not masked:
@@ -139,11 +145,13 @@ def read_text_frame(
     return payload, after
 
 
-def _cut_short(data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None) -> bool:
+def _cut_short(
+    data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None, first: int
+) -> bool:
     """Whether ``data[start:]`` begins a frame :func:`read_text_frame` would read, but ends
     first, and is no larger than :data:`_LARGEST_HELD`."""
     available = len(data) - start
-    if available == 0 or data[start] != _FINAL_TEXT:
+    if available == 0 or data[start] != first:
         return False
     if available == 1:
         return True
@@ -190,21 +198,22 @@ def size_limit(protocol: Protocol) -> int | None:
     return min(given) if given else None
 
 
-def text_frame_header(length: int, *, masked: bool) -> bytes:
-    """The header of an unfragmented, uncompressed text frame of ``length`` bytes (RFC 6455,
-    section 5.2), without the masking key that follows it in a masked frame."""
+def text_frame_header(length: int, *, masked: bool, binary: bool = False) -> bytes:
+    """The header of an unfragmented, uncompressed text (or ``binary``) frame of ``length``
+    bytes (RFC 6455, section 5.2), without the masking key that follows it in a masked frame."""
+    first = _FINAL_BINARY if binary else _FINAL_TEXT
     second = 0x80 if masked else 0
     if length < 126:
-        return struct.pack("!BB", _FINAL_TEXT, second | length)
+        return struct.pack("!BB", first, second | length)
     if length < 1 << 16:
-        return struct.pack("!BBH", _FINAL_TEXT, second | 126, length)
-    return struct.pack("!BBQ", _FINAL_TEXT, second | 127, length)
+        return struct.pack("!BBH", first, second | 126, length)
+    return struct.pack("!BBQ", first, second | 127, length)
 
 
-def masked_text_frame(data: bytes, mask: bytes) -> tuple[bytes, bytes]:
-    """A client's text frame with the masking key ``mask``: its header, and the masked data
-    (two pieces, so a large message is not copied once more to prefix it)."""
-    return text_frame_header(len(data), masked=True) + mask, apply_mask(data, mask)
+def masked_text_frame(data: bytes, mask: bytes, *, binary: bool = False) -> tuple[bytes, bytes]:
+    """A client's text (or ``binary``) frame with the masking key ``mask``: its header, and the
+    masked data (two pieces, so a large message is not copied once more to prefix it)."""
+    return text_frame_header(len(data), masked=True, binary=binary) + mask, apply_mask(data, mask)
 
 
 #: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills

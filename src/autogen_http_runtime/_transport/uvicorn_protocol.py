@@ -53,7 +53,8 @@ class DirectPeer(Protocol):
     """What an attached connection reports to."""
 
     def receive(self, received: str | bytes | None) -> None:
-        """One message: its text (its bytes when ASCII), or ``None`` for a binary message."""
+        """One message: its text (its bytes when ASCII), or ``None`` for a binary message.
+        Attached with ``binary=True``: a binary message's bytes, or ``None`` for a text one."""
 
     def end(self, reason: str) -> None:
         """The connection ended (a close frame, a protocol error, a shutdown, the socket lost)."""
@@ -88,6 +89,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     _peer: DirectPeer | None = None
     #: Reads whole text frames once attached; websockets reads the rest (see frames.py).
     _frames: TextFrameReader | None = None
+    #: Attached for binary messages (a cluster's direct link), not text ones.
+    _binary: bool = False
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -95,21 +98,23 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             # The ASGI task is created but has not run: it sees the extension.
             self.scope["extensions"][DIRECT_FRAMES] = {"protocol": self}
 
-    def attach(self, peer: DirectPeer) -> None:
-        """Send this connection's messages to ``peer`` from now on.
+    def attach(self, peer: DirectPeer, *, binary: bool = False) -> None:
+        """Send this connection's messages to ``peer`` from now on (``binary``: it carries
+        binary messages, and their bytes are what ``peer`` receives).
 
         Called by the endpoint once it has accepted the WebSocket; the endpoint reads no
         more ASGI messages.
         """
         self._peer = peer
-        self._frames = TextFrameReader(self.conn, masked=True)
+        self._binary = binary
+        self._frames = TextFrameReader(self.conn, masked=True, binary=binary)
         if self.read_paused:  # uvicorn pauses reading while the ASGI app has a message to take
             self.resume_reading()
         # Whatever uvicorn queued for the ASGI app before this (a hello sent right after
         # the handshake, say) goes first, in order. From now on uvicorn's "disconnect"
         # events (a close frame, a protocol error, a shutdown, the socket lost) end the
         # connection at once, as they end an ASGI endpoint's loop.
-        queued, self.queue = self.queue, _Disconnects(peer)  # type: ignore[assignment]
+        queued, self.queue = self.queue, _Disconnects(peer, binary)  # type: ignore[assignment]
         while not queued.empty():
             self.queue.put_nowait(queued.get_nowait())
 
@@ -181,7 +186,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         for message in messages:
             if self.close_sent:
                 break  # closing: as uvicorn does, read on only for the peer's close
-            self._receive_text(message)
+            if self._binary:
+                assert self._peer is not None
+                self._peer.receive(bytes(message))
+            else:
+                self._receive_text(message)
         if rest:
             super().data_received(bytes(rest))  # a copy only after a held frame
 
@@ -193,7 +202,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return  # closing: as uvicorn does, read on only for the peer's close
-        if self.curr_msg_data_type == "text":
+        if self._binary:
+            self._peer.receive(None if self.curr_msg_data_type == "text" else bytes(data))
+        elif self.curr_msg_data_type == "text":
             self._receive_text(data)
         else:
             self._peer.receive(None)
@@ -228,12 +239,13 @@ class _Disconnects:
     """Stands in for uvicorn's ASGI queue once a connection is attached: the "disconnect"
     events uvicorn puts there end the connection, as they end the ASGI endpoint's loop."""
 
-    def __init__(self, peer: DirectPeer) -> None:
+    def __init__(self, peer: DirectPeer, binary: bool) -> None:
         self._peer = peer
+        self._binary = binary
 
     def put_nowait(self, message: Any) -> None:
         if message["type"] == "websocket.receive":
-            self._peer.receive(message.get("text"))
+            self._peer.receive(message.get("bytes" if self._binary else "text"))
         elif message["type"] == "websocket.disconnect":
             self._peer.end(f"closed with code {message.get('code', 1000)}")
 
