@@ -7,6 +7,7 @@ Faults with links on (a killed host, a killed Redis) are in ``test_cluster_fault
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import httpx
@@ -15,11 +16,13 @@ from autogen_core import AgentId, TopicId, TypeSubscription
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from autogen_http_runtime import HttpAgentServer
+from autogen_http_runtime import HttpAgentServer, HttpAgentService
 from autogen_http_runtime._cluster.envelope import FOR_WORKER, BatchWriter, Item, batch_key
+from autogen_http_runtime._constants import DEFAULT_MAX_MESSAGE_SIZE
 from autogen_http_runtime._http.cluster_links import link_url
 
 from .cluster_utils import (
+    LEASE,
     SECRET,
     MakeHost,
     MakeWorker,
@@ -31,6 +34,7 @@ from .cluster_utils import (
     reset_named,
 )
 from .redis_server import RedisServer
+from .test_cli import ready_url, serve
 from .utils import TIMEOUT, Recorder, Text, Upper, bounded
 
 __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
@@ -139,3 +143,58 @@ async def test_auto_needs_an_address_other_hosts_can_reach(redis_server: RedisSe
         )
     with pytest.raises(ValueError, match="needs redis_url"):
         HttpAgentServer("127.0.0.1", port=0, cluster_link_url="auto")
+
+
+async def test_serve_takes_links_from_its_environment(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    a = await make_host(cluster_link_url="auto")
+    owner = await make_worker(a.url)
+    await Upper.register(owner, "upper", Upper)
+    env = {
+        "AUTOGEN_HTTP_PORT": "0",
+        "AUTOGEN_HTTP_REDIS_URL": redis_server.url,
+        "AUTOGEN_HTTP_CLUSTER_SECRET": SECRET,
+        "AUTOGEN_HTTP_CLUSTER_LINK_URL": "auto",
+    }
+    async with serve(sys.executable, "-m", "autogen_http_runtime", "serve", env=env) as proc:
+        caller = await make_worker(await ready_url(proc))
+        assert await bounded(caller.send_message(Text("x"), AgentId("upper", "k"))) == Text("X")
+        before = await redis_commands(redis_server.url)
+        for i in range(10):
+            assert await bounded(caller.send_message(Text(f"y{i}"), AgentId("upper", "k"))) == Text(f"Y{i}")
+        after = await redis_commands(redis_server.url)
+        assert after.get("publish", 0) == before.get("publish", 0)
+
+
+async def test_a_link_with_nothing_to_carry_stays_open(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    # B takes links only from hosts that send a batch within 0.3 s; A, which only receives
+    # from B here, opens its link to B and has nothing to send on it.
+    service = HttpAgentService(
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        cluster_lease=LEASE,
+        cluster_link_url="auto",
+        hello_timeout=0.3,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,  # as HttpAgentServer's: the hosts must agree
+    )
+    b = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(b.start())
+    try:
+        a = await make_host(cluster_link_url="auto")
+        inbox: asyncio.Queue[tuple[AgentId, object, object]] = asyncio.Queue()
+        on_a, on_b = await make_worker(a.url), await make_worker(b.url)
+        await Recorder.register(on_a, "recorder", lambda: Recorder(inbox))  # type: ignore[arg-type]
+        await on_a.add_subscription(TypeSubscription("news", "recorder"))
+        await bounded(on_b.publish_message(Text("one"), TopicId("news", "s")))
+        assert (await bounded(inbox.get()))[1] == Text("one")
+        assert a.service.cluster is not None and service.cluster is not None
+        assert a.service.cluster.status().links == (service.cluster.host,)
+        await asyncio.sleep(1.0)  # over three hello timeouts: not a synchronisation, the test's point
+        assert a.service.cluster.status().links == (service.cluster.host,)
+        await bounded(on_b.publish_message(Text("two"), TopicId("news", "s")))
+        assert (await bounded(inbox.get()))[1] == Text("two")
+    finally:
+        await bounded(b.stop(grace=1))
