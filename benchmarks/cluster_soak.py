@@ -137,8 +137,8 @@ def sink_factory(arrivals: Counter[int]) -> Any:
 class Host:
     """One host process of the cluster, on a fixed port; ``kill()`` and ``start()`` again."""
 
-    def __init__(self, index: int, redis_url: str, lease: float, logs: Path) -> None:
-        self.index, self.redis_url, self.lease = index, redis_url, lease
+    def __init__(self, index: int, redis_url: str, lease: float, logs: Path, links: bool = False) -> None:
+        self.index, self.redis_url, self.lease, self.links = index, redis_url, lease, links
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = logs / f"host{index}.log"
@@ -149,6 +149,8 @@ class Host:
         self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", "tests.procs.cluster_host", self.redis_url, SECRET]
         command += ["--lease", str(self.lease), "--port", str(self.port)]
+        if self.links:
+            command += ["--link-url", "auto"]
         self.proc = await asyncio.create_subprocess_exec(
             *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=self._log
         )
@@ -300,7 +302,7 @@ async def stop_all(workers: tuple[HttpWorkerAgentRuntime, ...]) -> None:
 async def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     soak = Soak()
     redis = RedisServer(logs / "redis").start()  # from the main thread: it dies with this process
-    hosts = [Host(i, redis.url, args.lease, logs) for i in range(HOSTS)]
+    hosts = [Host(i, redis.url, args.lease, logs, args.links) for i in range(HOSTS)]
     load: list[asyncio.Future[None]] = []
     try:
         for host in hosts:
@@ -396,6 +398,9 @@ def main() -> None:
         "--retry-pause", type=float, default=0.02, help="seconds a lane waits after a failed call"
     )
     parser.add_argument("--logs", help="directory for the hosts' logs (a new temporary one by default)")
+    parser.add_argument(
+        "--links", action="store_true", help="direct links between the hosts (cluster_link_url)"
+    )
     args = parser.parse_args()
     logs = Path(args.logs or tempfile.mkdtemp(prefix="cluster-soak-"))
     (logs / "redis").mkdir(parents=True, exist_ok=True)

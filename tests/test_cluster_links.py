@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from autogen_core import AgentId, TopicId, TypeSubscription
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -134,6 +135,18 @@ async def test_a_host_whose_link_cannot_be_opened_is_reached_through_redis(
     after = await redis_commands(redis_server.url)
     # A's requests go through Redis; B's answers over its link to A.
     assert after["publish"] - before.get("publish", 0) == 10
+
+    # A host whose entry in Redis names no URL at all (Redis holds what anyone wrote there).
+    c = await make_host(cluster_link_url="auto")
+    assert c.service.cluster is not None
+    spoiler = aioredis.Redis.from_url(redis_server.url, protocol=2)
+    try:
+        await spoiler.hset("autogen:{default}:hosts", c.service.cluster.host, '{"link": "not a url"}')
+    finally:
+        await spoiler.aclose()
+    on_c = await make_worker(c.url)
+    await Upper.register(on_c, "upper-c", Upper)
+    assert await bounded(caller.send_message(Text("z"), AgentId("upper-c", "k"))) == Text("Z")
 
 
 async def test_auto_needs_an_address_other_hosts_can_reach(redis_server: RedisServer) -> None:

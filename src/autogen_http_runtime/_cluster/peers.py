@@ -176,22 +176,28 @@ class Peer:
         """Keep a direct link open to the host, if it has an address for one. The first batch
         waits for the first attempt: a batch sent through Redis just before the link opens
         could arrive after those sent over it."""
-        while True:
-            url = await self._node.link_address(self.name)
-            link = None if url is None else await dial(self.name, url)
-            # A batch at once, even empty: the other host closes a link that sends none.
-            if link is not None and not await link.send(self._node.seal([])):
-                link = None
-            self.link = link
-            self._linked.set()
+        link: PeerLink | None = None
+        try:
+            while True:
+                url = await self._node.link_address(self.name)
+                link = None if url is None else await dial(self.name, url)
+                # A batch at once, even empty: the other host closes a link that sends none.
+                if link is not None and not await link.send(self._node.seal([])):
+                    link = None
+                self.link = link
+                self._linked.set()
+                if link is not None:
+                    why = await link.closed()
+                    self.link = link = None
+                    if not self.gone:
+                        self._node.peer_silent(self.name, f"the direct link to it closed ({why})")
+                elif url is None and self._node.unavailable is None:
+                    return  # the host offers no link: Redis carries everything
+                await asyncio.sleep(LINK_RETRY)
+        finally:
+            self._linked.set()  # whatever ended this, batches must not wait for it
             if link is not None:
-                why = await link.closed()
-                self.link = None
-                if not self.gone:
-                    self._node.peer_silent(self.name, f"the direct link to it closed ({why})")
-            elif url is None and self._node.unavailable is None:
-                return  # the host offers no link: Redis carries everything
-            await asyncio.sleep(LINK_RETRY)
+                link.close()
 
     async def _send(self, data: bytes) -> int:
         """Send a batch over the link, or else through the engine; returns its receivers."""

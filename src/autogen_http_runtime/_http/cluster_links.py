@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
-from websockets.exceptions import InvalidHandshake, InvalidState
+from websockets.exceptions import InvalidState, WebSocketException
 
 from .._constants import CLUSTER_LINK_PATH, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, WORKER_WS_PATH
 from .._host.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
@@ -130,7 +130,8 @@ class LinkDialer:
                 ),
                 CONNECT_TIMEOUT,
             )
-        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+        except (OSError, WebSocketException, ValueError, asyncio.TimeoutError) as exc:
+            # Unreachable, refused, TLS, or a URL (from Redis) that is not one: Redis carries on.
             self._failures.warning(
                 "Cannot open a direct link to host %s at %s (%s); Redis carries what goes there",
                 host,
