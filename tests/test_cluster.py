@@ -361,12 +361,19 @@ async def test_a_batch_signed_with_another_secret_or_replayed_is_refused(
     await listening.aclose()  # type: ignore[no-untyped-call]
 
     # The real request, made into one that would hold the agent, signed with another secret.
-    real = BatchReader(batch_key(SECRET, "default"), "default").open(captured, int(time.time() * 1000))
+    real = BatchReader(batch_key(SECRET, "default"), "default", target_host).open(
+        captured, int(time.time() * 1000)
+    )
     request = json.loads(real.items[0].data)
     request["params"]["recipient"]["key"] = "forged"
     request["params"]["payload"]["data"] = {"content": "hold"}
     forged = BatchWriter(batch_key("not-the-secret", "default"), "default", "intruder").seal(
-        [Item(FOR_WORKER, worker_id, wire.encode_bytes(request))], 0, int(time.time() * 1000)
+        [Item(FOR_WORKER, worker_id, wire.encode_bytes(request))],
+        0,
+        int(time.time() * 1000),
+        to=target_host,
+        sequence=1,
+        previous=0,
     )
     refused_before = b.service.cluster.status().refused  # type: ignore[union-attr]
     try:

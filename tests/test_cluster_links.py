@@ -13,14 +13,15 @@ import time
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from autogen_core import AgentId, TopicId, TypeSubscription
+from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autogen_http_runtime import HttpAgentServer, HttpAgentService
+from autogen_http_runtime import HttpAgentServer, HttpAgentService, WorkerDisconnectedError
 from autogen_http_runtime._cluster.envelope import FOR_WORKER, BatchWriter, Item, batch_key
 from autogen_http_runtime._constants import DEFAULT_MAX_MESSAGE_SIZE
-from autogen_http_runtime._http.cluster_links import link_url
+from autogen_http_runtime._http import cluster_links
+from autogen_http_runtime._http.cluster_links import WebSocketLink, link_url
 
 from .cluster_utils import (
     LEASE,
@@ -107,15 +108,24 @@ async def test_a_link_is_closed_at_its_first_forged_replayed_or_text_message(
         b'"key":"forged"},"payload":{"type":"Text","data_content_type":"application/json",'
         b'"data":{"content":"hold"}}}}'
     )
+    assert b.service.cluster is not None
+    b_name = b.service.cluster.host
     forged = BatchWriter(batch_key("not-the-secret", "default"), "default", "intruder").seal(
-        [Item(FOR_WORKER, worker_id, request)], 0, now
+        [Item(FOR_WORKER, worker_id, request)], 0, now, to=b_name, sequence=1, previous=0
     )
     assert await _closed_with(url, forged) == 1008
     assert await _closed_with(url, b"not a batch at all") == 1008
     assert await _closed_with(url, "text") == 1003
-    # A batch bearing the secret is taken once; the same again closes the link.
-    hello = BatchWriter(batch_key(SECRET, "default"), "default", "another-host").seal([], 0, now)
-    assert await _closed_with(url, hello, hello) == 1008
+    # A batch bearing the secret is taken once; the same again closes the link; so does one
+    # sealed for another host.
+    signer = BatchWriter(batch_key(SECRET, "default"), "default", "another-host")
+    first = signer.seal([], 0, now, to=b_name, sequence=1, previous=0)
+    assert await _closed_with(url, first, first) == 1008
+    elsewhere = signer.seal([], 0, now, to="host-c", sequence=2, previous=1)
+    assert await _closed_with(url, elsewhere) == 1008
+    # A link's first message is a hello: a large one is refused before its signature is checked.
+    large = signer.seal([Item(FOR_WORKER, worker_id, b"x" * 5000)], 0, now, to=b_name, sequence=3, previous=2)
+    assert await _closed_with(url, large) == 1008
     assert Named.held.empty()  # the forged call never reached the agent
     assert b.service.core.pending_calls == 0
     # The host serves on.
@@ -209,5 +219,92 @@ async def test_a_link_with_nothing_to_carry_stays_open(
         assert a.service.cluster.status().links == (service.cluster.host,)
         await bounded(on_b.publish_message(Text("two"), TopicId("news", "s")))
         assert (await bounded(inbox.get()))[1] == Text("two")
+    finally:
+        await bounded(b.stop(grace=1))
+
+
+class Gate(RoutedAgent):
+    """Answers once the test opens the gate."""
+
+    entered: asyncio.Queue[str]
+    opened: asyncio.Event
+
+    def __init__(self) -> None:
+        super().__init__("waits for the test")
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
+        Gate.entered.put_nowait(message.content)
+        await Gate.opened.wait()
+        return Text(f"through: {message.content}")
+
+
+def _abort_link(host: HttpAgentServer, to: HttpAgentServer) -> None:
+    """Break ``host``'s link to ``to`` as a network fault would (no close frame)."""
+    node, other = host.service.cluster, to.service.cluster
+    assert node is not None and other is not None and node._peers is not None
+    link = node._peers.peers[other.host].link
+    assert isinstance(link, WebSocketLink) and link._client is not None
+    link._client.abort()
+
+
+async def test_a_broken_link_fails_the_calls_it_carried_and_no_others(
+    make_host: MakeHost, make_worker: MakeWorker
+) -> None:
+    Gate.entered, Gate.opened = asyncio.Queue(), asyncio.Event()
+    a, b = await make_host(cluster_link_url="auto"), await make_host(cluster_link_url="auto")
+    caller, owner = await make_worker(a.url), await make_worker(b.url)
+    await Gate.register(owner, "gate", Gate)
+    Gate.opened.set()
+    assert await bounded(caller.send_message(Text("warm"), AgentId("gate", "k"))) == Text("through: warm")
+    Gate.opened.clear()
+    await bounded(Gate.entered.get())
+
+    # B's link to A breaks while A's call is with B's worker: the answer still comes (through
+    # Redis, or a new link), the call is not cancelled.
+    call = asyncio.ensure_future(caller.send_message(Text("one"), AgentId("gate", "k")))
+    assert await bounded(Gate.entered.get()) == "one"
+    _abort_link(b, a)
+    Gate.opened.set()
+    assert await bounded(call) == Text("through: one")
+
+    # A's link to B breaks while its call is in flight there: the request may be lost, the
+    # call fails at once with a typed error.
+    Gate.opened.clear()
+    call = asyncio.ensure_future(caller.send_message(Text("two"), AgentId("gate", "k2")))
+    assert await bounded(Gate.entered.get()) == "two"
+    _abort_link(a, b)
+    with pytest.raises(WorkerDisconnectedError, match="direct link"):
+        await bounded(call)
+    Gate.opened.set()
+    # And the hosts serve on.
+    assert await bounded(caller.send_message(Text("three"), AgentId("gate", "k"))) == Text("through: three")
+
+
+async def test_links_that_send_nothing_are_few_and_closed_in_time(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_links, "MAX_UNPROVEN", 2)
+    service = HttpAgentService(
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        cluster_link_url="auto",
+        hello_timeout=0.5,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+    )
+    b = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(b.start())
+    try:
+        url = link_url(b.url)
+        async with connect(url) as one, connect(url) as two:
+            with pytest.raises(InvalidStatus):
+                async with connect(url):
+                    pass  # a third, while two wait for their first batch: refused
+            for waiting in (one, two):
+                with pytest.raises(ConnectionClosed) as closed:
+                    await bounded(waiting.recv())  # closed at the hello timeout
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        async with connect(url):
+            pass  # room again
     finally:
         await bounded(b.stop(grace=1))

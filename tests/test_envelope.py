@@ -1,4 +1,5 @@
-"""The batches hosts of a cluster send each other: sealed, opened, and refused when they should be. No I/O."""
+"""The batches hosts of a cluster send each other: sealed, opened, refused when they should
+be, and put back in the order they were sent. No I/O."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import pytest
 from autogen_http_runtime._cluster.envelope import (
     FOR_HOST,
     FOR_WORKER,
+    HELLO,
     MAX_AGE_MS,
-    REPLAY_WINDOW,
+    MAX_WAITING,
+    Batch,
     BatchReader,
     BatchWriter,
     EnvelopeError,
     Item,
+    Sequencer,
     batch_key,
 )
 from autogen_http_runtime._protocol import wire
@@ -26,62 +30,73 @@ ITEMS = [
 ]
 
 
+def seal(sequence: int = 1, previous: int = 0, *, to: str = "host-b", now: int = NOW) -> bytes:
+    return BatchWriter(KEY, "c1", "host-a").seal(ITEMS, 42, now, to=to, sequence=sequence, previous=previous)
+
+
+def reader(host: str = "host-b") -> BatchReader:
+    return BatchReader(KEY, "c1", host)
+
+
 def test_a_sealed_batch_opens_to_what_was_sealed() -> None:
-    data = BatchWriter(KEY, "c1", "host-a").seal(ITEMS, 42, NOW)
-    batch = BatchReader(KEY, "c1").open(data, NOW + 5)
-    assert (batch.source, batch.sequence, batch.version, batch.items) == ("host-a", 1, 42, ITEMS)
+    batch = reader().open(seal(7, 5), NOW + 5)
+    assert (batch.source, batch.sequence, batch.previous, batch.version, batch.items) == (
+        "host-a",
+        7,
+        5,
+        42,
+        ITEMS,
+    )
 
 
 @pytest.mark.parametrize(
-    ("reader", "data", "why"),
+    ("opener", "data", "why"),
     [
-        (BatchReader(batch_key("another secret", "c1"), "c1"), None, "bad signature"),
-        (BatchReader(batch_key("the secret", "c2"), "c2"), None, "bad signature"),
-        (BatchReader(KEY, "c1"), b"AHC1" + b"\0" * 40, "bad signature"),
-        (BatchReader(KEY, "c1"), b"nonsense", "not a batch"),
+        (BatchReader(batch_key("another secret", "c1"), "c1", "host-b"), None, "bad signature"),
+        (BatchReader(batch_key("the secret", "c2"), "c2", "host-b"), None, "bad signature"),
+        (reader(), b"AHC2" + b"\0" * 40, "bad signature"),
+        (reader(), b"AHC1" + b"\0" * 40, "not a batch"),  # the version before: hosts must agree
+        (reader(), b"nonsense", "not a batch"),
     ],
 )
 def test_a_batch_that_was_not_signed_with_this_clusters_key_is_refused(
-    reader: BatchReader, data: bytes | None, why: str
+    opener: BatchReader, data: bytes | None, why: str
 ) -> None:
-    sealed = data if data is not None else BatchWriter(KEY, "c1", "host-a").seal(ITEMS, 1, NOW)
     with pytest.raises(EnvelopeError, match=why):
-        reader.open(sealed, NOW)
+        opener.open(data if data is not None else seal(), NOW)
 
 
 def test_every_byte_is_covered_by_the_signature() -> None:
-    data = bytearray(BatchWriter(KEY, "c1", "host-a").seal(ITEMS[:1], 1, NOW))
-    reader = BatchReader(KEY, "c1")
+    data = bytearray(
+        BatchWriter(KEY, "c1", "host-a").seal(ITEMS[:1], 1, NOW, to="host-b", sequence=1, previous=0)
+    )
     for index in range(4, len(data)):
         tampered = bytearray(data)
         tampered[index] ^= 0x01
         with pytest.raises(EnvelopeError):
-            reader.open(bytes(tampered), NOW)
-    assert reader.open(bytes(data), NOW).items == ITEMS[:1]
+            reader().open(bytes(tampered), NOW)
+    assert reader().open(bytes(data), NOW).items == ITEMS[:1]
 
 
-def test_a_replayed_or_stale_batch_is_refused() -> None:
-    writer, reader = BatchWriter(KEY, "c1", "host-a"), BatchReader(KEY, "c1")
-    first = writer.seal(ITEMS, 1, NOW)
-    reader.open(first, NOW)
-    with pytest.raises(EnvelopeError, match="replayed"):
-        reader.open(first, NOW)
+def test_a_stale_batch_or_one_sealed_for_another_host_is_refused() -> None:
     with pytest.raises(EnvelopeError, match="clock"):
-        reader.open(writer.seal(ITEMS, 1, NOW - MAX_AGE_MS - 1), NOW)
+        reader().open(seal(now=NOW - MAX_AGE_MS - 1), NOW)
     with pytest.raises(EnvelopeError, match="clock"):
-        reader.open(writer.seal(ITEMS, 1, NOW + MAX_AGE_MS + 1), NOW)
-    # Another host's numbers are its own; a host forgotten (gone) starts over.
-    reader.open(BatchWriter(KEY, "c1", "host-b").seal(ITEMS, 1, NOW), NOW)
-    reader.forget("host-a")
-    reader.open(BatchWriter(KEY, "c1", "host-a").seal(ITEMS, 1, NOW), NOW)
+        reader().open(seal(now=NOW + MAX_AGE_MS + 1), NOW)
+    # A batch captured on its way to B cannot be played to C.
+    with pytest.raises(EnvelopeError, match="sent to host 'host-b'"):
+        reader("host-c").open(seal(), NOW)
+    # Only an empty batch may be a hello.
+    with pytest.raises(EnvelopeError, match="sequence"):
+        reader().open(seal(HELLO), NOW)
 
 
 def test_a_signed_batch_naming_another_cluster_is_refused() -> None:
     # The same secret used by two clusters: the cluster's name is in the key and the header.
     shared = batch_key("the secret", "c1")
-    data = BatchWriter(shared, "c2", "host-a").seal(ITEMS, 1, NOW)
+    data = BatchWriter(shared, "c2", "host-a").seal(ITEMS, 1, NOW, to="host-b", sequence=1, previous=0)
     with pytest.raises(EnvelopeError, match="cluster"):
-        BatchReader(shared, "c1").open(data, NOW)
+        BatchReader(shared, "c1", "host-b").open(data, NOW)
 
 
 def test_requests_and_cancels_are_told_from_event_copies_by_their_first_bytes() -> None:
@@ -90,22 +105,52 @@ def test_requests_and_cancels_are_told_from_event_copies_by_their_first_bytes() 
     assert wire.encode_bytes(wire.notification("cancel", {"id": 7})).startswith(b'{"jsonrpc":')
 
 
-def test_a_batch_overtaken_by_a_later_one_is_taken_once_within_the_window() -> None:
-    # Two paths between hosts (a direct link and Redis) can swap two batches of one sender.
-    writer, reader = BatchWriter(KEY, "c1", "host-a"), BatchReader(KEY, "c1")
-    sealed = [writer.seal(ITEMS, 1, NOW) for _ in range(REPLAY_WINDOW + 3)]
-    reader.open(sealed[2], NOW)
-    assert reader.open(sealed[0], NOW).sequence == 1  # overtaken: still taken
-    assert reader.open(sealed[1], NOW).sequence == 2
-    for data in sealed[:3]:
+def batch(sequence: int, previous: int, source: str = "host-a") -> Batch:
+    return Batch(source, sequence, previous, 1, [])
+
+
+def numbers(batches: list[Batch]) -> list[int]:
+    return [b.sequence for b in batches]
+
+
+def test_batches_go_on_in_the_order_they_were_sent_whichever_came_first() -> None:
+    order = Sequencer(max_wait=1.0)
+    assert numbers(order.offer(batch(1, 0), 0.0)) == [1]
+    assert numbers(order.offer(batch(3, 2), 0.0)) == []  # overtook 2 (a link, while 2 was in Redis)
+    assert numbers(order.offer(batch(4, 3), 0.0)) == []
+    assert order.waiting == 2
+    assert numbers(order.offer(batch(2, 1), 0.1)) == [2, 3, 4]
+    # Numbers the sender never handed over (its publish failed) are not waited for.
+    assert numbers(order.offer(batch(7, 4), 0.2)) == [7]
+    # Another sender's numbers are its own; its first batch goes on at once.
+    assert numbers(order.offer(batch(50, 49, "host-c"), 0.2)) == [50]
+    # A hello is in no sequence.
+    assert order.offer(batch(HELLO, 0), 0.2) == []
+
+
+def test_a_batch_seen_before_is_refused_whether_it_went_on_or_waits() -> None:
+    order = Sequencer(max_wait=1.0)
+    order.offer(batch(1, 0), 0.0)
+    order.offer(batch(3, 2), 0.0)
+    for again in (batch(1, 0), batch(3, 2)):
         with pytest.raises(EnvelopeError, match="replayed"):
-            reader.open(data, NOW)  # each once only
-    reader.open(sealed[-1], NOW)  # sequence REPLAY_WINDOW + 3: the window moves on
-    assert reader.open(sealed[3], NOW).sequence == 4  # still within the window: taken
+            order.offer(again, 0.0)
+    order.forget("host-a")  # gone: a host of that name would start over
+    assert numbers(order.offer(batch(1, 0), 0.0)) == [1]
+
+
+def test_batches_waiting_for_a_lost_one_go_on_without_it_in_time() -> None:
+    order = Sequencer(max_wait=1.0)
+    order.offer(batch(1, 0), 0.0)
+    order.offer(batch(3, 2), 0.5)  # 2 was lost on a link that broke
+    order.offer(batch(4, 3), 0.6)
+    assert order.overdue(1.4) == []
+    assert numbers(order.overdue(1.5)) == [3, 4]
     with pytest.raises(EnvelopeError, match="replayed"):
-        reader.open(sealed[3], NOW)
-    reader.forget("host-a")
-    fresh = BatchReader(KEY, "c1")
-    fresh.open(sealed[-1], NOW)
-    with pytest.raises(EnvelopeError, match="replayed"):
-        fresh.open(sealed[1], NOW)  # further behind than the window: refused, cheaply
+        order.offer(batch(2, 1), 1.6)  # came after all: too late, and it is not taken twice
+    # Too many waiting: the oldest gap is given up at once.
+    for sequence in range(6, 6 + MAX_WAITING):
+        assert order.offer(batch(sequence, sequence - 1), 2.0) == []
+    assert numbers(order.offer(batch(6 + MAX_WAITING, 5 + MAX_WAITING), 2.0)) == list(
+        range(6, 7 + MAX_WAITING)
+    )

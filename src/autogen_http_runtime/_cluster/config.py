@@ -11,7 +11,7 @@ from typing import Final
 from .._host.deliveries import AT_MOST_ONCE, check_delivery
 
 #: Version of what hosts send each other; hosts of one cluster must speak the same.
-PEERING_VERSION: Final = "1"
+PEERING_VERSION: Final = "2"
 #: Seconds between attempts to reach the engine again.
 RETRY_INTERVAL: Final = 0.25
 

@@ -1,27 +1,30 @@
-"""What one host of a cluster sends another: batches of messages, signed with the cluster's secret. No I/O.
+"""What one host of a cluster sends another: batches of messages, signed with the cluster's
+secret, and put back in the order they were sent. No I/O.
 
 Everything one host has for another within a moment leaves as one batch (one Redis
-``PUBLISH``)::
+``PUBLISH``, or one message on a direct link)::
 
-    b"AHC1" | tag (16 bytes) | header length (2 bytes) | header (JSON) | item | item | ...
+    b"AHC2" | tag (16 bytes) | header length (2 bytes) | header (JSON) | item | item | ...
 
-    header: {"c": cluster name, "h": sending host, "s": sequence number,
+    header: {"c": cluster name, "h": sending host, "d": receiving host,
+             "s": sequence number, "p": sequence number of the batch sent before it,
              "t": sending time (ms since the epoch), "v": the sender's directory version}
     item:   kind (1 byte) | length of "to" (1 byte) | to | length of data (4 bytes) | data
 
 ``kind`` is :data:`FOR_WORKER` (``to`` names a worker of the receiving host: a request,
 a cancel, or an event copy for it) or :data:`FOR_HOST` (an answer to a call the receiving
-host forwarded; ``to`` is empty). Lengths are big-endian.
+host forwarded; ``to`` is empty). Lengths are big-endian. Sequence numbers count the
+batches from one host to another, from 1; ``p`` is the last one the sender handed over
+(to Redis or a link) before this one. A batch numbered 0, empty, keeps a new link open
+(:data:`HELLO`) and is in no sequence.
 
 The tag is HMAC-SHA256, cut to 16 bytes, over everything after it, keyed by the cluster's
 secret (through :func:`batch_key`). A receiver drops a batch whose tag does not verify,
-that names another cluster, that was sent more than :data:`MAX_AGE_MS` from its own clock,
-or whose sequence number it has seen from that host already: whoever can write to Redis
-(or reach a host's link endpoint) but lacks the secret can neither forge a batch nor
-replay one. A batch may arrive after a later one of its sender, when the two took
-different paths (a direct link and Redis, as a link opens or breaks): it is taken if its
-number is within the last :data:`REPLAY_WINDOW` of the highest seen and was not seen, as
-IPsec's anti-replay window does.
+that names another cluster or another receiver, or that was sent more than
+:data:`MAX_AGE_MS` from its own clock. Then :class:`Sequencer` puts each sender's batches
+back in order, whichever path each took (Redis or a link, as a link opens and closes), and
+drops one it has had already: whoever can write to Redis (or reach a host's link endpoint)
+but lacks the secret can neither forge a batch nor replay one.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-MAGIC: Final = b"AHC1"
+MAGIC: Final = b"AHC2"
 TAG_SIZE: Final = 16
 #: Batches sent longer ago (or later) than this by the receiver's clock are refused:
 #: the hosts' clocks must agree within it.
@@ -40,8 +43,10 @@ MAX_AGE_MS: Final = 30_000
 FOR_WORKER: Final = 0x77  # "w"
 FOR_HOST: Final = 0x61  # "a"
 _KINDS: Final = frozenset((FOR_WORKER, FOR_HOST))
-#: Sequence numbers below a sender's highest seen that a batch may still carry (if unseen).
-REPLAY_WINDOW: Final = 1024
+#: The sequence number of a batch that only keeps a new link open (it holds no item).
+HELLO: Final = 0
+#: Batches of one sender a receiver holds while one sent before them is still on its way.
+MAX_WAITING: Final = 1024
 
 
 class EnvelopeError(ValueError):
@@ -61,6 +66,8 @@ class Batch:
 
     source: str
     sequence: int
+    #: The sequence number of the batch the sender handed over before this one.
+    previous: int
     #: The directory version the sender had applied when it sent the batch: what the
     #: receiver's view must have reached before it routes the items (causal order).
     version: int
@@ -78,26 +85,34 @@ def _tag(key: bytes, body: bytes | memoryview) -> bytes:
 
 
 class BatchWriter:
-    """Seals the batches one host sends: its name, a sequence number, the time, a tag."""
+    """Seals the batches one host sends: its name, the receiver's, the numbers, the time, a tag."""
 
     def __init__(self, key: bytes, cluster: str, host: str) -> None:
         self._key = key
         self._cluster = cluster
         self._host = host
-        self._sequence = 0
 
-    def seal(self, items: list[Item], version: int, now_ms: int) -> bytes:
-        self._sequence += 1
+    def seal(
+        self, items: list[Item], version: int, now_ms: int, *, to: str, sequence: int, previous: int
+    ) -> bytes:
         header = json.dumps(
-            {"c": self._cluster, "h": self._host, "s": self._sequence, "t": now_ms, "v": version},
+            {
+                "c": self._cluster,
+                "h": self._host,
+                "d": to,
+                "s": sequence,
+                "p": previous,
+                "t": now_ms,
+                "v": version,
+            },
             separators=(",", ":"),
         ).encode("utf-8")
         parts = [len(header).to_bytes(2, "big"), header]
         for item in items:
-            to = item.to.encode("ascii")
+            name = item.to.encode("ascii")
             parts += (
-                bytes((item.kind, len(to))),
-                to,
+                bytes((item.kind, len(name))),
+                name,
                 len(item.data).to_bytes(4, "big"),
                 item.data,
             )
@@ -106,55 +121,113 @@ class BatchWriter:
 
 
 class BatchReader:
-    """Verifies the batches one host receives, remembering each sender's last sequence number."""
+    """Verifies the batches one host receives (see :class:`Sequencer` for their order)."""
 
-    def __init__(self, key: bytes, cluster: str) -> None:
+    def __init__(self, key: bytes, cluster: str, host: str) -> None:
         self._key = key
         self._cluster = cluster
-        #: Per sender: the highest sequence number seen, and a bit for each of the
-        #: REPLAY_WINDOW numbers below it (bit n: highest - 1 - n was seen).
-        self._seen: dict[str, tuple[int, int]] = {}
-
-    def forget(self, host: str) -> None:
-        """``host`` is gone: its sequence numbers need not be remembered."""
-        self._seen.pop(host, None)
+        self._host = host
 
     def open(self, data: bytes, now_ms: int) -> Batch:
         """Raises: EnvelopeError: The batch is refused (the message says why)."""
         start = len(MAGIC) + TAG_SIZE
         if len(data) < start + 2 or not data.startswith(MAGIC):
-            raise EnvelopeError("not a batch of this runtime")
+            raise EnvelopeError("not a batch of this runtime (or of another version of it)")
         body = memoryview(data)[start:]
         if not hmac.compare_digest(_tag(self._key, body), data[len(MAGIC) : start]):
             raise EnvelopeError("bad signature (another cluster secret, or forged)")
         header_size = int.from_bytes(body[:2], "big")
         try:
             header = json.loads(bytes(body[2 : 2 + header_size]))
-            cluster, source = header["c"], header["h"]
-            sequence, sent, version = int(header["s"]), int(header["t"]), int(header["v"])
+            cluster, source, receiver = header["c"], header["h"], header["d"]
+            sequence, previous = int(header["s"]), int(header["p"])
+            sent, version = int(header["t"]), int(header["v"])
         except (ValueError, KeyError, TypeError) as exc:
             raise EnvelopeError(f"bad header: {exc}") from None
         if cluster != self._cluster:
             raise EnvelopeError(f"sent for cluster {cluster!r}")
+        if receiver != self._host:
+            raise EnvelopeError(f"sent to host {receiver!r}")
         if abs(now_ms - sent) > MAX_AGE_MS:
             raise EnvelopeError(f"sent {(now_ms - sent) / 1000:.1f} s from this host's clock")
-        highest, below = self._seen.get(source, (0, 0))
-        if sequence > highest:
-            shift = sequence - highest
-            below = ((below << shift) | (1 << (shift - 1))) & _WINDOW_MASK if shift <= REPLAY_WINDOW else 0
-            seen = (sequence, below)
-        else:
-            behind = highest - sequence  # 0: the highest itself
-            bit = 1 << (behind - 1) if 0 < behind <= REPLAY_WINDOW else 0
-            if not bit or below & bit:
-                raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
-            seen = (highest, below | bit)
         items = _items(body, 2 + header_size)
-        self._seen[source] = seen
-        return Batch(str(source), sequence, version, items)
+        if sequence < 0 or previous < 0 or (sequence == HELLO and items):
+            raise EnvelopeError("bad sequence numbers")
+        return Batch(str(source), sequence, previous, version, items)
 
 
-_WINDOW_MASK: Final = (1 << REPLAY_WINDOW) - 1
+class Sequencer:
+    """Puts each sender's batches back in the order it sent them, and refuses one seen before.
+
+    A batch goes on once the one its sender handed over before it (``previous``) has gone
+    on: one that overtook another (it took a link while the other was in Redis) waits for
+    it, up to ``max_wait`` seconds (see :meth:`overdue`); after that the missing one is
+    taken as lost and the waiting ones go on. A sender's first batch goes on at once.
+    """
+
+    def __init__(self, max_wait: float) -> None:
+        self._max_wait = max_wait
+        #: Per sender: the highest sequence number gone on (or given up on).
+        self._done: dict[str, int] = {}
+        #: Per sender: the batches waiting, by sequence number, with when they came.
+        self._waiting: dict[str, dict[int, tuple[Batch, float]]] = {}
+
+    def forget(self, host: str) -> None:
+        """``host`` is gone: its numbers need not be remembered."""
+        self._done.pop(host, None)
+        self._waiting.pop(host, None)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(batches) for batches in self._waiting.values())
+
+    def offer(self, batch: Batch, now: float) -> list[Batch]:
+        """The batches that go on now, in order: ``batch`` and those it was holding up, or none.
+
+        Raises:
+            EnvelopeError: ``batch`` was seen before (replayed).
+        """
+        source, sequence = batch.source, batch.sequence
+        if sequence == HELLO:
+            return []
+        done = self._done.setdefault(source, batch.previous)
+        waiting = self._waiting.setdefault(source, {})
+        if sequence <= done or sequence in waiting:
+            raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
+        waiting[sequence] = (batch, now)
+        if len(waiting) > MAX_WAITING:
+            return self._give_up(source)
+        return self._ready(source)
+
+    def overdue(self, now: float) -> list[Batch]:
+        """The batches that waited ``max_wait`` for one sent before them: they go on without it."""
+        ready: list[Batch] = []
+        for source, waiting in self._waiting.items():
+            if waiting and now - min(since for _, since in waiting.values()) >= self._max_wait:
+                ready += self._give_up(source)
+        return ready
+
+    def _ready(self, source: str) -> list[Batch]:
+        done, waiting = self._done[source], self._waiting[source]
+        ready: list[Batch] = []
+        while waiting:
+            first = min(waiting)
+            batch = waiting[first][0]
+            if batch.previous > done:
+                break
+            del waiting[first]
+            ready.append(batch)
+            done = first
+        self._done[source] = done
+        return ready
+
+    def _give_up(self, source: str) -> list[Batch]:
+        """The first waiting batch goes on as if what it waits for had come; then the rest in order."""
+        waiting = self._waiting[source]
+        first = min(waiting)
+        batch = waiting.pop(first)[0]
+        self._done[source] = first
+        return [batch, *self._ready(source)]
 
 
 def _items(body: memoryview, at: int) -> list[Item]:

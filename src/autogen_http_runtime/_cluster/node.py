@@ -161,7 +161,7 @@ class ClusterNode:
         """
         self._peers = PeerTable(
             self,
-            BatchReader(self._key, self.config.name),
+            BatchReader(self._key, self.config.name, self.host),
             BatchWriter(self._key, self.config.name, self.host),
             self._log,
         )
@@ -336,9 +336,11 @@ class ClusterNode:
             if generation == self.generation:
                 self._peers.receive(data, self.directory.view.version, self.core)
 
-    def seal(self, items: list[Item]) -> bytes:
+    def seal(self, items: list[Item], *, to: str, sequence: int, previous: int) -> bytes:
         assert self._peers is not None
-        return self._peers.seal(items, self.directory.view.version)
+        return self._peers.seal(
+            items, self.directory.view.version, to=to, sequence=sequence, previous=previous
+        )
 
     def _stand_in(self, worker_id: str, info: WorkerInfo) -> WorkerSession:
         assert self._peers is not None
@@ -369,19 +371,28 @@ class ClusterNode:
         self.directory.view.drop_host(host)
         self._peers.drop(host)
 
-    def peer_silent(self, host: str, why: str) -> None:
-        """What was sent to ``host`` may be lost (nobody listens to its inbox, or its link
-        closed): the calls in flight with it fail now rather than when its lease ends."""
-        ended = self.core.calls.host_lost(host, ErrorCode.WORKER_DISCONNECTED, f"its host {host}: {why}")
+    def peer_silent(self, host: str, why: str, *, both_ways: bool = True) -> None:
+        """What was sent to ``host`` may be lost (nobody listens to its inbox, or this host's
+        link to it closed: not ``both_ways``, its answers to calls from there may still come
+        back): the calls in flight with it fail now rather than when its lease ends."""
+        code, reason = ErrorCode.WORKER_DISCONNECTED, f"its host {host}: {why}"
+        ended = self.core.calls.host_lost(host, code, reason, both_ways=both_ways)
         if ended:
             self._log.warning("Host %s: %s; failed %d call(s) in flight with it", host, why, ended)
 
     async def link_address(self, host: str) -> str | None:
-        """Where ``host`` takes direct links, if it does (``None`` too when the engine is out of reach)."""
+        """Where ``host`` takes direct links; ``None``: it takes none.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            LookupError: ``host`` has no entry in the engine (it is joining, or gone).
+        """
+        info = await self.engine.host_info(host)
+        if info is None:
+            raise LookupError(host)
         try:
-            info = await self.engine.host_info(host)
-            address = None if info is None else json.loads(info).get("link")
-        except (EngineUnavailable, ValueError, AttributeError):
+            address = json.loads(info).get("link")
+        except (ValueError, AttributeError):
             return None
         return address if isinstance(address, str) and address else None
 

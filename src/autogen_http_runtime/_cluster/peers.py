@@ -27,7 +27,17 @@ from typing import TYPE_CHECKING, Final, Protocol
 from .._host.security import Identity
 from .._host.session import WorkerSession
 from .engine import EngineUnavailable
-from .envelope import FOR_HOST, FOR_WORKER, Batch, BatchReader, BatchWriter, EnvelopeError, Item
+from .envelope import (
+    FOR_HOST,
+    FOR_WORKER,
+    HELLO,
+    Batch,
+    BatchReader,
+    BatchWriter,
+    EnvelopeError,
+    Item,
+    Sequencer,
+)
 
 if TYPE_CHECKING:
     from .._host.core import RoutingCore
@@ -39,7 +49,8 @@ BATCH_BYTES: Final = 1 << 20
 #: the engine, and when that is stuck the node finds the cluster unavailable and empties
 #: them. Back-pressure still holds (their high-water mark is a worker's).
 UNBOUNDED: Final = 1 << 62
-#: Seconds a batch waits for this host's view to reach the version its sender had.
+#: Seconds a batch waits for this host's view to reach the version its sender had, or for
+#: a batch sent before it (on the other path) to come.
 MAX_PARK: Final = 1.0
 #: Seconds between attempts to open a direct link to a host that has one, once one failed.
 LINK_RETRY: Final = 2.0
@@ -80,6 +91,9 @@ class Peer:
         self.proxy = self.stand_in(f"host:{name}", name=f"callers on host {name}")
         #: The direct link to the host, while one is open.
         self.link: PeerLink | None = None
+        #: The last sequence number sealed, and the last batch handed over (envelope.py).
+        self._sequence = 0
+        self._previous = 0
         self._linked = asyncio.Event()  # the first attempt at a link is over
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(), name=f"autogen-http-peer {name}")]
@@ -173,16 +187,25 @@ class Peer:
         return items, taken
 
     async def _keep_link(self, dial: Dial) -> None:
-        """Keep a direct link open to the host, if it has an address for one. The first batch
-        waits for the first attempt: a batch sent through Redis just before the link opens
-        could arrive after those sent over it."""
+        """Keep a direct link open to the host, if it takes links. The receiver puts batches
+        back in order whichever path each took (``envelope.Sequencer``), except the first it
+        has from this host, which starts the sequence: so the first batch waits for the first
+        attempt at a link (a batch sent through Redis just before could come after it)."""
         link: PeerLink | None = None
         try:
             while True:
-                url = await self._node.link_address(self.name)
-                link = None if url is None else await dial(self.name, url)
+                try:
+                    url = await self._node.link_address(self.name)
+                except (EngineUnavailable, LookupError):
+                    self._linked.set()  # Redis carries the batches until it can say
+                    await asyncio.sleep(LINK_RETRY)
+                    continue
+                if url is None:
+                    return  # the host takes no links: Redis carries everything
+                link = await dial(self.name, url)
                 # A batch at once, even empty: the other host closes a link that sends none.
-                if link is not None and not await link.send(self._node.seal([])):
+                hello = self._node.seal([], to=self.name, sequence=HELLO, previous=0)
+                if link is not None and not await link.send(hello):
                     link = None
                 self.link = link
                 self._linked.set()
@@ -190,9 +213,8 @@ class Peer:
                     why = await link.closed()
                     self.link = link = None
                     if not self.gone:
-                        self._node.peer_silent(self.name, f"the direct link to it closed ({why})")
-                elif url is None and self._node.unavailable is None:
-                    return  # the host offers no link: Redis carries everything
+                        why = f"the direct link to it closed ({why})"
+                        self._node.peer_silent(self.name, why, both_ways=False)
                 await asyncio.sleep(LINK_RETRY)
         finally:
             self._linked.set()  # whatever ended this, batches must not wait for it
@@ -222,8 +244,11 @@ class Peer:
                 if not items:
                     continue
                 generation = node.generation
+                self._sequence += 1
+                sequence = self._sequence
                 try:
-                    receivers = await self._send(node.seal(items))
+                    sealed = node.seal(items, to=self.name, sequence=sequence, previous=self._previous)
+                    receivers = await self._send(sealed)
                 except EngineUnavailable as exc:
                     node.lost_engine(str(exc), generation)
                     self.discard()
@@ -233,6 +258,8 @@ class Peer:
                 self.frames_out += len(items)
                 if receivers == 0:
                     node.peer_silent(self.name, "it does not listen (it died or lost Redis)")
+                else:
+                    self._previous = sequence
             if not self._dirty:
                 self._idle.set()
 
@@ -249,6 +276,8 @@ class PeerTable:
         self._log = logger
         self.peers: dict[str, Peer] = {}
         self._parked: deque[tuple[Batch, float]] = deque()
+        self._order = Sequencer(MAX_PARK)
+        self._overdue: asyncio.TimerHandle | None = None
         self.refused = 0
         self.bytes_in = 0
 
@@ -261,7 +290,7 @@ class PeerTable:
     def drop(self, host: str) -> None:
         """``host`` is gone: what is queued for it is dropped, and what stands for it refuses calls."""
         peer = self.peers.pop(host, None)
-        self._reader.forget(host)
+        self._order.forget(host)
         if peer is not None:
             peer.close()
 
@@ -271,18 +300,38 @@ class PeerTable:
         self.bytes_in += len(data)
         try:
             batch = self._reader.open(data, int(time.time() * 1000))
+            ready = self._order.offer(batch, time.monotonic())
         except EnvelopeError as exc:
             self.refused += 1
             log = self._log.warning if self.refused == 1 or self.refused % 1000 == 0 else self._log.debug
             log("Refused a batch from this host's %s (%d so far): %s", via, self.refused, exc)
             return False
-        if self._parked or batch.version > version:
-            # Sent after a change this host's view has not applied yet (a registration the
-            # sending host's caller learned of): routing it now could miss that change.
-            self._parked.append((batch, time.monotonic()))
-        else:
-            self._route(batch, core)
+        self._go_on(ready, version, core)
         return True
+
+    def _go_on(self, ready: list[Batch], version: int, core: RoutingCore) -> None:
+        for batch in ready:
+            if self._parked or batch.version > version:
+                # Sent after a change this host's view has not applied yet (a registration the
+                # sending host's caller learned of): routing it now could miss that change.
+                self._parked.append((batch, time.monotonic()))
+            else:
+                self._route(batch, core)
+        if self._order.waiting and self._overdue is None:
+            self._overdue = asyncio.get_running_loop().call_later(MAX_PARK, self._give_up)
+
+    def _give_up(self) -> None:
+        """Batches that waited too long for one sent before them go on without it (it was lost)."""
+        self._overdue = None
+        ready = self._order.overdue(time.monotonic())
+        if ready:
+            self._log.warning(
+                "A batch from host %s did not come within %.1f s of those sent after it; going on without it",
+                ready[0].source,
+                MAX_PARK,
+            )
+        node = self._node
+        self._go_on(ready, node.directory.view.version, node.core)
 
     def release(self, version: int, core: RoutingCore) -> None:
         """Route the batches parked for a view that has now reached ``version``, or waited too long."""
@@ -311,8 +360,9 @@ class PeerTable:
             else:
                 core.relay.to_worker(proxy, item.to, item.data)
 
-    def seal(self, items: list[Item], version: int) -> bytes:
-        return self._writer.seal(items, version, int(time.time() * 1000))
+    def seal(self, items: list[Item], version: int, *, to: str, sequence: int, previous: int) -> bytes:
+        now = int(time.time() * 1000)
+        return self._writer.seal(items, version, now, to=to, sequence=sequence, previous=previous)
 
     def each(self) -> list[Peer]:
         return list(self.peers.values())

@@ -237,12 +237,13 @@ class CallTable:
                 self.finish(made, CallOutcome.CALLER_DISCONNECTED)
                 made.target.send(wire.notification(Method.CANCEL, {"id": made.host_id}))
 
-    def host_lost(self, host: str | None, code: ErrorCode, reason: str) -> int:
+    def host_lost(self, host: str | None, code: ErrorCode, reason: str, *, both_ways: bool = True) -> int:
         """End the calls in flight across to another host of the cluster that can no longer be
         answered: ``host`` is gone, or (``None``) every other host is out of reach.
 
         Calls to workers there fail at their callers with ``code``; calls made from there to
-        workers here are cancelled at those workers (their answers could not go back).
+        workers here are cancelled at those workers (their answers could not go back), unless
+        not ``both_ways`` (only the way there was lost: a direct link to it closed).
 
         Returns:
             How many calls ended.
@@ -255,7 +256,7 @@ class CallTable:
                 message = f"The call '{call.method}' to host {target.name} cannot be answered: {reason}."
                 self._stats.count_error_for(call.caller, code, message, call.caller_id)
                 call.caller.send(wire.error(call.caller_id, code, message))
-            elif caller is not None and (host is None or caller.name == host):
+            elif both_ways and caller is not None and (host is None or caller.name == host):
                 self.finish(call, CallOutcome.CALLER_DISCONNECTED)
                 call.target.send(wire.notification(Method.CANCEL, {"id": call.host_id}))
             else:

@@ -23,7 +23,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import InvalidState, WebSocketException
 
-from .._constants import CLUSTER_LINK_PATH, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, WORKER_WS_PATH
+from .._constants import CLUSTER_LINK_PATH, WORKER_WS_PATH
 from .._host.session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 from .._logging import Throttled
 from .._protocol.address import parse_host_address
@@ -37,8 +37,13 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT: Final = 2.0
 #: Bytes a link's socket buffers before its sender waits.
 WRITE_BUFFER: Final = 4 << 20
-#: Close code a link gets when its batch was refused or is not binary (1003: unsupported data).
+#: Close code a link gets when its message is not binary (1003: unsupported data).
 CLOSE_UNSUPPORTED: Final = 1003
+#: Links a host holds open at once that have not yet sent a batch bearing the secret.
+MAX_UNPROVEN: Final = 64
+#: The largest first message of a link: a hello (an empty batch). A larger one is refused
+#: before its signature is checked.
+MAX_FIRST: Final = 4096
 
 
 def link_url(address: str) -> str:
@@ -101,10 +106,18 @@ class WebSocketLink:
 
 
 class LinkDialer:
-    """Opens this host's links to the others (``_cluster.peers.Dial``)."""
+    """Opens this host's links to the others (``_cluster.peers.Dial``).
 
-    def __init__(self, *, tls: ssl_module.SSLContext | None, logger: logging.Logger) -> None:
+    Args:
+        lease: The cluster's lease. A link gone silent (the other host's machine or the network
+            gone: what was written is not acknowledged) is closed within it; one whose host
+            stalls (a ping not answered) within one and a half: no sooner than the lease
+            declares that host gone, so a link makes a stall cost no more than before.
+    """
+
+    def __init__(self, *, tls: ssl_module.SSLContext | None, lease: float, logger: logging.Logger) -> None:
         self._tls = tls
+        self._lease = lease
         self._failures = Throttled(logger)
         self._log = logger
 
@@ -124,9 +137,11 @@ class LinkDialer:
                     ssl=self._tls,
                     max_size=1 << 16,
                     compression=False,
-                    ping_interval=DEFAULT_PING_INTERVAL,
-                    ping_timeout=DEFAULT_PING_TIMEOUT,
+                    ping_interval=self._lease / 2,
+                    ping_timeout=self._lease,
                     write_buffer_limit=WRITE_BUFFER,
+                    proxy=False,  # hosts reach each other directly (HTTPS_PROXY is for workers)
+                    unacked_timeout=self._lease,
                 ),
                 CONNECT_TIMEOUT,
             )
@@ -157,16 +172,21 @@ class LinkEndpoint:
         self._node = node
         self.hello_timeout = hello_timeout
         self._refusals = Throttled(logger)
-        #: Links open now.
+        #: Links open now, and those of them that have sent no batch bearing the secret yet.
         self.open = 0
+        self.unproven = 0
 
     async def __call__(self, websocket: WebSocket) -> None:
         node = self._node
         if node.unavailable is not None:
             await websocket.close(CLOSE_TRY_AGAIN_LATER, f"cluster out of reach: {node.unavailable}")
             return
+        peer = websocket.client.host if websocket.client else "an unknown peer"
+        if self.unproven >= MAX_UNPROVEN:
+            self._refusals.warning("Too many links waiting for their first batch; refused one from %s", peer)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "too many links waiting")
+            return
         await websocket.accept()
-        peer = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
         protocol = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("protocol")
         self.open += 1
         try:
@@ -179,10 +199,13 @@ class LinkEndpoint:
         finally:
             self.open -= 1
 
-    def take(self, data: bytes | None, peer: str) -> tuple[int, str] | None:
+    def take(self, data: bytes | None, peer: str, *, first: bool) -> tuple[int, str] | None:
         """Route a message of a link: ``None``, or the code and reason to close the link with."""
         if data is None:
             return CLOSE_UNSUPPORTED, "a link carries binary batches only"
+        if first and len(data) > MAX_FIRST:
+            self._refusals.warning("A link from %s began with %d bytes; closed", peer, len(data), key=peer)
+            return CLOSE_POLICY_VIOLATION, "the first message of a link is a hello"
         if self._node.receive_link(data):
             return None
         if self._node.unavailable is not None:
@@ -195,20 +218,28 @@ class LinkEndpoint:
         return CLOSE_POLICY_VIOLATION, "no batch in time"
 
     async def _serve(self, websocket: WebSocket, peer: str) -> None:
-        timeout: float | None = self.hello_timeout
-        while True:
-            try:
-                message = await asyncio.wait_for(websocket.receive(), timeout)
-            except asyncio.TimeoutError:
-                await websocket.close(*self.too_late(peer))
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            refusal = self.take(message.get("bytes"), peer)
-            if refusal is not None:
-                await websocket.close(*refusal)
-                return
-            timeout = None
+        self.unproven += 1
+        proven = False
+        try:
+            while True:
+                try:
+                    timeout = None if proven else self.hello_timeout
+                    message = await asyncio.wait_for(websocket.receive(), timeout)
+                except asyncio.TimeoutError:
+                    await websocket.close(*self.too_late(peer))
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                refusal = self.take(message.get("bytes"), peer, first=not proven)
+                if refusal is not None:
+                    await websocket.close(*refusal)
+                    return
+                if not proven:
+                    proven = True
+                    self.unproven -= 1
+        finally:
+            if not proven:
+                self.unproven -= 1
 
 
 class _DirectLink:
@@ -220,23 +251,31 @@ class _DirectLink:
         self._peer = peer
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[None] = loop.create_future()
-        self._hello = loop.call_later(endpoint.hello_timeout, self._too_late)
+        self._hello: asyncio.TimerHandle | None = loop.call_later(endpoint.hello_timeout, self._too_late)
 
     async def run(self) -> None:
+        self._endpoint.unproven += 1
         self._protocol.attach(self, binary=True)
         try:
             await asyncio.shield(self._ended)
         finally:
+            self._proven()
+
+    def _proven(self) -> None:
+        if self._hello is not None:
             self._hello.cancel()
+            self._hello = None
+            self._endpoint.unproven -= 1
 
     def receive(self, received: str | bytes | None) -> None:
         if self._protocol.close_sent:
             return
-        refusal = self._endpoint.take(received if isinstance(received, bytes) else None, self._peer)
+        data = received if isinstance(received, bytes) else None
+        refusal = self._endpoint.take(data, self._peer, first=self._hello is not None)
         if refusal is not None:
             self._protocol.close(*refusal)
         else:
-            self._hello.cancel()
+            self._proven()
 
     def _too_late(self) -> None:
         if not self._protocol.close_sent:

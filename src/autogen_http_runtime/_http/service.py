@@ -325,7 +325,8 @@ class HttpAgentService:
         """
         if self.cluster is None or self._links is None:
             raise ValueError("This service takes no direct links: give it redis_url and cluster_link_url.")
-        self.cluster.offer_links(link_url(address), LinkDialer(tls=tls, logger=self._log))
+        dial = LinkDialer(tls=tls, lease=self.cluster.config.lease, logger=self._log)
+        self.cluster.offer_links(link_url(address), dial)
 
     async def start(self) -> None:
         """Join the cluster (with ``redis_url``); nothing to do for a host alone. Safe to call

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from typing import Final, cast
@@ -300,8 +301,15 @@ async def connect(
     ping_interval: float | None,
     ping_timeout: float | None,
     write_buffer_limit: int,
+    proxy: bool = True,
+    unacked_timeout: float | None = None,
 ) -> WebSocketClient:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and return it once it is open.
+
+    ``proxy``: go through the proxy the environment names for ``url``, if any.
+    ``unacked_timeout``: seconds data written may stay unacknowledged by the peer before the
+    kernel drops the connection (``TCP_USER_TIMEOUT``, Linux), so that a peer gone silent is
+    found without waiting for a ping to time out.
 
     Raises:
         OSError: The host cannot be reached (``ssl.SSLError`` for TLS failures).
@@ -327,13 +335,17 @@ async def connect(
         )
 
     loop = asyncio.get_running_loop()
-    proxy = _proxy_for(uri)
-    if proxy is None:
+    through = _proxy_for(uri) if proxy else None
+    if through is None:
         _, client = await loop.create_connection(
             make, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls is not None else None
         )
     else:
-        client = await _through_proxy(proxy, uri, tls, make)
+        client = await _through_proxy(through, uri, tls, make)
+    if unacked_timeout is not None and client._transport is not None:
+        sock = client._transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT") and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(unacked_timeout * 1000)))
     try:
         await client._handshake(headers)
     except BaseException:
