@@ -1,6 +1,6 @@
 """Whole text frames read without websockets' parser (``_transport/frames.py``) give what it would give.
 
-The unit tests hold ``read_text_frame``, ``parser_idle`` and ``TextFrameReader`` to
+The unit tests hold ``read_frame``, ``parser_idle`` and ``FrameReader`` to
 websockets' own framing. The stream tests send a mix of frames websockets must handle
 (pings, fragments, frames split across reads; binary frames to the worker) over real
 sockets, in random pieces, to the real worker client and to the real host, and check that
@@ -31,7 +31,7 @@ from autogen_http_runtime import HttpAgentServer
 from autogen_http_runtime._compat import FASTPATH
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
 from autogen_http_runtime._transport.client import LostHandler, MessageHandler, WebSocketClient, connect
-from autogen_http_runtime._transport.frames import TextFrameReader, parser_idle, read_text_frame, size_limit
+from autogen_http_runtime._transport.frames import FrameReader, parser_idle, read_frame, size_limit
 
 from .conftest import WorkerFactory
 from .utils import Text, Upper, bounded
@@ -43,7 +43,7 @@ def frame_bytes(opcode: Opcode, data: bytes, *, fin: bool = True, masked: bool) 
     return Frame(opcode, data, fin).serialize(mask=masked)
 
 
-# -- read_text_frame ----------------------------------------------------------------------
+# -- read_frame ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
@@ -51,7 +51,7 @@ def frame_bytes(opcode: Opcode, data: bytes, *, fin: bool = True, masked: bool) 
 def test_reads_what_websockets_writes(length: int, masked: bool) -> None:
     data = random.Random(length).randbytes(length)
     raw = b"xy" + frame_bytes(Opcode.TEXT, data, masked=masked) + b"rest"
-    assert read_text_frame(raw, 2, masked=masked, max_size=None) == (data, len(raw) - 4)
+    assert read_frame(raw, 2, masked=masked, max_size=None) == (data, len(raw) - 4)
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
@@ -59,7 +59,7 @@ def test_reads_what_websockets_writes(length: int, masked: bool) -> None:
 def test_an_incomplete_frame_is_left_alone(length: int, masked: bool) -> None:
     raw = frame_bytes(Opcode.TEXT, b"a" * length, masked=masked)
     for cut in range(len(raw)) if length < 200 else [0, 1, 2, 3, 9, 13, len(raw) - 1]:
-        assert read_text_frame(raw[:cut], 0, masked=masked, max_size=None) is None
+        assert read_frame(raw[:cut], 0, masked=masked, max_size=None) is None
 
 
 OTHER_FRAMES = {
@@ -77,19 +77,19 @@ OTHER_FRAMES = {
 
 @pytest.mark.parametrize("raw", OTHER_FRAMES.values(), ids=OTHER_FRAMES.keys())
 def test_anything_else_is_for_websockets(raw: bytes) -> None:
-    assert read_text_frame(raw, 0, masked=True, max_size=None) is None
+    assert read_frame(raw, 0, masked=True, max_size=None) is None
 
 
 def test_a_frame_over_the_limit_is_for_websockets() -> None:
     raw = frame_bytes(Opcode.TEXT, b"a" * 200, masked=False)
-    assert read_text_frame(raw, 0, masked=False, max_size=199) is None
-    assert read_text_frame(raw, 0, masked=False, max_size=200) == (b"a" * 200, len(raw))
+    assert read_frame(raw, 0, masked=False, max_size=199) is None
+    assert read_frame(raw, 0, masked=False, max_size=200) == (b"a" * 200, len(raw))
 
 
-# -- TextFrameReader ---------------------------------------------------------------------------
+# -- FrameReader ---------------------------------------------------------------------------
 
 
-def read_all(reader: TextFrameReader, protocol: ServerProtocol, data: bytes) -> list[tuple[bytes, bool]]:
+def read_all(reader: FrameReader, protocol: ServerProtocol, data: bytes) -> list[tuple[bytes, bool]]:
     """What a connection does with ``data``: the reader's messages, then websockets' for the rest."""
     messages, rest = reader.read(data)
     found = [(bytes(message), True) for message in messages]
@@ -104,7 +104,7 @@ def read_all(reader: TextFrameReader, protocol: ServerProtocol, data: bytes) -> 
 
 def test_reader_takes_text_frames_up_to_the_first_other_frame() -> None:
     protocol = ServerProtocol(state=State.OPEN)
-    reader = TextFrameReader(protocol, masked=True)
+    reader = FrameReader(protocol, masked=True)
     first, second = (frame_bytes(Opcode.TEXT, data, masked=True) for data in (b"one", b"two"))
     ping, third = frame_bytes(Opcode.PING, b"", masked=True), frame_bytes(Opcode.TEXT, b"three", masked=True)
     messages, rest = reader.read(first + second + ping + third)
@@ -113,7 +113,7 @@ def test_reader_takes_text_frames_up_to_the_first_other_frame() -> None:
 
 def test_reader_holds_a_text_frame_cut_short() -> None:
     protocol = ServerProtocol(state=State.OPEN, max_size=None)
-    reader = TextFrameReader(protocol, masked=True)
+    reader = FrameReader(protocol, masked=True)
     big = frame_bytes(Opcode.TEXT, b"a" * 60000, masked=True)
     found = []
     cuts = [0, 1, 3, 9, 5000, len(big)]  # inside the header, the extended length, the data
@@ -128,7 +128,7 @@ def test_reader_holds_a_text_frame_cut_short() -> None:
 def test_reader_leaves_a_large_frame_cut_short_to_websockets() -> None:
     """Over 64 KiB websockets' own buffer does better; the reader takes frames again after it."""
     protocol = ServerProtocol(state=State.OPEN, max_size=None)
-    reader = TextFrameReader(protocol, masked=True)
+    reader = FrameReader(protocol, masked=True)
     large = frame_bytes(Opcode.TEXT, b"a" * 70000, masked=True)
     assert reader.read(large[:5]) == ([], b"")  # its length not known yet: held
     assert reader.read(large[5:5000]) == ([], large[:5000])  # too large to hold: all of it
@@ -141,7 +141,7 @@ def test_reader_leaves_a_large_frame_cut_short_to_websockets() -> None:
 
 def test_reader_leaves_frames_to_websockets_once_this_side_closes() -> None:
     protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN)
-    reader = TextFrameReader(protocol, masked=False)
+    reader = FrameReader(protocol, masked=False)
     frame = frame_bytes(Opcode.TEXT, b"data", masked=False)
     assert reader.read(frame) == ([b"data"], b"")
     protocol.send_close(1000)
@@ -151,7 +151,7 @@ def test_reader_leaves_frames_to_websockets_once_this_side_closes() -> None:
 def test_reader_leaves_a_frame_over_the_limit_to_websockets_from_its_header() -> None:
     """Not held until a gigabyte has come: websockets refuses it from the header (1009)."""
     protocol = ServerProtocol(state=State.OPEN, max_size=1000)
-    reader = TextFrameReader(protocol, masked=True)
+    reader = FrameReader(protocol, masked=True)
     header = bytes([0x81, 0x80 | 127]) + (1 << 30).to_bytes(8, "big") + bytes(4)
     assert reader.read(header[:5]) == ([], b"")  # its length not known yet: held
     messages, rest = reader.read(header[5:] + b"x" * 100)
@@ -163,7 +163,7 @@ def test_reader_leaves_a_frame_over_the_limit_to_websockets_from_its_header() ->
 def test_reader_hands_a_held_frame_to_websockets_once_it_failed() -> None:
     """After fail() websockets discards what comes; the held start of a frame goes to it too."""
     protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN)
-    reader = TextFrameReader(protocol, masked=False)
+    reader = FrameReader(protocol, masked=False)
     frame = frame_bytes(Opcode.TEXT, b"a" * 300, masked=False)
     assert reader.read(frame[:100]) == ([], b"")
     protocol.fail(1011, "keepalive ping timeout")
@@ -176,14 +176,14 @@ async def test_real_workers_and_host_read_their_frames_directly(
     """The reader is in use on both sides (a call between two workers is read by it), and in
     use nowhere with the fast path off (``AUTOGEN_HTTP_FASTPATH=0``)."""
     taken = {True: 0, False: 0}  # by masked (the host) and unmasked (workers) readers
-    read = TextFrameReader.read
+    read = FrameReader.read
 
-    def counting(self: TextFrameReader, data: bytes) -> tuple[list[bytes | bytearray], bytes | bytearray]:
+    def counting(self: FrameReader, data: bytes) -> tuple[list[bytes | bytearray], bytes | bytearray]:
         messages, rest = read(self, data)
         taken[self._masked] += len(messages)
         return messages, rest
 
-    monkeypatch.setattr(TextFrameReader, "read", counting)
+    monkeypatch.setattr(FrameReader, "read", counting)
     serving, calling = await make_worker(), await make_worker()
     await Upper.register(serving, "upper", Upper)
     before = dict(taken)
@@ -198,7 +198,7 @@ def test_reader_leaves_a_frame_websockets_is_inside_of_to_it() -> None:
     """What follows the start of a frame websockets holds is its data, even when it looks
     like a text frame."""
     protocol = ServerProtocol(state=State.OPEN)
-    reader = TextFrameReader(protocol, masked=True)
+    reader = FrameReader(protocol, masked=True)
     lookalike = frame_bytes(Opcode.TEXT, b"not a frame", masked=True)
     # A binary frame whose data is the lookalike, masked with a key of zeros: unchanged.
     header = bytes([0x82, 0x80 | len(lookalike)]) + bytes(4)

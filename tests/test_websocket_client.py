@@ -507,11 +507,11 @@ async def test_a_sender_that_never_waits_still_lets_the_loop_run(make_worker: Wo
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, MAX_BATCH_BYTES + 1])
 def test_text_frames_written_directly_are_what_websockets_reads(length: int) -> None:
-    from autogen_http_runtime._transport.frames import masked_text_frame
+    from autogen_http_runtime._transport.frames import masked_frame
 
     server = ServerProtocol(state=State.OPEN)
     data = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
-    header, masked = masked_text_frame(data, b"\x01\x02\x03\x04")
+    header, masked = masked_frame(data, b"\x01\x02\x03\x04")
     assert len(masked) == length and (length < 4 or masked != data)  # masked
     server.receive_data(header + masked)
     [frame] = server.events_received()

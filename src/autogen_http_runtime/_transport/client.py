@@ -29,7 +29,7 @@ from websockets.uri import WebSocketURI, parse_uri
 from .._constants import __version__
 from .._randomness import random_chunks
 from .fastpath import frame_reader_allowed
-from .frames import TextFrameReader, masked_text_frame, write_pieces
+from .frames import FrameReader, masked_frame, write_pieces
 
 #: Seconds to wait for the host's side of the closing handshake before dropping the socket.
 CLOSE_TIMEOUT: Final = 2.0
@@ -58,7 +58,7 @@ class WebSocketClient(asyncio.Protocol):
         #: Whole text frames are read there, websockets reads the rest (see frames.py); or,
         #: without the fast path, websockets reads everything and frames every message.
         self._fast = frame_reader_allowed()
-        self._frames = TextFrameReader(protocol, masked=False) if self._fast else None
+        self._frames = FrameReader(protocol, masked=False) if self._fast else None
         self._on_message = on_message
         self._on_lost = on_lost
         self._ping_interval = ping_interval
@@ -163,7 +163,7 @@ class WebSocketClient(asyncio.Protocol):
             return
         # What websockets would write, without copying a large message into one buffer with
         # its header: the header and the masked data go to the socket as they are.
-        write_pieces(transport, masked_text_frame(data, next(self._mask_keys), binary=binary))
+        write_pieces(transport, masked_frame(data, next(self._mask_keys), binary=binary))
 
     def send_binary(self, data: bytes) -> None:
         """Send one binary message now, as :meth:`send_text` sends a text one.

@@ -3,7 +3,7 @@
 Nearly every frame a worker and its host exchange is one whole text message: final and
 uncompressed. websockets' sans-I/O parser handles each through a chain of generators, an
 event list and a frame object: about 3 us a frame warm, several times that in a process
-woken for each frame (docs/performance.md). :class:`TextFrameReader` takes such frames
+woken for each frame (docs/performance.md). :class:`FrameReader` takes such frames
 straight from the bytes a socket reads, while websockets' parser has nothing of its own
 under way (:func:`parser_idle`), so that its protocol ends in the state it would have
 reached itself.
@@ -32,12 +32,12 @@ except ImportError:  # pragma: no cover - a build of websockets without its C ex
     from websockets.utils import apply_mask
 
 __all__ = [
-    "TextFrameReader",
-    "masked_text_frame",
+    "FrameReader",
+    "masked_frame",
     "parser_idle",
-    "read_text_frame",
+    "read_frame",
     "size_limit",
-    "text_frame_header",
+    "frame_header",
     "write_pieces",
 ]
 
@@ -55,7 +55,7 @@ _PARSE: Final = Protocol.parse.__code__
 _AT_EOF: Final = StreamReader.at_eof.__code__
 
 
-class TextFrameReader:
+class FrameReader:
     """Reads the whole text frames at the start of what a socket reads, for one connection.
 
     :meth:`read` returns the messages it took and the bytes left for websockets' parser. A
@@ -90,7 +90,7 @@ class TextFrameReader:
         messages: list[bytes | bytearray] = []
         start, end, masked, limit, first = 0, len(buffer), self._masked, self._size_limit, self._first
         while start < end and (
-            frame := read_text_frame(buffer, start, masked=masked, max_size=limit, first=first)
+            frame := read_frame(buffer, start, masked=masked, max_size=limit, first=first)
         ):
             message, start = frame
             messages.append(message)
@@ -104,7 +104,7 @@ class TextFrameReader:
         return messages, buffer[start:]
 
 
-def read_text_frame(
+def read_frame(
     data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None, first: int = _FINAL_TEXT
 ) -> tuple[bytes | bytearray, int] | None:
     """The payload of the text frame at ``data[start:]``, and where the frame after it starts.
@@ -148,7 +148,7 @@ def read_text_frame(
 def _cut_short(
     data: bytes | bytearray, start: int, *, masked: bool, max_size: int | None, first: int
 ) -> bool:
-    """Whether ``data[start:]`` begins a frame :func:`read_text_frame` would read, but ends
+    """Whether ``data[start:]`` begins a frame :func:`read_frame` would read, but ends
     first, and is no larger than :data:`_LARGEST_HELD`."""
     available = len(data) - start
     if available == 0 or data[start] != first:
@@ -171,7 +171,7 @@ def parser_idle(protocol: Protocol) -> bool:
     """Whether websockets' ``protocol`` waits for the first byte of a new frame, on an open
     connection, with no extension, fragmented message or frame logging to keep track of.
 
-    Then a frame :func:`read_text_frame` takes changes nothing in ``protocol``: websockets
+    Then a frame :func:`read_frame` takes changes nothing in ``protocol``: websockets
     would hand the same payload on and keep no state of it. ``False`` for a websockets whose
     parser is built differently: everything then goes through its parser.
     """
@@ -198,7 +198,7 @@ def size_limit(protocol: Protocol) -> int | None:
     return min(given) if given else None
 
 
-def text_frame_header(length: int, *, masked: bool, binary: bool = False) -> bytes:
+def frame_header(length: int, *, masked: bool, binary: bool = False) -> bytes:
     """The header of an unfragmented, uncompressed text (or ``binary``) frame of ``length``
     bytes (RFC 6455, section 5.2), without the masking key that follows it in a masked frame."""
     first = _FINAL_BINARY if binary else _FINAL_TEXT
@@ -210,10 +210,10 @@ def text_frame_header(length: int, *, masked: bool, binary: bool = False) -> byt
     return struct.pack("!BBQ", first, second | 127, length)
 
 
-def masked_text_frame(data: bytes, mask: bytes, *, binary: bool = False) -> tuple[bytes, bytes]:
+def masked_frame(data: bytes, mask: bytes, *, binary: bool = False) -> tuple[bytes, bytes]:
     """A client's text (or ``binary``) frame with the masking key ``mask``: its header, and the
     masked data (two pieces, so a large message is not copied once more to prefix it)."""
-    return text_frame_header(len(data), masked=True, binary=binary) + mask, apply_mask(data, mask)
+    return frame_header(len(data), masked=True, binary=binary) + mask, apply_mask(data, mask)
 
 
 #: ``writelines()`` of asyncio's transports calls ``pause_writing()`` when the buffer fills

@@ -33,7 +33,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 from .fastpath import uvicorn_direct_path_allowed
-from .frames import TextFrameReader, text_frame_header, write_pieces
+from .frames import FrameReader, frame_header, write_pieces
 
 __all__ = ["DIRECT_FRAMES", "DirectPeer", "DirectWebSocketProtocol", "direct_protocol"]
 
@@ -88,7 +88,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     _peer: DirectPeer | None = None
     #: Reads whole text frames once attached; websockets reads the rest (see frames.py).
-    _frames: TextFrameReader | None = None
+    _frames: FrameReader | None = None
     #: Attached for binary messages (a cluster's direct link), not text ones.
     _binary: bool = False
 
@@ -107,7 +107,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         """
         self._peer = peer
         self._binary = binary
-        self._frames = TextFrameReader(self.conn, masked=True, binary=binary)
+        self._frames = FrameReader(self.conn, masked=True, binary=binary)
         if self.read_paused:  # uvicorn pauses reading while the ASGI app has a message to take
             self.resume_reading()
         # Whatever uvicorn queued for the ASGI app before this (a hello sent right after
@@ -149,7 +149,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_text(data)
             self.transport.write(b"".join(self.conn.data_to_send()))
         else:  # the header alone: no copy of a large message to prefix it
-            write_pieces(self.transport, (text_frame_header(len(data), masked=False), data))
+            write_pieces(self.transport, (frame_header(len(data), masked=False), data))
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake, as uvicorn does for an ASGI ``websocket.close``."""
