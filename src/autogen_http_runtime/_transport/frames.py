@@ -56,7 +56,8 @@ _AT_EOF: Final = StreamReader.at_eof.__code__
 
 
 class FrameReader:
-    """Reads the whole text frames at the start of what a socket reads, for one connection.
+    """Reads the whole text frames (binary ones, with ``binary``) at the start of what a socket
+    reads, for one connection.
 
     :meth:`read` returns the messages it took and the bytes left for websockets' parser. A
     text frame cut short by the end of a read is held here until the rest comes, so
