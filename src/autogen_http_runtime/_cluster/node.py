@@ -248,8 +248,7 @@ class ClusterNode:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
         await cancel_tasks(self._tasks, timeout)
-        for peer in self._peers.each():
-            self._peers.drop(peer.name)
+        self._peers.close()
         try:
             await asyncio.wait_for(self.engine.close(), timeout)
         except asyncio.TimeoutError:

@@ -364,6 +364,14 @@ class PeerTable:
         now = int(time.time() * 1000)
         return self._writer.seal(items, version, now, to=to, sequence=sequence, previous=previous)
 
+    def close(self) -> None:
+        """This host leaves: every peer goes, nothing more is routed."""
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
+        for peer in self.each():
+            self.drop(peer.name)
+
     def each(self) -> list[Peer]:
         return list(self.peers.values())
 
