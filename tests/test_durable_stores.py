@@ -18,12 +18,8 @@ from pathlib import Path
 import pytest
 
 from autogen_http_runtime._cluster.state_store import RedisStateStore
-from autogen_http_runtime._host.state import (
-    FileStateStore,
-    MemoryStateStore,
-    StateStore,
-    StateStoreError,
-)
+from autogen_http_runtime._host.state import MemoryStateStore, StateStore, StateStoreError
+from autogen_http_runtime._host.state_files import FileStateStore
 
 from .cluster_utils import redis_server
 from .redis_server import RedisServer
@@ -117,23 +113,34 @@ async def test_memory_store_refuses_what_it_has_no_room_for() -> None:
 
 async def test_file_store_keeps_the_newest_version(tmp_path: Path) -> None:
     store = FileStateStore(tmp_path / "states")
-    await _basics(store)
-    await _race([store], store)
-    # Only the states' files are left: no temporary file behind.
-    assert all(
-        name.endswith(".json") and not name.startswith(".") for name in os.listdir(tmp_path / "states")
-    )
+    try:
+        await _basics(store)
+        await _race([store], store)
+    finally:
+        await store.close()
+    # One journal, nothing else (tests/test_state_files.py: its replay, torn records, compaction).
+    assert os.listdir(tmp_path / "states") == ["states.journal"]
 
 
-async def test_file_store_reads_what_another_process_wrote(tmp_path: Path) -> None:
+async def test_file_store_reads_what_an_earlier_process_wrote(tmp_path: Path) -> None:
     first = FileStateStore(tmp_path)
-    await first.save("counter/a", 7, '{"count":7}')
+    await first.save("counter/a", 7, '{"count":7}', "w1")
+    with pytest.raises(StateStoreError, match="Another process"):
+        FileStateStore(tmp_path)  # one host per directory
+    await first.close()
     second = FileStateStore(tmp_path)  # a host restarted on the same directory
-    loaded = await second.load("counter/a")
-    assert loaded is not None and (loaded.version, loaded.state) == (7, '{"count":7}')
-    first.path("counter/b").write_text("not json")
-    with pytest.raises(StateStoreError, match="damaged"):
-        await second.load("counter/b")
+    try:
+        loaded = await second.load("counter/a")
+        assert loaded is not None and (loaded.version, loaded.state, loaded.writer) == (
+            7,
+            '{"count":7}',
+            "w1",
+        )
+        assert not (await second.save("counter/a", 7, "{}")).stored  # the versions carry on
+    finally:
+        await second.close()
+    with pytest.raises(StateStoreError, match="closed"):
+        await second.save("counter/a", 8, "{}")
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ from .._host.deliveries import AT_MOST_ONCE, check_delivery
 from .._host.directory import LocalDirectory
 from .._host.security import AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
-from .._host.state import DEFAULT_MAX_STATE_SIZE, FileStateStore, StateStore
+from .._host.state import DEFAULT_MAX_STATE_SIZE, StateStore
+from .._host.state_files import FileStateStore
 from .._ops.probes import operations_router
 from .admission import DEFAULT_PUBLIC_ROUTES, Admission
 from .api import api_router
