@@ -401,3 +401,36 @@ def test_serve_refuses_a_state_dir_with_a_redis_url(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "state_dir and redis_url exclude each other" in done.stderr
+
+
+async def test_serve_refuses_a_state_dir_another_host_holds(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from autogen_http_runtime._host.state_files import FileStateStore
+
+    holder = FileStateStore(tmp_path)  # the host already serving from it
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGEN_HTTP_")}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "autogen_http_runtime",
+                "serve",
+                "--port",
+                "0",
+                "--state-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            env=environment,
+        )
+    finally:
+        await holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "Another process keeps agent states in" in done.stderr

@@ -125,7 +125,7 @@ async def test_file_store_keeps_the_newest_version(tmp_path: Path) -> None:
 async def test_file_store_reads_what_an_earlier_process_wrote(tmp_path: Path) -> None:
     first = FileStateStore(tmp_path)
     await first.save("counter/a", 7, '{"count":7}', "w1")
-    with pytest.raises(StateStoreError, match="Another process"):
+    with pytest.raises(OSError, match="Another process"):
         FileStateStore(tmp_path)  # one host per directory
     await first.close()
     second = FileStateStore(tmp_path)  # a host restarted on the same directory
@@ -208,3 +208,30 @@ async def test_redis_store_fails_only_the_operation_redis_refused(
     assert outcomes[0].stored  # type: ignore[union-attr]
     assert isinstance(outcomes[1], StateStoreError)
     assert outcomes[2] is not None and outcomes[2].version == 1  # type: ignore[union-attr]
+
+
+async def test_redis_store_fails_a_batch_redis_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autogen_http_runtime._cluster import state_store
+
+    monkeypatch.setattr(state_store, "COMMAND_TIMEOUT", 0.2)
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStateStore(f"redis://127.0.0.1:{port}/0", cluster="c1")
+    try:
+        outcomes = await bounded(
+            asyncio.gather(store.save("t/a", 1, "{}"), store.load("t/b"), return_exceptions=True)
+        )
+        assert all(isinstance(o, StateStoreError) and "no answer" in str(o) for o in outcomes), outcomes
+        with pytest.raises(StateStoreError, match="no answer"):  # the next batch tries again
+            await bounded(store.save("t/a", 1, "{}"))
+    finally:
+        await bounded(store.close())
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

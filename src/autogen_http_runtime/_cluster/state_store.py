@@ -156,6 +156,7 @@ class RedisStateStore:
         loop = asyncio.get_running_loop()
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            failure: StateStoreError | None = None
             self._timed_out = False
             timer = loop.call_later(COMMAND_TIMEOUT, self._time_out)
             try:
@@ -168,16 +169,14 @@ class RedisStateStore:
                 uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
                 if uncancel is not None:
                     uncancel()
-                results = [StateStoreError(f"Redis at {self.where}: no answer in {COMMAND_TIMEOUT} s")] * len(
-                    batch
-                )
-                await self._disconnect()
+                failure = StateStoreError(f"Redis at {self.where}: no answer in {COMMAND_TIMEOUT} s")
             except (RedisError, OSError) as exc:
                 failure = StateStoreError(f"Redis at {self.where}: {exc or type(exc).__name__}")
-                results = [failure] * len(batch)
-                await self._disconnect()
             finally:
                 timer.cancel()
+            if failure is not None:
+                results = [failure] * len(batch)
+            # Every answer is given before the next await: a close meanwhile leaves none waiting.
             for (_, answer, answer_from), result in zip(batch, results, strict=True):
                 if answer.done():  # its caller gave up
                     continue
@@ -188,6 +187,8 @@ class RedisStateStore:
                     answer.set_result(answer_from(result))
                 except (ValueError, TypeError) as exc:
                     answer.set_exception(StateStoreError(f"Redis at {self.where}: an odd answer: {exc}"))
+            if failure is not None:
+                await self._disconnect()  # the next batch connects again
 
     async def _exchange(self, batch: list[_Operation]) -> list[Any]:
         """Send the batch's commands in one write and read their answers."""

@@ -112,7 +112,7 @@ class FileStateStore:
         compact_after: Compact no journal smaller than this many bytes.
 
     Raises:
-        StateStoreError: The directory cannot be used, or another process holds it.
+        OSError: The directory cannot be used, or another process holds it.
     """
 
     #: Loads and saves never wait (``StateStore``): the disk is written in the event loop.
@@ -147,7 +147,7 @@ class FileStateStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._dir_fd = os.open(self.directory, os.O_RDONLY)
         except OSError as exc:
-            raise StateStoreError(f"Cannot use {self.where} for agent states: {exc}") from None
+            raise OSError(f"Cannot use {self.where} for agent states: {exc}") from None
         try:
             self._lock()
             self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -222,8 +222,8 @@ class FileStateStore:
         try:
             _flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise StateStoreError(
-                f"Another process keeps agent states in {self.where}: one host per --state-dir."
+            raise OSError(
+                f"Another process keeps agent states in {self.where}: one host per state directory."
             ) from None
 
     def _append(self, line: bytes, key: str) -> int:
