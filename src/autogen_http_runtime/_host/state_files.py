@@ -166,10 +166,10 @@ class FileStateStore:
         return len(self._index)
 
     async def load(self, key: str) -> StoredState | None:
+        self._check_open()
         record = self._index.get(key)
         if record is None:
             return None
-        self._check_open()
         try:
             line = os.pread(self._fd, record.length, record.offset)
         except OSError as exc:
@@ -185,14 +185,11 @@ class FileStateStore:
         self, key: str, version: int, state: str, writer: str = "", base: str | None = None
     ) -> SaveOutcome:
         # No await from the check to the index's update: one step on the event loop.
+        self._check_open()
         held = self._index.get(key)
         if not accepts(held, version, base):
             return SaveOutcome(False, 0 if held is None else held.version)
-        self._check_open()
-        try:
-            line = _encode(key, version, writer, state)
-        except UnicodeEncodeError as exc:
-            raise StateStoreError(f"Cannot write the state of {key}: {exc}") from None
+        line = _encode(key, version, writer, state)
         offset = self._append(line, key)
         self._index[key] = _Record(version, writer, offset, len(line))
         self.live += len(line) - (0 if held is None else held.length)
