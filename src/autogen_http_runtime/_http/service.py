@@ -127,8 +127,8 @@ class HttpAgentService:
             is still taken as alive; calls to its workers fail with a typed error when it
             ends, and its workers' entries go.
         state_dir: Keep durable agents' states (workers with ``persist_agent_state=True``)
-            in this directory, one file per agent id, so they survive a restart of the
-            host. Without it a host alone keeps them in memory (they survive a worker, not
+            in this directory (a journal; one host per directory), so they survive a
+            restart of the host. Without it a host alone keeps them in memory (they survive a worker, not
             the host); with ``redis_url``, in Redis, and ``state_dir`` must be ``None``.
             See ``docs/durable-agents.md``.
         max_state_size: The largest state the host stores for one agent id, in bytes of
