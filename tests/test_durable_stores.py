@@ -179,6 +179,31 @@ async def test_redis_store_fails_clearly_when_redis_is_gone(redis_server: RedisS
         redis_server.kill()
         with pytest.raises(StateStoreError, match="Redis at"):
             await bounded(store.load("t/k"), 15)
+        redis_server.restart()  # empty: the store connects again on its next batch
+        assert (await bounded(store.save("t/k", 1, "{}"))).stored
+    finally:
+        await store.close()
+
+
+async def test_redis_store_gets_over_a_redis_that_hung(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autogen_http_runtime._cluster import state_store
+
+    monkeypatch.setattr(state_store, "COMMAND_TIMEOUT", 0.3)
+    store = RedisStateStore(redis_server.url, cluster="c1")
+    try:
+        assert (await bounded(store.save("t/k", 1, "{}"))).stored
+        redis_server.pause()
+        try:
+            with pytest.raises(StateStoreError, match="no answer"):
+                await bounded(store.save("t/k", 2, "{}"))
+        finally:
+            redis_server.resume()
+        # A new connection; the save that timed out may or may not have run in Redis.
+        loaded = await bounded(store.load("t/k"))
+        assert loaded is not None and loaded.version in (1, 2)
+        assert (await bounded(store.save("t/k", 3, "{}"))).stored
     finally:
         await store.close()
 

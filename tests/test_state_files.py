@@ -171,3 +171,46 @@ async def test_saves_are_in_the_file_when_acknowledged(tmp_path: Path, fsync: bo
         assert b'"agent":"t/a"' in (tmp_path / JOURNAL).read_bytes()
     finally:
         await store.close()
+
+
+WRITER = """
+import asyncio, sys
+from autogen_http_runtime._host.state_files import FileStateStore
+
+async def main() -> None:
+    store = FileStateStore(sys.argv[1])
+    padding = "x" * 50_000  # large records: a kill is likely to land in the middle of one
+    version = 0
+    while True:
+        version += 1
+        await store.save("t/a", version, '{"v":%d,"p":"%s"}' % (version, padding))
+        if version % 50 == 0:
+            print(version, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_host_killed_while_it_writes_leaves_a_readable_journal(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        for _ in range(3):  # some saves acknowledged, more under way
+            acknowledged = int(await bounded(process.stdout.readline()))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await bounded(process.wait())
+    store = FileStateStore(tmp_path)
+    try:
+        loaded = await store.load("t/a")
+        assert loaded is not None and loaded.version >= acknowledged
+        assert json.loads(loaded.state)["v"] == loaded.version
+        assert store.skipped == 0
+        assert (await store.save("t/a", loaded.version + 1, "{}")).stored
+    finally:
+        await store.close()
