@@ -7,9 +7,12 @@ States are kept until deleted: they are what must survive a restart, so they nee
 Redis persistence (AOF or RDB), unlike the directory (docs/durable-agents.md).
 
 The loads and saves that come in while a batch is with Redis go together in the next
-one, one pipeline on one connection of the store's own: under load a save costs a
-fraction of a round trip and of redis-py's per-command work, and nothing of the
-directory's connections.
+one, one write on one connection of the store's own: under load a save costs a fraction
+of a round trip, and nothing of the directory's connections. The store packs the
+commands itself (what is the same in every save, the script included, packed once) and
+reads the answers from a redis-py connection, with no client or pipeline around it; each
+operation is queued as it starts (``start_save``), so the host follows its future with
+no task of its own (``QueuedStateStore``).
 """
 
 from __future__ import annotations
