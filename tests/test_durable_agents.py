@@ -28,6 +28,8 @@ from websockets.asyncio.client import connect
 
 from autogen_http_runtime import HttpAgentServer, HttpWorkerAgentRuntime, WorkerDisconnectedError
 from autogen_http_runtime._constants import PROTOCOL_VERSION, WORKER_WS_PATH
+from autogen_http_runtime._host.state import MemoryStateStore, SaveOutcome, StoredState
+from autogen_http_runtime._host.state_calls import StateCalls
 
 from .cluster_utils import until
 from .procs.counter import Counter
@@ -129,6 +131,44 @@ async def test_concurrent_messages_to_one_agent_save_in_version_order(
     stored = await server.service.core.state.store.load("counter/hot")
     assert stored is not None and stored.version == calls and json.loads(stored.state) == {"count": calls}
     assert server.service.core.state.stats.refused_stale == 0
+
+
+class SlowStore(MemoryStateStore):
+    """A store of another kind (a database's): each operation waits on the event loop."""
+
+    immediate = False
+
+    async def load(self, key: str) -> StoredState | None:
+        await asyncio.sleep(0)
+        return await super().load(key)
+
+    async def save(
+        self, key: str, version: int, state: str, writer: str = "", base: str | None = None
+    ) -> SaveOutcome:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return await super().save(key, version, state, writer, base)
+
+
+async def test_a_store_that_waits_gets_the_operations_of_an_id_in_order(
+    server: HttpAgentServer, workers: list[HttpWorkerAgentRuntime]
+) -> None:
+    core = server.service.core
+    core.state = StateCalls(core.directory, logging.getLogger("test"), store=SlowStore())
+    caller = await durable_worker(server.url, "caller", workers, serve=False)
+    first = await durable_worker(server.url, "A", workers)
+    calls = 40
+    replies = await bounded(asyncio.gather(*(count(caller, "hot") for _ in range(calls))))
+    assert sorted(replies) == sorted(f"A:{n}" for n in range(1, calls + 1))
+
+    async def all_stored() -> bool:
+        return first.agent_state_counts()["saves"] == calls
+
+    await until(all_stored)
+    await bounded(first.stop())
+    await durable_worker(server.url, "B", workers)
+    assert await count(caller, "hot") == f"B:{calls + 1}"
+    assert core.state.stats.refused_stale == 0
 
 
 async def test_a_copy_left_behind_by_a_replica_set_change_is_refused_as_stale_and_reloaded(
@@ -401,3 +441,36 @@ def test_serve_refuses_a_state_dir_with_a_redis_url(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "state_dir and redis_url exclude each other" in done.stderr
+
+
+async def test_serve_refuses_a_state_dir_another_host_holds(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from autogen_http_runtime._host.state_files import FileStateStore
+
+    holder = FileStateStore(tmp_path)  # the host already serving from it
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGEN_HTTP_")}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "autogen_http_runtime",
+                "serve",
+                "--port",
+                "0",
+                "--state-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 3,
+            env=environment,
+        )
+    finally:
+        await holder.close()
+    assert done.returncode == 1, done.stderr
+    assert "Another process keeps agent states in" in done.stderr

@@ -18,12 +18,8 @@ from pathlib import Path
 import pytest
 
 from autogen_http_runtime._cluster.state_store import RedisStateStore
-from autogen_http_runtime._host.state import (
-    FileStateStore,
-    MemoryStateStore,
-    StateStore,
-    StateStoreError,
-)
+from autogen_http_runtime._host.state import MemoryStateStore, StateStore, StateStoreError
+from autogen_http_runtime._host.state_files import FileStateStore
 
 from .cluster_utils import redis_server
 from .redis_server import RedisServer
@@ -117,23 +113,34 @@ async def test_memory_store_refuses_what_it_has_no_room_for() -> None:
 
 async def test_file_store_keeps_the_newest_version(tmp_path: Path) -> None:
     store = FileStateStore(tmp_path / "states")
-    await _basics(store)
-    await _race([store], store)
-    # Only the states' files are left: no temporary file behind.
-    assert all(
-        name.endswith(".json") and not name.startswith(".") for name in os.listdir(tmp_path / "states")
-    )
+    try:
+        await _basics(store)
+        await _race([store], store)
+    finally:
+        await store.close()
+    # One journal, nothing else (tests/test_state_files.py: its replay, torn records, compaction).
+    assert os.listdir(tmp_path / "states") == ["states.journal"]
 
 
-async def test_file_store_reads_what_another_process_wrote(tmp_path: Path) -> None:
+async def test_file_store_reads_what_an_earlier_process_wrote(tmp_path: Path) -> None:
     first = FileStateStore(tmp_path)
-    await first.save("counter/a", 7, '{"count":7}')
+    await first.save("counter/a", 7, '{"count":7}', "w1")
+    with pytest.raises(OSError, match="Another process"):
+        FileStateStore(tmp_path)  # one host per directory
+    await first.close()
     second = FileStateStore(tmp_path)  # a host restarted on the same directory
-    loaded = await second.load("counter/a")
-    assert loaded is not None and (loaded.version, loaded.state) == (7, '{"count":7}')
-    first.path("counter/b").write_text("not json")
-    with pytest.raises(StateStoreError, match="damaged"):
-        await second.load("counter/b")
+    try:
+        loaded = await second.load("counter/a")
+        assert loaded is not None and (loaded.version, loaded.state, loaded.writer) == (
+            7,
+            '{"count":7}',
+            "w1",
+        )
+        assert not (await second.save("counter/a", 7, "{}")).stored  # the versions carry on
+    finally:
+        await second.close()
+    with pytest.raises(StateStoreError, match="closed"):
+        await second.save("counter/a", 8, "{}")
 
 
 @pytest.fixture
@@ -172,6 +179,31 @@ async def test_redis_store_fails_clearly_when_redis_is_gone(redis_server: RedisS
         redis_server.kill()
         with pytest.raises(StateStoreError, match="Redis at"):
             await bounded(store.load("t/k"), 15)
+        redis_server.restart()  # empty: the store connects again on its next batch
+        assert (await bounded(store.save("t/k", 1, "{}"))).stored
+    finally:
+        await store.close()
+
+
+async def test_redis_store_gets_over_a_redis_that_hung(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autogen_http_runtime._cluster import state_store
+
+    monkeypatch.setattr(state_store, "COMMAND_TIMEOUT", 0.3)
+    store = RedisStateStore(redis_server.url, cluster="c1")
+    try:
+        assert (await bounded(store.save("t/k", 1, "{}"))).stored
+        redis_server.pause()
+        try:
+            with pytest.raises(StateStoreError, match="no answer"):
+                await bounded(store.save("t/k", 2, "{}"))
+        finally:
+            redis_server.resume()
+        # A new connection; the save that timed out may or may not have run in Redis.
+        loaded = await bounded(store.load("t/k"))
+        assert loaded is not None and loaded.version in (1, 2)
+        assert (await bounded(store.save("t/k", 3, "{}"))).stored
     finally:
         await store.close()
 
@@ -201,3 +233,30 @@ async def test_redis_store_fails_only_the_operation_redis_refused(
     assert outcomes[0].stored  # type: ignore[union-attr]
     assert isinstance(outcomes[1], StateStoreError)
     assert outcomes[2] is not None and outcomes[2].version == 1  # type: ignore[union-attr]
+
+
+async def test_redis_store_fails_a_batch_redis_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autogen_http_runtime._cluster import state_store
+
+    monkeypatch.setattr(state_store, "COMMAND_TIMEOUT", 0.2)
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStateStore(f"redis://127.0.0.1:{port}/0", cluster="c1")
+    try:
+        outcomes = await bounded(
+            asyncio.gather(store.save("t/a", 1, "{}"), store.load("t/b"), return_exceptions=True)
+        )
+        assert all(isinstance(o, StateStoreError) and "no answer" in str(o) for o in outcomes), outcomes
+        with pytest.raises(StateStoreError, match="no answer"):  # the next batch tries again
+            await bounded(store.save("t/a", 1, "{}"))
+    finally:
+        await bounded(store.close())
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()

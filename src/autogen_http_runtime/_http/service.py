@@ -28,7 +28,8 @@ from .._host.deliveries import AT_MOST_ONCE, check_delivery
 from .._host.directory import LocalDirectory
 from .._host.security import AccessPolicy, Authenticator, Identity, RateLimit, RateLimiter
 from .._host.session import CLOSE_GOING_AWAY
-from .._host.state import DEFAULT_MAX_STATE_SIZE, FileStateStore, StateStore
+from .._host.state import DEFAULT_MAX_STATE_SIZE, StateStore
+from .._host.state_files import FileStateStore
 from .._ops.probes import operations_router
 from .admission import DEFAULT_PUBLIC_ROUTES, Admission
 from .api import api_router
@@ -129,8 +130,8 @@ class HttpAgentService:
             hosts exchange) instead of through Redis: lower latency, less load on Redis.
             ``None`` (the default): Redis carries everything. See ``docs/cluster.md``.
         state_dir: Keep durable agents' states (workers with ``persist_agent_state=True``)
-            in this directory, one file per agent id, so they survive a restart of the
-            host. Without it a host alone keeps them in memory (they survive a worker, not
+            in this directory (a journal; one host per directory), so they survive a
+            restart of the host. Without it a host alone keeps them in memory (they survive a worker, not
             the host); with ``redis_url``, in Redis, and ``state_dir`` must be ``None``.
             See ``docs/durable-agents.md``.
         max_state_size: The largest state the host stores for one agent id, in bytes of

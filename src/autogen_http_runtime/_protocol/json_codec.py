@@ -45,8 +45,12 @@ def _read_float(text: str) -> float:
 _lenient = json.JSONDecoder(parse_float=_read_float, parse_constant=NonFiniteFloat)
 
 
+#: json.dumps(value, separators=...) would build an encoder like this one at every call.
+_compact = json.JSONEncoder(separators=(",", ":"))
+
+
 def _std_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _compact.encode(value)
 
 
 def _std_dumpb(value: Any) -> bytes:

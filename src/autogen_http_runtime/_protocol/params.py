@@ -110,6 +110,7 @@ def tagged(request_id: RequestId | None) -> Iterator[None]:
         raise
 
 
+@functools.lru_cache(maxsize=1024)  # the host's, once per save
 def writer_token(instance: str) -> str:
     """Who saved a durable agent's state, as stores keep it and ``state.load`` tells: a digest
     of the worker's instance id (the id itself lets a worker take over a session)."""
