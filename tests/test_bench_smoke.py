@@ -54,11 +54,11 @@ def test_cluster_benchmark_harness_runs() -> None:
     rows = {
         line.split()[3]: line.split()[4:] for line in done.stdout.splitlines() if line.startswith("Cluster")
     }
-    assert set(rows) == {
-        f"{path}_{q}_ms" for path in ("plain", "same_host", "cross_host") for q in ("p50", "p99")
-    }
+    paths = ("plain", "same_host", "cross_host", "same_host_redis", "cross_host_redis")  # links, then Redis
+    assert set(rows) == {f"{path}_{q}_ms" for path in paths for q in ("p50", "p99")}
     assert float(rows["plain_p50_ms"][0]) > 0 and float(rows["plain_p50_ms"][-1]) > 0  # gRPC's, and the ratio
-    assert rows["cross_host_p50_ms"][0] == "-" and float(rows["cross_host_p50_ms"][1]) > 0
+    for path in ("cross_host", "cross_host_redis"):
+        assert rows[f"{path}_p50_ms"][0] == "-" and float(rows[f"{path}_p50_ms"][1]) > 0
     assert any(
         line.startswith("http ") and "cross_host_p50_ms / same_host_p50_ms" in line
         for line in done.stdout.splitlines()
