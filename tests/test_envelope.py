@@ -8,9 +8,10 @@ import pytest
 from autogen_http_runtime._cluster.envelope import (
     FOR_HOST,
     FOR_WORKER,
-    HELLO,
     MAX_AGE_MS,
     MAX_WAITING,
+    MAX_WAITING_BYTES,
+    REMEMBER_GONE,
     Batch,
     BatchReader,
     BatchWriter,
@@ -86,9 +87,10 @@ def test_a_stale_batch_or_one_sealed_for_another_host_is_refused() -> None:
     # A batch captured on its way to B cannot be played to C.
     with pytest.raises(EnvelopeError, match="sent to host 'host-b'"):
         reader("host-c").open(seal(), NOW)
-    # Only an empty batch may be a hello.
-    with pytest.raises(EnvelopeError, match="sequence"):
-        reader().open(seal(HELLO), NOW)
+    # Numbers count up from 1, each batch naming one before it.
+    for sequence, previous in ((0, 0), (3, 3), (3, 4), (2, -1)):
+        with pytest.raises(EnvelopeError, match="sequence"):
+            reader().open(seal(sequence, previous), NOW)
 
 
 def test_a_signed_batch_naming_another_cluster_is_refused() -> None:
@@ -105,8 +107,8 @@ def test_requests_and_cancels_are_told_from_event_copies_by_their_first_bytes() 
     assert wire.encode_bytes(wire.notification("cancel", {"id": 7})).startswith(b'{"jsonrpc":')
 
 
-def batch(sequence: int, previous: int, source: str = "host-a") -> Batch:
-    return Batch(source, sequence, previous, 1, [])
+def batch(sequence: int, previous: int, source: str = "host-a", size: int = 100) -> Batch:
+    return Batch(source, sequence, previous, 1, [], size)
 
 
 def numbers(batches: list[Batch]) -> list[int]:
@@ -120,12 +122,11 @@ def test_batches_go_on_in_the_order_they_were_sent_whichever_came_first() -> Non
     assert numbers(order.offer(batch(4, 3), 0.0)) == []
     assert order.waiting == 2
     assert numbers(order.offer(batch(2, 1), 0.1)) == [2, 3, 4]
-    # Numbers the sender never handed over (its publish failed) are not waited for.
+    # Numbers the sender never handed over (its publish failed), or sealed for other hosts,
+    # are not waited for.
     assert numbers(order.offer(batch(7, 4), 0.2)) == [7]
     # Another sender's numbers are its own; its first batch goes on at once.
     assert numbers(order.offer(batch(50, 49, "host-c"), 0.2)) == [50]
-    # A hello is in no sequence.
-    assert order.offer(batch(HELLO, 0), 0.2) == []
 
 
 def test_a_batch_seen_before_is_refused_whether_it_went_on_or_waits() -> None:
@@ -135,8 +136,16 @@ def test_a_batch_seen_before_is_refused_whether_it_went_on_or_waits() -> None:
     for again in (batch(1, 0), batch(3, 2)):
         with pytest.raises(EnvelopeError, match="replayed"):
             order.offer(again, 0.0)
-    order.forget("host-a")  # gone: a host of that name would start over
-    assert numbers(order.offer(batch(1, 0), 0.0)) == [1]
+    # Gone: what waited from it goes; its numbers stay a while, for it may come back (it was
+    # declared gone while it lived) and a batch of its must not be played again meanwhile.
+    order.forget("host-a", 10.0)
+    assert order.waiting == 0
+    with pytest.raises(EnvelopeError, match="replayed"):
+        order.offer(batch(1, 0), 11.0)
+    assert numbers(order.offer(batch(5, 0), 11.0)) == [5]  # back: its next batch goes on
+    order.forget("host-a", 20.0)
+    order.forget("host-z", 21.0 + REMEMBER_GONE)  # later: what is remembered of host-a goes
+    assert numbers(order.offer(batch(1, 0), 22.0 + REMEMBER_GONE)) == [1]
 
 
 def test_batches_waiting_for_a_lost_one_go_on_without_it_in_time() -> None:
@@ -144,13 +153,24 @@ def test_batches_waiting_for_a_lost_one_go_on_without_it_in_time() -> None:
     order.offer(batch(1, 0), 0.0)
     order.offer(batch(3, 2), 0.5)  # 2 was lost on a link that broke
     order.offer(batch(4, 3), 0.6)
+    order.offer(batch(6, 5), 0.7)  # and 5 too
+    assert order.next_due() == 1.5
     assert order.overdue(1.4) == []
     assert numbers(order.overdue(1.5)) == [3, 4]
+    assert order.next_due() == pytest.approx(1.7)  # 6 came at 0.7
+    assert numbers(order.overdue(1.8)) == [6]
+    order.offer(batch(9, 8), 1.9)
+    order.offer(batch(11, 10), 1.9)
+    assert numbers(order.overdue(2.9)) == [9, 11]  # every gap that waited long enough, at once
+    assert order.next_due() is None
     with pytest.raises(EnvelopeError, match="replayed"):
         order.offer(batch(2, 1), 1.6)  # came after all: too late, and it is not taken twice
-    # Too many waiting: the oldest gap is given up at once.
-    for sequence in range(6, 6 + MAX_WAITING):
-        assert order.offer(batch(sequence, sequence - 1), 2.0) == []
-    assert numbers(order.offer(batch(6 + MAX_WAITING, 5 + MAX_WAITING), 2.0)) == list(
-        range(6, 7 + MAX_WAITING)
+    # Too many waiting, or too many bytes: the oldest gap is given up at once.
+    for sequence in range(13, 13 + MAX_WAITING):
+        assert order.offer(batch(sequence, sequence - 1), 3.0) == []
+    assert numbers(order.offer(batch(13 + MAX_WAITING, 12 + MAX_WAITING), 3.0)) == list(
+        range(13, 14 + MAX_WAITING)
     )
+    big = MAX_WAITING_BYTES // 2 + 1
+    assert order.offer(batch(5000, 4999, size=big), 3.0) == []
+    assert numbers(order.offer(batch(5001, 5000, size=big), 3.0)) == [5000, 5001]

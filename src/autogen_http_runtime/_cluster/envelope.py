@@ -13,10 +13,10 @@ Everything one host has for another within a moment leaves as one batch (one Red
 
 ``kind`` is :data:`FOR_WORKER` (``to`` names a worker of the receiving host: a request,
 a cancel, or an event copy for it) or :data:`FOR_HOST` (an answer to a call the receiving
-host forwarded; ``to`` is empty). Lengths are big-endian. Sequence numbers count the
-batches from one host to another, from 1; ``p`` is the last one the sender handed over
-(to Redis or a link) before this one. A batch numbered 0, empty, keeps a new link open
-(:data:`HELLO`) and is in no sequence.
+host forwarded; ``to`` is empty). Lengths are big-endian. A host numbers the batches it
+seals from 1 up, for its whole life (its name is never reused); ``p`` is the number of the
+last batch it handed over (to Redis or a link) for the same receiver before this one, 0
+for the first.
 
 The tag is HMAC-SHA256, cut to 16 bytes, over everything after it, keyed by the cluster's
 secret (through :func:`batch_key`). A receiver drops a batch whose tag does not verify,
@@ -43,10 +43,12 @@ MAX_AGE_MS: Final = 30_000
 FOR_WORKER: Final = 0x77  # "w"
 FOR_HOST: Final = 0x61  # "a"
 _KINDS: Final = frozenset((FOR_WORKER, FOR_HOST))
-#: The sequence number of a batch that only keeps a new link open (it holds no item).
-HELLO: Final = 0
-#: Batches of one sender a receiver holds while one sent before them is still on its way.
+#: Batches (and bytes) of one sender a receiver holds while one sent before them is on its way.
 MAX_WAITING: Final = 1024
+MAX_WAITING_BYTES: Final = 64 << 20
+#: Seconds a receiver remembers the numbers of a host that is gone: past MAX_AGE_MS (and
+#: a clock off by as much), none of its batches can be replayed.
+REMEMBER_GONE: Final = 2 * MAX_AGE_MS / 1000
 
 
 class EnvelopeError(ValueError):
@@ -72,6 +74,8 @@ class Batch:
     #: receiver's view must have reached before it routes the items (causal order).
     version: int
     items: list[Item]
+    #: Bytes of the sealed batch.
+    size: int = 0
 
 
 def batch_key(secret: str | bytes, cluster: str) -> bytes:
@@ -140,20 +144,21 @@ class BatchReader:
         try:
             header = json.loads(bytes(body[2 : 2 + header_size]))
             cluster, source, receiver = header["c"], header["h"], header["d"]
-            sequence, previous = int(header["s"]), int(header["p"])
-            sent, version = int(header["t"]), int(header["v"])
+            sequence, previous, sent, version = header["s"], header["p"], header["t"], header["v"]
         except (ValueError, KeyError, TypeError) as exc:
             raise EnvelopeError(f"bad header: {exc}") from None
+        if not all(type(n) is int for n in (sequence, previous, sent, version)):
+            raise EnvelopeError("bad header: numbers must be integers")
         if cluster != self._cluster:
             raise EnvelopeError(f"sent for cluster {cluster!r}")
         if receiver != self._host:
             raise EnvelopeError(f"sent to host {receiver!r}")
         if abs(now_ms - sent) > MAX_AGE_MS:
             raise EnvelopeError(f"sent {(now_ms - sent) / 1000:.1f} s from this host's clock")
-        items = _items(body, 2 + header_size)
-        if sequence < 0 or previous < 0 or (sequence == HELLO and items):
+        if not 0 <= previous < sequence:
             raise EnvelopeError("bad sequence numbers")
-        return Batch(str(source), sequence, previous, version, items)
+        items = _items(body, 2 + header_size)
+        return Batch(str(source), sequence, previous, version, items, len(data))
 
 
 class Sequencer:
@@ -161,8 +166,10 @@ class Sequencer:
 
     A batch goes on once the one its sender handed over before it (``previous``) has gone
     on: one that overtook another (it took a link while the other was in Redis) waits for
-    it, up to ``max_wait`` seconds (see :meth:`overdue`); after that the missing one is
-    taken as lost and the waiting ones go on. A sender's first batch goes on at once.
+    it, up to ``max_wait`` seconds (see :meth:`overdue`); then the missing one is taken as
+    lost and the waiting ones go on. A sender's first batch goes on at once. The numbers
+    of a host that is gone are kept :data:`REMEMBER_GONE` seconds (:meth:`forget`): one
+    that comes back (it was declared gone while it lived) goes on where it was.
     """
 
     def __init__(self, max_wait: float) -> None:
@@ -171,15 +178,26 @@ class Sequencer:
         self._done: dict[str, int] = {}
         #: Per sender: the batches waiting, by sequence number, with when they came.
         self._waiting: dict[str, dict[int, tuple[Batch, float]]] = {}
+        #: Hosts gone, and when: their numbers are remembered a while.
+        self._gone: dict[str, float] = {}
 
-    def forget(self, host: str) -> None:
-        """``host`` is gone: its numbers need not be remembered."""
-        self._done.pop(host, None)
+    def forget(self, host: str, now: float) -> None:
+        """``host`` is gone: what waits from it is dropped; its numbers go a while later."""
         self._waiting.pop(host, None)
+        self._gone[host] = now
+        for name, since in list(self._gone.items()):
+            if now - since > REMEMBER_GONE:
+                del self._gone[name]
+                self._done.pop(name, None)
 
     @property
     def waiting(self) -> int:
         return sum(len(batches) for batches in self._waiting.values())
+
+    def next_due(self) -> float | None:
+        """When the batch that has waited longest must go on without what it waits for."""
+        oldest = [since for batches in self._waiting.values() for _, since in batches.values()]
+        return min(oldest) + self._max_wait if oldest else None
 
     def offer(self, batch: Batch, now: float) -> list[Batch]:
         """The batches that go on now, in order: ``batch`` and those it was holding up, or none.
@@ -188,14 +206,16 @@ class Sequencer:
             EnvelopeError: ``batch`` was seen before (replayed).
         """
         source, sequence = batch.source, batch.sequence
-        if sequence == HELLO:
-            return []
-        done = self._done.setdefault(source, batch.previous)
-        waiting = self._waiting.setdefault(source, {})
+        done = self._done.get(source, batch.previous)
+        waiting = self._waiting.get(source, {})
         if sequence <= done or sequence in waiting:
             raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
+        self._gone.pop(source, None)  # it lives
+        self._done[source] = done
+        self._waiting[source] = waiting
         waiting[sequence] = (batch, now)
-        if len(waiting) > MAX_WAITING:
+        held = sum(b.size for b, _ in waiting.values())
+        if len(waiting) > MAX_WAITING or held > MAX_WAITING_BYTES:
             return self._give_up(source)
         return self._ready(source)
 
@@ -203,7 +223,7 @@ class Sequencer:
         """The batches that waited ``max_wait`` for one sent before them: they go on without it."""
         ready: list[Batch] = []
         for source, waiting in self._waiting.items():
-            if waiting and now - min(since for _, since in waiting.values()) >= self._max_wait:
+            while waiting and now - min(since for _, since in waiting.values()) >= self._max_wait:
                 ready += self._give_up(source)
         return ready
 

@@ -335,11 +335,14 @@ class ClusterNode:
             if generation == self.generation:
                 self._peers.receive(data, self.directory.view.version, self.core)
 
-    def seal(self, items: list[Item], *, to: str, sequence: int, previous: int) -> bytes:
+    def seal(self, items: list[Item], *, to: str, previous: int) -> tuple[int, bytes]:
+        """A batch for host ``to``: its number, and the sealed batch."""
         assert self._peers is not None
-        return self._peers.seal(
-            items, self.directory.view.version, to=to, sequence=sequence, previous=previous
-        )
+        return self._peers.seal(items, self.directory.view.version, to=to, previous=previous)
+
+    def is_live(self, host: str) -> bool:
+        """Whether ``host`` held its lease at this host's last renewal."""
+        return host in self._live
 
     def _stand_in(self, worker_id: str, info: WorkerInfo) -> WorkerSession:
         assert self._peers is not None
@@ -395,9 +398,14 @@ class ClusterNode:
             return None
         return address if isinstance(address, str) and address else None
 
-    def receive_link(self, data: bytes) -> bool:
-        """A batch from another host's direct link; ``False``: refused, or this host is out of
-        reach (the link should close: its sender then fails its calls in flight here)."""
+    def receive_link(self, data: bytes) -> str | None:
+        """A batch from another host's direct link: its sender; ``None``: refused, or this host
+        is out of reach (the link should close: its sender then fails its calls in flight here)."""
         if self.unavailable is not None or self._peers is None:
-            return False
+            return None
         return self._peers.receive(data, self.directory.view.version, self.core, via="links")
+
+    def link_closed(self, host: str) -> None:
+        """``host``'s link to this one ended: answers to calls made from here may have been on it."""
+        if not self._stopping and self._peers is not None and host in self._peers.peers:
+            self.peer_silent(host, "its direct link to this host closed", both_ways=False)

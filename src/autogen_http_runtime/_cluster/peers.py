@@ -30,7 +30,6 @@ from .engine import EngineUnavailable
 from .envelope import (
     FOR_HOST,
     FOR_WORKER,
-    HELLO,
     Batch,
     BatchReader,
     BatchWriter,
@@ -89,10 +88,11 @@ class Peer:
         self.frames_in = 0
         self.gone = False
         self.proxy = self.stand_in(f"host:{name}", name=f"callers on host {name}")
-        #: The direct link to the host, while one is open.
+        #: The direct link to the host, while one is open; and one just opened, that the
+        #: sending task takes on between two batches (so its first batch is in order).
         self.link: PeerLink | None = None
-        #: The last sequence number sealed, and the last batch handed over (envelope.py).
-        self._sequence = 0
+        self._opened: PeerLink | None = None
+        #: The number of the last batch handed over to Redis or the link (envelope.py).
         self._previous = 0
         self._linked = asyncio.Event()  # the first attempt at a link is over
         loop = asyncio.get_running_loop()
@@ -160,8 +160,9 @@ class Peer:
         self.discard()
         for task in self._tasks:
             task.cancel()
-        if self.link is not None:
-            self.link.close()
+        for link in (self.link, self._opened):
+            if link is not None:
+                link.close()
 
     async def flushed(self) -> None:
         """Wait until everything queued for this host has left (or was dropped)."""
@@ -197,21 +198,22 @@ class Peer:
                 try:
                     url = await self._node.link_address(self.name)
                 except (EngineUnavailable, LookupError):
-                    self._linked.set()  # Redis carries the batches until it can say
-                    await asyncio.sleep(LINK_RETRY)
+                    # Redis carries the batches until it can say (a host it does not know
+                    # is joining, or gone: then asked seldom).
+                    self._linked.set()
+                    live = self._node.is_live(self.name)
+                    await asyncio.sleep(LINK_RETRY if live else LINK_RETRY * 15)
                     continue
                 if url is None:
                     return  # the host takes no links: Redis carries everything
                 link = await dial(self.name, url)
-                # A batch at once, even empty: the other host closes a link that sends none.
-                hello = self._node.seal([], to=self.name, sequence=HELLO, previous=0)
-                if link is not None and not await link.send(hello):
-                    link = None
-                self.link = link
+                if link is not None:
+                    self._opened = link  # the sending task takes it on, with a first batch
+                    self._wake.set()
                 self._linked.set()
                 if link is not None:
                     why = await link.closed()
-                    self.link = link = None
+                    self._opened = self.link = link = None
                     if not self.gone:
                         why = f"the direct link to it closed ({why})"
                         self._node.peer_silent(self.name, why, both_ways=False)
@@ -220,6 +222,17 @@ class Peer:
             self._linked.set()  # whatever ended this, batches must not wait for it
             if link is not None:
                 link.close()
+
+    async def _take_link(self) -> None:
+        """Send a first batch (empty) on the link just opened, and send over it from now on:
+        the other host closes a link that sends no batch."""
+        link, self._opened = self._opened, None
+        if link is None or self._node.unavailable is not None:
+            return
+        sequence, hello = self._node.seal([], to=self.name, previous=self._previous)
+        if await link.send(hello):
+            self._previous = sequence
+            self.link = link
 
     async def _send(self, data: bytes) -> int:
         """Send a batch over the link, or else through the engine; returns its receivers."""
@@ -236,6 +249,8 @@ class Peer:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._opened is not None:
+                await self._take_link()
             while self._dirty:
                 if node.unavailable is not None:
                     self.discard()
@@ -244,10 +259,8 @@ class Peer:
                 if not items:
                     continue
                 generation = node.generation
-                self._sequence += 1
-                sequence = self._sequence
+                sequence, sealed = node.seal(items, to=self.name, previous=self._previous)
                 try:
-                    sealed = node.seal(items, to=self.name, sequence=sequence, previous=self._previous)
                     receivers = await self._send(sealed)
                 except EngineUnavailable as exc:
                     node.lost_engine(str(exc), generation)
@@ -278,6 +291,8 @@ class PeerTable:
         self._parked: deque[tuple[Batch, float]] = deque()
         self._order = Sequencer(MAX_PARK)
         self._overdue: asyncio.TimerHandle | None = None
+        #: The number of the last batch this host sealed (for any host).
+        self._sequence = 0
         self.refused = 0
         self.bytes_in = 0
 
@@ -290,13 +305,14 @@ class PeerTable:
     def drop(self, host: str) -> None:
         """``host`` is gone: what is queued for it is dropped, and what stands for it refuses calls."""
         peer = self.peers.pop(host, None)
-        self._order.forget(host)
+        self._order.forget(host, time.monotonic())
+        self._parked = deque(entry for entry in self._parked if entry[0].source != host)
         if peer is not None:
             peer.close()
 
-    def receive(self, data: bytes, version: int, core: RoutingCore, via: str = "inbox") -> bool:
+    def receive(self, data: bytes, version: int, core: RoutingCore, via: str = "inbox") -> str | None:
         """Route a batch from this host's inbox or a link (once this host's view has caught
-        up with it); ``False``: refused."""
+        up with it, and those sent before it have come); its sender, or ``None``: refused."""
         self.bytes_in += len(data)
         try:
             batch = self._reader.open(data, int(time.time() * 1000))
@@ -305,9 +321,9 @@ class PeerTable:
             self.refused += 1
             log = self._log.warning if self.refused == 1 or self.refused % 1000 == 0 else self._log.debug
             log("Refused a batch from this host's %s (%d so far): %s", via, self.refused, exc)
-            return False
+            return None
         self._go_on(ready, version, core)
-        return True
+        return batch.source
 
     def _go_on(self, ready: list[Batch], version: int, core: RoutingCore) -> None:
         for batch in ready:
@@ -317,8 +333,10 @@ class PeerTable:
                 self._parked.append((batch, time.monotonic()))
             else:
                 self._route(batch, core)
-        if self._order.waiting and self._overdue is None:
-            self._overdue = asyncio.get_running_loop().call_later(MAX_PARK, self._give_up)
+        due = self._order.next_due()
+        if due is not None and self._overdue is None:
+            delay = max(0.0, due - time.monotonic())
+            self._overdue = asyncio.get_running_loop().call_later(delay, self._give_up)
 
     def _give_up(self) -> None:
         """Batches that waited too long for one sent before them go on without it (it was lost)."""
@@ -331,7 +349,11 @@ class PeerTable:
                 MAX_PARK,
             )
         node = self._node
-        self._go_on(ready, node.directory.view.version, node.core)
+        try:
+            self._go_on(ready, node.directory.view.version, node.core)
+        finally:
+            if self._overdue is None and self._order.waiting:
+                self._go_on([], node.directory.view.version, node.core)  # armed again
 
     def release(self, version: int, core: RoutingCore) -> None:
         """Route the batches parked for a view that has now reached ``version``, or waited too long."""
@@ -360,9 +382,12 @@ class PeerTable:
             else:
                 core.relay.to_worker(proxy, item.to, item.data)
 
-    def seal(self, items: list[Item], version: int, *, to: str, sequence: int, previous: int) -> bytes:
+    def seal(self, items: list[Item], version: int, *, to: str, previous: int) -> tuple[int, bytes]:
+        """A batch for host ``to``, with the next number: the number, and the sealed batch."""
+        self._sequence += 1
         now = int(time.time() * 1000)
-        return self._writer.seal(items, version, now, to=to, sequence=sequence, previous=previous)
+        sealed = self._writer.seal(items, version, now, to=to, sequence=self._sequence, previous=previous)
+        return self._sequence, sealed
 
     def close(self) -> None:
         """This host leaves: every peer goes, nothing more is routed."""

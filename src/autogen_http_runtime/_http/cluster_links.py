@@ -165,128 +165,146 @@ class LinkEndpoint:
 
     Under ``HttpAgentServer`` each batch goes from uvicorn's protocol straight to the node
     (``_transport/uvicorn_protocol.py``); elsewhere through ASGI. Either way a link must
-    send a batch within ``hello_timeout`` seconds, and is closed at its first refused one.
+    send a batch within ``hello_timeout`` seconds, and is closed at its first refused one;
+    at most :data:`MAX_UNPROVEN` links wait for their first batch at once. When a link that
+    carried batches ends, the calls this host made to its sender fail (their answers may
+    have been on it).
     """
 
     def __init__(self, node: ClusterNode, *, hello_timeout: float, logger: logging.Logger) -> None:
-        self._node = node
+        self.node = node
         self.hello_timeout = hello_timeout
-        self._refusals = Throttled(logger)
+        self.refusals = Throttled(logger)
         #: Links open now, and those of them that have sent no batch bearing the secret yet.
         self.open = 0
         self.unproven = 0
 
     async def __call__(self, websocket: WebSocket) -> None:
-        node = self._node
+        node = self.node
         if node.unavailable is not None:
             await websocket.close(CLOSE_TRY_AGAIN_LATER, f"cluster out of reach: {node.unavailable}")
             return
         peer = websocket.client.host if websocket.client else "an unknown peer"
         if self.unproven >= MAX_UNPROVEN:
-            self._refusals.warning("Too many links waiting for their first batch; refused one from %s", peer)
+            self.refusals.warning("Too many links waiting for their first batch; refused one from %s", peer)
             await websocket.close(CLOSE_TRY_AGAIN_LATER, "too many links waiting")
             return
-        await websocket.accept()
-        protocol = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("protocol")
+        link = _Link(self, peer)  # holds its place among the unproven from now
         self.open += 1
         try:
+            await websocket.accept()
+            protocol = websocket.scope.get("extensions", {}).get(DIRECT_FRAMES, {}).get("protocol")
             if isinstance(protocol, DirectWebSocketProtocol):
-                await _DirectLink(self, protocol, peer).run()
+                await _DirectLink(link, protocol).run()
             else:
-                await self._serve(websocket, peer)
+                await self._serve(websocket, link)
         except WebSocketDisconnect:
             pass
         finally:
             self.open -= 1
-
-    def take(self, data: bytes | None, peer: str, *, first: bool) -> tuple[int, str] | None:
-        """Route a message of a link: ``None``, or the code and reason to close the link with."""
-        if data is None:
-            return CLOSE_UNSUPPORTED, "a link carries binary batches only"
-        if first and len(data) > MAX_FIRST:
-            self._refusals.warning("A link from %s began with %d bytes; closed", peer, len(data), key=peer)
-            return CLOSE_POLICY_VIOLATION, "the first message of a link is a hello"
-        if self._node.receive_link(data):
-            return None
-        if self._node.unavailable is not None:
-            return CLOSE_TRY_AGAIN_LATER, "cluster out of reach"
-        self._refusals.warning("Refused a batch from the link from %s; closed", peer, key=peer)
-        return CLOSE_POLICY_VIOLATION, "batch refused"
+            link.ended()
 
     def too_late(self, peer: str) -> tuple[int, str]:
-        self._refusals.warning("A link from %s sent no batch in time; closed", peer, key=peer)
+        self.refusals.warning("A link from %s sent no batch in time; closed", peer, key=peer)
         return CLOSE_POLICY_VIOLATION, "no batch in time"
 
-    async def _serve(self, websocket: WebSocket, peer: str) -> None:
-        self.unproven += 1
-        proven = False
-        try:
-            while True:
-                try:
-                    timeout = None if proven else self.hello_timeout
-                    message = await asyncio.wait_for(websocket.receive(), timeout)
-                except asyncio.TimeoutError:
-                    await websocket.close(*self.too_late(peer))
-                    return
-                if message["type"] == "websocket.disconnect":
-                    return
-                refusal = self.take(message.get("bytes"), peer, first=not proven)
-                if refusal is not None:
-                    await websocket.close(*refusal)
-                    return
-                if not proven:
-                    proven = True
-                    self.unproven -= 1
-        finally:
-            if not proven:
-                self.unproven -= 1
+    async def _serve(self, websocket: WebSocket, link: _Link) -> None:
+        while True:
+            try:
+                timeout = None if link.proven else self.hello_timeout
+                message = await asyncio.wait_for(websocket.receive(), timeout)
+            except asyncio.TimeoutError:
+                await websocket.close(*self.too_late(link.peer))
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            refusal = link.take(message.get("bytes"))
+            if refusal is not None:
+                await websocket.close(*refusal)
+                return
+
+
+class _Link:
+    """One link from another host, as the endpoint sees it, on either path."""
+
+    def __init__(self, endpoint: LinkEndpoint, peer: str) -> None:
+        self.endpoint = endpoint
+        self.peer = peer
+        #: The host sending on it, once a batch of its was taken.
+        self.source: str | None = None
+        self._counted = True
+        endpoint.unproven += 1
+
+    @property
+    def proven(self) -> bool:
+        return self.source is not None
+
+    def take(self, data: bytes | None) -> tuple[int, str] | None:
+        """Route a message: ``None``, or the code and reason to close the link with."""
+        endpoint, node, peer = self.endpoint, self.endpoint.node, self.peer
+        if data is None:
+            return CLOSE_UNSUPPORTED, "a link carries binary batches only"
+        if not self.proven and len(data) > MAX_FIRST:
+            endpoint.refusals.warning("A link from %s began with %d bytes; closed", peer, len(data), key=peer)
+            return CLOSE_POLICY_VIOLATION, "the first message of a link is an empty batch"
+        source = node.receive_link(data)
+        if source is None:
+            if node.unavailable is not None:
+                return CLOSE_TRY_AGAIN_LATER, "cluster out of reach"
+            endpoint.refusals.warning("Refused a batch from the link from %s; closed", peer, key=peer)
+            return CLOSE_POLICY_VIOLATION, "batch refused"
+        if self.source is None:
+            self.source = source
+            self._uncount()
+        return None
+
+    def ended(self) -> None:
+        self._uncount()
+        if self.source is not None:
+            self.endpoint.node.link_closed(self.source)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.endpoint.unproven -= 1
 
 
 class _DirectLink:
     """A link from another host on uvicorn's protocol, past ASGI (a ``DirectPeer``)."""
 
-    def __init__(self, endpoint: LinkEndpoint, protocol: DirectWebSocketProtocol, peer: str) -> None:
-        self._endpoint = endpoint
+    def __init__(self, link: _Link, protocol: DirectWebSocketProtocol) -> None:
+        self._link = link
         self._protocol = protocol
-        self._peer = peer
         loop = asyncio.get_running_loop()
         self._ended: asyncio.Future[None] = loop.create_future()
-        self._hello: asyncio.TimerHandle | None = loop.call_later(endpoint.hello_timeout, self._too_late)
+        self._hello = loop.call_later(link.endpoint.hello_timeout, self._too_late)
 
     async def run(self) -> None:
-        self._endpoint.unproven += 1
         self._protocol.attach(self, binary=True)
         try:
             await asyncio.shield(self._ended)
         finally:
-            self._proven()
-
-    def _proven(self) -> None:
-        if self._hello is not None:
             self._hello.cancel()
-            self._hello = None
-            self._endpoint.unproven -= 1
 
     def receive(self, received: str | bytes | None) -> None:
         if self._protocol.close_sent:
             return
-        data = received if isinstance(received, bytes) else None
-        refusal = self._endpoint.take(data, self._peer, first=self._hello is not None)
+        refusal = self._link.take(received if isinstance(received, bytes) else None)
         if refusal is not None:
             self._protocol.close(*refusal)
-        else:
-            self._proven()
+        elif self._link.proven:
+            self._hello.cancel()
 
     def _too_late(self) -> None:
-        if not self._protocol.close_sent:
-            self._protocol.close(*self._endpoint.too_late(self._peer))
+        if not self._protocol.close_sent and not self._link.proven:
+            self._protocol.close(*self._link.endpoint.too_late(self._link.peer))
 
     def end(self, reason: str) -> None:
         if not self._ended.done():
             self._ended.set_result(None)
 
     def lost(self) -> None:
-        self.end("lost")
+        self.end("the socket was lost")
 
     def wake(self) -> None:
         """Nothing is written on a link but control frames."""
