@@ -18,8 +18,9 @@ RUN python -m build --wheel --outdir /dist
 FROM python:${PYTHON_VERSION}-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin autogen
 COPY --from=build /dist/*.whl /tmp/
-# With the [fast] extra: msgspec for the frames, uvloop for the event loop.
-RUN pip install --no-cache-dir --disable-pip-version-check "$(ls /tmp/*.whl)[fast]" && rm /tmp/*.whl
+# With the [fast] extra (msgspec for the frames, uvloop for the event loop) and [cluster]
+# (redis-py, for AUTOGEN_HTTP_REDIS_URL: docs/cluster.md).
+RUN pip install --no-cache-dir --disable-pip-version-check "$(ls /tmp/*.whl)[fast,cluster]" && rm /tmp/*.whl
 ENV AUTOGEN_HTTP_HOST=0.0.0.0 \
     AUTOGEN_HTTP_PORT=9000 \
     AUTOGEN_HTTP_LOG_FORMAT=json \

@@ -159,6 +159,25 @@ async def test_a_host_whose_link_cannot_be_opened_is_reached_through_redis(
     assert await bounded(caller.send_message(Text("z"), AgentId("upper-c", "k"))) == Text("Z")
 
 
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("ws://10.0.0.5:9000", "ws://10.0.0.5:9000/v1/cluster/link"),
+        ("http://10.0.0.5:9000/agents/", "ws://10.0.0.5:9000/agents/v1/cluster/link"),
+        ("https://host-1.internal", "wss://host-1.internal/v1/cluster/link"),
+        ("wss://h:1/v1/cluster/link", "wss://h:1/v1/cluster/link"),  # the endpoint's own URL
+    ],
+)
+def test_a_link_url_is_a_url_of_the_service_or_of_the_endpoint(given: str, url: str) -> None:
+    assert link_url(given) == url
+
+
+@pytest.mark.parametrize("given", ["foo", "10.0.0.5:9000", "ftp://x:1", ""])
+def test_a_link_url_that_is_no_url_is_refused_at_once(given: str, redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="cluster_link_url must be the URL"):
+        HttpAgentServer(port=0, redis_url=redis_server.url, cluster_secret=SECRET, cluster_link_url=given)
+
+
 async def test_auto_needs_an_address_other_hosts_can_reach(redis_server: RedisServer) -> None:
     with pytest.raises(ValueError, match="0.0.0.0"):
         HttpAgentServer(
@@ -273,7 +292,7 @@ async def test_a_broken_link_fails_the_calls_it_could_have_carried_at_once(
     call = asyncio.ensure_future(caller.send_message(Text("two"), AgentId("gate", "k2")))
     assert await bounded(Gate.entered.get()) == "two"
     _abort_link(a, b)
-    with pytest.raises(WorkerDisconnectedError, match="the direct link to it closed"):
+    with pytest.raises(WorkerDisconnectedError, match="this host's direct link to it closed"):
         await bounded(call)
     Gate.opened.set()
     # And the hosts serve on (through Redis until the links are open again, then over them).

@@ -152,7 +152,9 @@ class BatchReader:
         if cluster != self._cluster:
             raise EnvelopeError(f"sent for cluster {cluster!r}")
         if receiver != self._host:
-            raise EnvelopeError(f"sent to host {receiver!r}")
+            raise EnvelopeError(
+                f"sent to host {receiver!r}, not this one (that host's cluster_link_url reaches this one?)"
+            )
         if abs(now_ms - sent) > MAX_AGE_MS:
             raise EnvelopeError(f"sent {(now_ms - sent) / 1000:.1f} s from this host's clock")
         if not 0 <= previous < sequence:

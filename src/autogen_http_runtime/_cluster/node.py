@@ -266,7 +266,7 @@ class ClusterNode:
 
     def lost_engine(self, reason: str, generation: int) -> None:
         """The engine failed on a connection of ``generation``: out of reach until it is back."""
-        if generation != self.generation or self.unavailable is not None:
+        if generation != self.generation or self.unavailable is not None or self._stopping:
             return
         self.unavailable = reason
         self._up.clear()
@@ -373,11 +373,13 @@ class ClusterNode:
         self.directory.view.drop_host(host)
         self._peers.drop(host)
 
-    def peer_silent(self, host: str, why: str, *, both_ways: bool = True) -> None:
+    def peer_silent(self, host: str, why: str, *, both_ways: bool = True, lost_cluster: bool = False) -> None:
         """What was sent to ``host`` may be lost (nobody listens to its inbox, or this host's
         link to it closed: not ``both_ways``, its answers to calls from there may still come
-        back): the calls in flight with it fail now rather than when its lease ends."""
-        code, reason = ErrorCode.WORKER_DISCONNECTED, f"its host {host}: {why}"
+        back): the calls in flight with it fail now rather than when its lease ends, with
+        ``CLUSTER_UNAVAILABLE`` if ``host`` said it had lost the cluster."""
+        code = ErrorCode.CLUSTER_UNAVAILABLE if lost_cluster else ErrorCode.WORKER_DISCONNECTED
+        reason = why
         ended = self.core.calls.host_lost(host, code, reason, both_ways=both_ways)
         if ended:
             self._log.warning("Host %s: %s; failed %d call(s) in flight with it", host, why, ended)
@@ -408,4 +410,8 @@ class ClusterNode:
     def link_closed(self, host: str) -> None:
         """``host``'s link to this one ended: answers to calls made from here may have been on it."""
         if not self._stopping and self._peers is not None and host in self._peers.peers:
-            self.peer_silent(host, "its direct link to this host closed", both_ways=False)
+            self.peer_silent(
+                host,
+                "its direct link to this host closed (it died, or the connection broke)",
+                both_ways=False,
+            )

@@ -65,6 +65,10 @@ class PeerLink(Protocol):
     async def closed(self) -> str:
         """Wait until the link is closed; returns why."""
 
+    @property
+    def out_of_reach(self) -> bool:
+        """Whether the other host closed the link for it had lost the cluster (Redis)."""
+
     def close(self) -> None:
         """Close the link (what was sent goes out first)."""
 
@@ -92,8 +96,13 @@ class Peer:
         #: sending task takes on between two batches (so its first batch is in order).
         self.link: PeerLink | None = None
         self._opened: PeerLink | None = None
-        #: The number of the last batch handed over to Redis or the link (envelope.py).
+        #: The number of the last batch handed over to Redis or the link (envelope.py), and
+        #: the node's connection to the engine then. What was handed to an older connection,
+        #: or to a link since closed, may have been lost with it: the next batch names none
+        #: before it, so that the receiver does not wait for it.
         self._previous = 0
+        self._generation = node.generation
+        self._link_lost = False
         self._linked = asyncio.Event()  # the first attempt at a link is over
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(), name=f"autogen-http-peer {name}")]
@@ -213,10 +222,12 @@ class Peer:
                 self._linked.set()
                 if link is not None:
                     why = await link.closed()
+                    lost_cluster = link.out_of_reach
                     self._opened = self.link = link = None
+                    self._link_lost = True
                     if not self.gone:
-                        why = f"the direct link to it closed ({why})"
-                        self._node.peer_silent(self.name, why, both_ways=False)
+                        why = f"this host's direct link to it closed ({why})"
+                        self._node.peer_silent(self.name, why, both_ways=False, lost_cluster=lost_cluster)
                 await asyncio.sleep(LINK_RETRY)
         finally:
             self._linked.set()  # whatever ended this, batches must not wait for it
@@ -259,6 +270,8 @@ class Peer:
                 if not items:
                     continue
                 generation = node.generation
+                if generation != self._generation or self._link_lost:
+                    self._previous, self._generation, self._link_lost = 0, generation, False
                 sequence, sealed = node.seal(items, to=self.name, previous=self._previous)
                 try:
                     receivers = await self._send(sealed)

@@ -47,13 +47,22 @@ MAX_FIRST: Final = 4096
 
 
 def link_url(address: str) -> str:
-    """The WebSocket URL of the link endpoint for a host's ``cluster_link_url`` (any form a
-    worker's ``host_address`` takes: ``host:port``, ``http(s)://...``, ``ws(s)://...``).
+    """The WebSocket URL of the link endpoint for a host's ``cluster_link_url``: a ``ws://``,
+    ``wss://``, ``http://`` or ``https://`` URL of where the service is mounted (or of the
+    endpoint itself, ending in :data:`~.._constants.CLUSTER_LINK_PATH`).
 
     Raises:
-        ValueError: The address cannot be parsed.
+        ValueError: The address is not such a URL.
     """
-    worker_url = parse_host_address(address).ws_url
+    text = address.strip()
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in ("ws", "wss", "http", "https"):
+        raise ValueError(
+            f"cluster_link_url must be the URL other hosts reach this one at, such as "
+            f"ws://10.0.0.5:9000 (or 'auto'), not {address!r}."
+        )
+    base = text.rstrip("/").removesuffix(CLUSTER_LINK_PATH)
+    worker_url = parse_host_address(base).ws_url
     return worker_url.removesuffix(WORKER_WS_PATH) + CLUSTER_LINK_PATH
 
 
@@ -99,6 +108,10 @@ class WebSocketLink:
 
     async def closed(self) -> str:
         return await asyncio.shield(self._closed)
+
+    @property
+    def out_of_reach(self) -> bool:
+        return self._client is not None and self._client.close_code == CLOSE_TRY_AGAIN_LATER
 
     def close(self) -> None:
         if self._client is not None and self._closing is None:

@@ -195,6 +195,12 @@ class WebSocketClient(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    @property
+    def close_code(self) -> int | None:
+        """The code of the close frame the host sent, if it sent one."""
+        received = self._ws.close_rcvd
+        return None if received is None else received.code
+
     def close_description(self) -> str:
         """Why the connection closed, in words."""
         received = self._ws.close_rcvd
