@@ -340,3 +340,27 @@ async def test_a_host_declared_gone_while_it_lived_is_reached_again(
     await until(served, 5.0)
     for i in range(10):
         assert await bounded(caller.send_message(Text(f"z{i}"), AgentId("upper", "k"))) == Text(f"Z{i}")
+
+
+async def test_a_link_url_that_reaches_another_host_is_tried_once_and_redis_carries_on(
+    make_host: MakeHost, make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await make_host(cluster_link_url="auto")
+    b = await make_host(cluster_link_url=a.url)  # a mistake: B says A's address is its own
+    caller, owner = await make_worker(a.url), await make_worker(b.url)
+    await Upper.register(owner, "upper", Upper)
+    for i in range(5):
+        assert await bounded(caller.send_message(Text(f"x{i}"), AgentId("upper", "k"))) == Text(f"X{i}")
+    assert a.service.cluster is not None and b.service.cluster is not None
+    b_name = b.service.cluster.host
+
+    async def told() -> bool:
+        return any(
+            "refused this host's direct link" in r.getMessage() and b_name in r.getMessage()
+            for r in caplog.records
+        )
+
+    await until(told)
+    assert a.service.cluster.status().links == ()
+    for i in range(5):  # and on through Redis
+        assert await bounded(caller.send_message(Text(f"y{i}"), AgentId("upper", "k"))) == Text(f"Y{i}")

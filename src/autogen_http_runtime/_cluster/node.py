@@ -37,7 +37,8 @@ from .delivery_store import DeliveryStore
 from .directory import ClusterDirectory
 from .engine import Engine, EngineUnavailable, NotJoined, SettingsDisagree
 from .envelope import BatchReader, BatchWriter, Item, batch_key, keyed_digest
-from .peers import Dial, PeerTable
+from .links import Dial
+from .peers import PeerTable
 from .redis_engine import RedisEngine
 from .state_store import RedisStateStore
 from .sync import ViewSync
@@ -248,7 +249,9 @@ class ClusterNode:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
         await cancel_tasks(self._tasks, timeout)
-        self._peers.close()
+        closing = [asyncio.ensure_future(link.closed()) for link in self._peers.close()]
+        if closing:  # the closing handshakes of this host's links, bounded
+            await asyncio.wait(closing, timeout=timeout)
         try:
             await asyncio.wait_for(self.engine.close(), timeout)
         except asyncio.TimeoutError:

@@ -21,8 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from .._host.security import Identity
 from .._host.session import WorkerSession
@@ -37,6 +36,7 @@ from .envelope import (
     Item,
     Sequencer,
 )
+from .links import Dial, PeerLink
 
 if TYPE_CHECKING:
     from .._host.core import RoutingCore
@@ -55,34 +55,13 @@ MAX_PARK: Final = 1.0
 LINK_RETRY: Final = 2.0
 
 
-class PeerLink(Protocol):
-    """A direct connection to another host that carries the batches sent to it."""
-
-    async def send(self, data: bytes) -> bool:
-        """Send one sealed batch (waiting while the socket's buffer is full); ``False``: the
-        link is closed, nothing was sent."""
-
-    async def closed(self) -> str:
-        """Wait until the link is closed; returns why."""
-
-    @property
-    def out_of_reach(self) -> bool:
-        """Whether the other host closed the link for it had lost the cluster (Redis)."""
-
-    def close(self) -> None:
-        """Close the link (what was sent goes out first)."""
-
-
-#: Opens a direct link to ``host`` at ``url`` (bounded), or returns ``None`` (it logs why).
-Dial = Callable[[str, str], Awaitable[PeerLink | None]]
-
-
 class Peer:
     """Another host of the cluster: where what is queued for its workers and callers goes."""
 
-    def __init__(self, name: str, node: ClusterNode) -> None:
+    def __init__(self, name: str, node: ClusterNode, logger: logging.Logger) -> None:
         self.name = name
         self._node = node
+        self._log = logger
         self._dirty: deque[WorkerSession] = deque()
         self._marked: set[WorkerSession] = set()
         self._wake = asyncio.Event()
@@ -163,15 +142,20 @@ class Peer:
         self._marked.clear()
         self._idle.set()
 
-    def close(self) -> None:
-        """The host is gone (or this one leaves): drop what is queued, refuse what comes."""
+    def close(self) -> list[PeerLink]:
+        """The host is gone (or this one leaves): drop what is queued, refuse what comes.
+
+        Returns:
+            The links it was closing (their closing handshakes are under way).
+        """
         self.gone = True
         self.discard()
         for task in self._tasks:
             task.cancel()
-        for link in (self.link, self._opened):
-            if link is not None:
-                link.close()
+        links = [link for link in (self.link, self._opened) if link is not None]
+        for link in links:
+            link.close()
+        return links
 
     async def flushed(self) -> None:
         """Wait until everything queued for this host has left (or was dropped)."""
@@ -226,8 +210,16 @@ class Peer:
                     self._opened = self.link = link = None
                     self._link_lost = True
                     if not self.gone:
-                        why = f"this host's direct link to it closed ({why})"
-                        self._node.peer_silent(self.name, why, both_ways=False, lost_cluster=lost_cluster)
+                        closed = f"this host's direct link to it closed ({why})"
+                        self._node.peer_silent(self.name, closed, both_ways=False, lost_cluster=lost_cluster)
+                    if "code 1008" in why:  # refused: it would be again; Redis carries on
+                        self._log.warning(
+                            "Host %s refused this host's direct link (%s): another cluster_secret, or "
+                            "its cluster_link_url reaches another host; Redis carries what goes there",
+                            self.name,
+                            why,
+                        )
+                        return
                 await asyncio.sleep(LINK_RETRY)
         finally:
             self._linked.set()  # whatever ended this, batches must not wait for it
@@ -312,16 +304,16 @@ class PeerTable:
     def get(self, host: str) -> Peer:
         peer = self.peers.get(host)
         if peer is None:
-            peer = self.peers[host] = Peer(host, self._node)
+            peer = self.peers[host] = Peer(host, self._node, self._log)
         return peer
 
-    def drop(self, host: str) -> None:
-        """``host`` is gone: what is queued for it is dropped, and what stands for it refuses calls."""
+    def drop(self, host: str) -> list[PeerLink]:
+        """``host`` is gone: what is queued for it is dropped, and what stands for it refuses
+        calls; returns the links to it, closing."""
         peer = self.peers.pop(host, None)
         self._order.forget(host, time.monotonic())
         self._parked = deque(entry for entry in self._parked if entry[0].source != host)
-        if peer is not None:
-            peer.close()
+        return [] if peer is None else peer.close()
 
     def receive(self, data: bytes, version: int, core: RoutingCore, via: str = "inbox") -> str | None:
         """Route a batch from this host's inbox or a link (once this host's view has caught
@@ -402,13 +394,12 @@ class PeerTable:
         sealed = self._writer.seal(items, version, now, to=to, sequence=self._sequence, previous=previous)
         return self._sequence, sealed
 
-    def close(self) -> None:
-        """This host leaves: every peer goes, nothing more is routed."""
+    def close(self) -> list[PeerLink]:
+        """This host leaves: every peer goes, nothing more is routed; returns the links closing."""
         if self._overdue is not None:
             self._overdue.cancel()
             self._overdue = None
-        for peer in self.each():
-            self.drop(peer.name)
+        return [link for peer in self.each() for link in self.drop(peer.name)]
 
     def each(self) -> list[Peer]:
         return list(self.peers.values())

@@ -100,7 +100,8 @@ class CallTable:
         if target.remote is not None and (why := target.remote.unavailable) is not None:
             raise MessageError(
                 ErrorCode.CLUSTER_UNAVAILABLE,
-                f"Agent '{recipient}' is served on host {target.remote.name}, out of reach: {why.rstrip('.')}.",
+                f"Agent '{recipient}' is served on host {target.remote.name}, out of reach: "
+                f"{why.rstrip('.')}.",
                 req.id,
             )
         if len(caller.calls_made) >= self.max_calls_in_flight and req.id not in caller.calls_made:

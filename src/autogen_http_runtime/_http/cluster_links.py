@@ -81,7 +81,7 @@ def client_tls(settings: Mapping[str, Any]) -> ssl_module.SSLContext | None:
 
 
 class WebSocketLink:
-    """One host's link to another (``_cluster.peers.PeerLink``)."""
+    """One host's link to another (``_cluster.links.PeerLink``)."""
 
     def __init__(self) -> None:
         self._client: WebSocketClient | None = None
@@ -119,7 +119,7 @@ class WebSocketLink:
 
 
 class LinkDialer:
-    """Opens this host's links to the others (``_cluster.peers.Dial``).
+    """Opens this host's links to the others (``_cluster.links.Dial``).
 
     Args:
         lease: The cluster's lease. A link gone silent (the other host's machine or the network
