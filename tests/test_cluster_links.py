@@ -15,11 +15,17 @@ import pytest
 import redis.asyncio as aioredis
 from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autogen_http_runtime import HttpAgentServer, HttpAgentService, WorkerDisconnectedError
+from autogen_http_runtime import (
+    HttpAgentServer,
+    HttpAgentService,
+    HttpWorkerAgentRuntime,
+    WorkerDisconnectedError,
+)
 from autogen_http_runtime._cluster.envelope import FOR_WORKER, BatchWriter, Item, batch_key
 from autogen_http_runtime._constants import DEFAULT_MAX_MESSAGE_SIZE
+from autogen_http_runtime._http import cluster_links
 from autogen_http_runtime._http.cluster_links import WebSocketLink, link_url
 
 from .cluster_utils import (
@@ -45,6 +51,35 @@ __all__ = ["make_host", "make_worker", "redis_server"]  # fixtures
 @pytest.fixture(autouse=True)
 def _named() -> None:
     reset_named()
+
+
+async def _upper_calls(caller: HttpWorkerAgentRuntime, prefix: str, count: int) -> None:
+    """``count`` calls to the agent ``upper/k``, each answered right."""
+    for i in range(count):
+        reply = await bounded(caller.send_message(Text(f"{prefix}{i}"), AgentId("upper", "k")))
+        assert reply == Text(f"{prefix.upper()}{i}")
+
+
+async def _in_redis(redis_server: RedisServer, *command: str) -> None:
+    """Run ``command`` in the cluster's Redis, as whoever can write there could."""
+    client = aioredis.Redis.from_url(redis_server.url, protocol=2)
+    try:
+        await bounded(client.execute_command(*command))
+    finally:
+        await client.aclose()
+
+
+def _host_with_hello_timeout(redis_server: RedisServer, hello_timeout: float) -> HttpAgentServer:
+    """A host with links that gives a new one ``hello_timeout`` seconds for its first batch."""
+    service = HttpAgentService(
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        cluster_lease=LEASE,
+        cluster_link_url="auto",
+        hello_timeout=hello_timeout,
+        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,  # as HttpAgentServer's: the hosts must agree
+    )
+    return HttpAgentServer("127.0.0.1", port=0, service=service)
 
 
 async def test_calls_and_events_cross_hosts_over_links_with_no_redis_command(
@@ -140,8 +175,7 @@ async def test_a_host_whose_link_cannot_be_opened_is_reached_through_redis(
     caller, owner = await make_worker(a.url), await make_worker(b.url)
     await Upper.register(owner, "upper", Upper)
     before = await redis_commands(redis_server.url)
-    for i in range(10):
-        assert await bounded(caller.send_message(Text(f"x{i}"), AgentId("upper", "k"))) == Text(f"X{i}")
+    await _upper_calls(caller, "x", 10)
     after = await redis_commands(redis_server.url)
     # A's requests go through Redis; B's answers over its link to A.
     assert after["publish"] - before.get("publish", 0) == 10
@@ -149,11 +183,8 @@ async def test_a_host_whose_link_cannot_be_opened_is_reached_through_redis(
     # A host whose entry in Redis names no URL at all (Redis holds what anyone wrote there).
     c = await make_host(cluster_link_url="auto")
     assert c.service.cluster is not None
-    spoiler = aioredis.Redis.from_url(redis_server.url, protocol=2)
-    try:
-        await spoiler.hset("autogen:{default}:hosts", c.service.cluster.host, '{"link": "not a url"}')
-    finally:
-        await spoiler.aclose()
+    bogus = '{"link": "not a url"}'
+    await _in_redis(redis_server, "HSET", "autogen:{default}:hosts", c.service.cluster.host, bogus)
     on_c = await make_worker(c.url)
     await Upper.register(on_c, "upper-c", Upper)
     assert await bounded(caller.send_message(Text("z"), AgentId("upper-c", "k"))) == Text("Z")
@@ -203,8 +234,7 @@ async def test_serve_takes_links_from_its_environment(
         caller = await make_worker(await ready_url(proc))
         assert await bounded(caller.send_message(Text("x"), AgentId("upper", "k"))) == Text("X")
         before = await redis_commands(redis_server.url)
-        for i in range(10):
-            assert await bounded(caller.send_message(Text(f"y{i}"), AgentId("upper", "k"))) == Text(f"Y{i}")
+        await _upper_calls(caller, "y", 10)
         after = await redis_commands(redis_server.url)
         assert after.get("publish", 0) == before.get("publish", 0)
 
@@ -214,15 +244,8 @@ async def test_a_link_with_nothing_to_carry_stays_open(
 ) -> None:
     # B takes links only from hosts that send a batch within 0.3 s; A, which only receives
     # from B here, opens its link to B and has nothing to send on it.
-    service = HttpAgentService(
-        redis_url=redis_server.url,
-        cluster_secret=SECRET,
-        cluster_lease=LEASE,
-        cluster_link_url="auto",
-        hello_timeout=0.3,
-        max_message_size=DEFAULT_MAX_MESSAGE_SIZE,  # as HttpAgentServer's: the hosts must agree
-    )
-    b = HttpAgentServer("127.0.0.1", port=0, service=service)
+    b = _host_with_hello_timeout(redis_server, 0.3)
+    service = b.service
     await bounded(b.start())
     try:
         a = await make_host(cluster_link_url="auto")
@@ -316,15 +339,10 @@ async def test_a_host_declared_gone_while_it_lived_is_reached_again(
     a, b = await make_host(**options), await make_host(**options)
     caller, owner = await make_worker(a.url), await make_worker(b.url)
     await Upper.register(owner, "upper", Upper)
-    for i in range(30):
-        assert await bounded(caller.send_message(Text(f"x{i}"), AgentId("upper", "k"))) == Text(f"X{i}")
+    await _upper_calls(caller, "x", 30)
     assert a.service.cluster is not None and b.service.cluster is not None
     b_name = b.service.cluster.host
-    spoiler = aioredis.Redis.from_url(redis_server.url, protocol=2)
-    try:
-        await spoiler.delete(f"autogen:{{default}}:lease:{b_name}")
-    finally:
-        await spoiler.aclose()
+    await _in_redis(redis_server, "DEL", f"autogen:{{default}}:lease:{b_name}")
 
     async def reaped_and_back() -> bool:
         return b.service.cluster is not None and b.service.cluster.status().reasserted >= 1
@@ -338,8 +356,7 @@ async def test_a_host_declared_gone_while_it_lived_is_reached_again(
             return False
 
     await until(served, 5.0)
-    for i in range(10):
-        assert await bounded(caller.send_message(Text(f"z{i}"), AgentId("upper", "k"))) == Text(f"Z{i}")
+    await _upper_calls(caller, "z", 10)
 
 
 async def test_a_link_url_that_reaches_another_host_is_tried_once_and_redis_carries_on(
@@ -349,8 +366,7 @@ async def test_a_link_url_that_reaches_another_host_is_tried_once_and_redis_carr
     b = await make_host(cluster_link_url=a.url)  # a mistake: B says A's address is its own
     caller, owner = await make_worker(a.url), await make_worker(b.url)
     await Upper.register(owner, "upper", Upper)
-    for i in range(5):
-        assert await bounded(caller.send_message(Text(f"x{i}"), AgentId("upper", "k"))) == Text(f"X{i}")
+    await _upper_calls(caller, "x", 5)
     assert a.service.cluster is not None and b.service.cluster is not None
     b_name = b.service.cluster.host
 
@@ -362,5 +378,26 @@ async def test_a_link_url_that_reaches_another_host_is_tried_once_and_redis_carr
 
     await until(told)
     assert a.service.cluster.status().links == ()
-    for i in range(5):  # and on through Redis
-        assert await bounded(caller.send_message(Text(f"y{i}"), AgentId("upper", "k"))) == Text(f"Y{i}")
+    await _upper_calls(caller, "y", 5)  # and on through Redis
+
+
+async def test_links_that_send_nothing_are_few_and_closed_in_time(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_links, "MAX_UNPROVEN", 2)
+    b = _host_with_hello_timeout(redis_server, 0.5)
+    await bounded(b.start())
+    try:
+        url = link_url(b.url)
+        async with connect(url) as one, connect(url) as two:
+            with pytest.raises(InvalidStatus):
+                async with connect(url):
+                    pass  # a third, while two wait for their first batch: refused
+            for waiting in (one, two):
+                with pytest.raises(ConnectionClosed) as closed:
+                    await bounded(waiting.recv())  # closed at the hello timeout
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        async with connect(url):
+            pass  # room again
+    finally:
+        await bounded(b.stop(grace=1))

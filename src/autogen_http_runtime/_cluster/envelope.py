@@ -178,7 +178,8 @@ class Sequencer:
         self._max_wait = max_wait
         #: Per sender: the highest sequence number gone on (or given up on).
         self._done: dict[str, int] = {}
-        #: Per sender: the batches waiting, by sequence number, with when they came.
+        #: Per sender with batches waiting: those, by sequence number, with when they came
+        #: (empty while every batch comes in order: nothing to look at per batch then).
         self._waiting: dict[str, dict[int, tuple[Batch, float]]] = {}
         #: Hosts gone, and when: their numbers are remembered a while.
         self._gone: dict[str, float] = {}
@@ -198,8 +199,10 @@ class Sequencer:
 
     def next_due(self) -> float | None:
         """When the batch that has waited longest must go on without what it waits for."""
-        oldest = [since for batches in self._waiting.values() for _, since in batches.values()]
-        return min(oldest) + self._max_wait if oldest else None
+        if not self._waiting:
+            return None
+        oldest = min(since for batches in self._waiting.values() for _, since in batches.values())
+        return oldest + self._max_wait
 
     def offer(self, batch: Batch, now: float) -> list[Batch]:
         """The batches that go on now, in order: ``batch`` and those it was holding up, or none.
@@ -212,19 +215,22 @@ class Sequencer:
         waiting = self._waiting.get(source, {})
         if sequence <= done or sequence in waiting:
             raise EnvelopeError(f"sequence number {sequence} from {source} seen already (replayed)")
-        self._gone.pop(source, None)  # it lives
+        if self._gone:
+            self._gone.pop(source, None)  # it lives
         self._done[source] = done
+        if not waiting and batch.previous <= done:  # in order, as nearly always: on at once
+            self._done[source] = sequence
+            return [batch]
         self._waiting[source] = waiting
         waiting[sequence] = (batch, now)
-        held = sum(b.size for b, _ in waiting.values())
-        if len(waiting) > MAX_WAITING or held > MAX_WAITING_BYTES:
+        if len(waiting) > MAX_WAITING or sum(b.size for b, _ in waiting.values()) > MAX_WAITING_BYTES:
             return self._give_up(source)
         return self._ready(source)
 
     def overdue(self, now: float) -> list[Batch]:
         """The batches that waited ``max_wait`` for one sent before them: they go on without it."""
         ready: list[Batch] = []
-        for source, waiting in self._waiting.items():
+        for source, waiting in list(self._waiting.items()):
             while waiting and now - min(since for _, since in waiting.values()) >= self._max_wait:
                 ready += self._give_up(source)
         return ready
@@ -241,6 +247,8 @@ class Sequencer:
             ready.append(batch)
             done = first
         self._done[source] = done
+        if not waiting:
+            del self._waiting[source]
         return ready
 
     def _give_up(self, source: str) -> list[Batch]:

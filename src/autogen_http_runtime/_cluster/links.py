@@ -18,8 +18,9 @@ class PeerLink(Protocol):
         """Wait until the link is closed; returns why."""
 
     @property
-    def out_of_reach(self) -> bool:
-        """Whether the other host closed the link for it had lost the cluster (Redis)."""
+    def close_code(self) -> int | None:
+        """The code the other host closed the link with, if it did: ``CLOSE_TRY_AGAIN_LATER``
+        when it had lost the cluster (Redis), ``CLOSE_POLICY_VIOLATION`` when it refused a batch."""
 
     def close(self) -> None:
         """Close the link (what was sent goes out first)."""

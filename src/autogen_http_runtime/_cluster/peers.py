@@ -24,7 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from .._host.security import Identity
-from .._host.session import WorkerSession
+from .._host.session import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, WorkerSession
 from .engine import EngineUnavailable
 from .envelope import (
     FOR_HOST,
@@ -206,13 +206,14 @@ class Peer:
                 self._linked.set()
                 if link is not None:
                     why = await link.closed()
-                    lost_cluster = link.out_of_reach
+                    code = link.close_code
                     self._opened = self.link = link = None
                     self._link_lost = True
                     if not self.gone:
                         closed = f"this host's direct link to it closed ({why})"
+                        lost_cluster = code == CLOSE_TRY_AGAIN_LATER
                         self._node.peer_silent(self.name, closed, both_ways=False, lost_cluster=lost_cluster)
-                    if "code 1008" in why:  # refused: it would be again; Redis carries on
+                    if code == CLOSE_POLICY_VIOLATION:  # refused: it would be again; Redis carries on
                         self._log.warning(
                             "Host %s refused this host's direct link (%s): another cluster_secret, or "
                             "its cluster_link_url reaches another host; Redis carries what goes there",

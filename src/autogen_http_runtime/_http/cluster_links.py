@@ -110,8 +110,8 @@ class WebSocketLink:
         return await asyncio.shield(self._closed)
 
     @property
-    def out_of_reach(self) -> bool:
-        return self._client is not None and self._client.close_code == CLOSE_TRY_AGAIN_LATER
+    def close_code(self) -> int | None:
+        return None if self._client is None else self._client.close_code
 
     def close(self) -> None:
         if self._client is not None and self._closing is None:
