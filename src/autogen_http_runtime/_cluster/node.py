@@ -249,9 +249,9 @@ class ClusterNode:
                 self._log.warning("Could not leave cluster %r cleanly: %s", self.config.name, exc)
         self.unavailable = "stopped"
         await cancel_tasks(self._tasks, timeout)
-        closing = [asyncio.ensure_future(link.closed()) for link in self._peers.close()]
-        if closing:  # the closing handshakes of this host's links, bounded
-            await asyncio.wait(closing, timeout=timeout)
+        closing = {asyncio.ensure_future(link.closed()) for link in self._peers.close()}
+        for late in (await asyncio.wait(closing, timeout=timeout))[1] if closing else ():
+            late.cancel()  # the links' closing handshakes get ``timeout``, no more
         try:
             await asyncio.wait_for(self.engine.close(), timeout)
         except asyncio.TimeoutError:
