@@ -188,10 +188,10 @@ async def call_lane(index: int, lane: int, soak: Soak, args: argparse.Namespace)
                 args.call_timeout + HANG_MARGIN,
             )
             outcome = "ok" if reply == Text(str(n)) else "wrong reply"
-        except asyncio.TimeoutError:
-            outcome = "HANG"
-        except HttpRuntimeError as exc:
+        except HttpRuntimeError as exc:  # first: CallTimeoutError is a TimeoutError, and typed
             outcome = type(exc).__name__
+        except asyncio.TimeoutError:  # the soak's own guard: no outcome at all
+            outcome = "HANG"
         except Exception as exc:  # an untyped error is a finding in itself
             outcome = f"untyped {type(exc).__name__}"
         soak.calls.append((outcome, time.monotonic()))

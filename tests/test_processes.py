@@ -20,12 +20,14 @@ from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, message_
 
 from autogen_http_runtime import (
     AgentNotFoundError,
+    CallTimeoutError,
     HostConnectionError,
     HttpAgentServer,
     HttpWorkerAgentRuntime,
     WorkerDisconnectedError,
 )
 
+from .attack_support import poll
 from .conftest import WorkerFactory
 from .utils import SERIALIZERS, TIMEOUT, Text, Upper, bounded, owners, subscriptions
 
@@ -176,6 +178,30 @@ async def test_host_killed_fails_pending_and_new_calls() -> None:
         finally:
             await bounded(worker.stop())
             await bounded(other.stop())
+
+
+async def test_a_deadline_bounds_the_wait_for_a_reconnect() -> None:
+    # A call's deadline covers the whole call: while the worker reconnects to a host that is
+    # gone, a call with a 0.3 s deadline fails with CallTimeoutError then, not after the
+    # (here far longer) reconnect_timeout.
+    async with spawn("host") as host:
+        url = (await host.expect("READY ")).split()[1]
+        worker = HttpWorkerAgentRuntime(url, reconnect_timeout=60.0, call_timeout=0.3)
+        worker.add_message_serializer(SERIALIZERS)
+        try:
+            await bounded(worker.start())
+            host.proc.kill()
+            assert await poll(lambda: worker._lifecycle.link.reconnecting, PROMPT, step=0.01)
+            with pytest.raises(CallTimeoutError, match="still reconnecting"):
+                await bounded(
+                    worker.send_message(Text("a"), AgentId("remote", "default"), timeout=0.3), PROMPT
+                )
+            # The runtime's call_timeout, for calls that take no deadline of their own.
+            with pytest.raises(CallTimeoutError, match="still reconnecting"):
+                await bounded(worker.agent_metadata(AgentId("remote", "default")), PROMPT)
+            assert worker._lifecycle.link.reconnecting  # still trying: the calls gave up, not the worker
+        finally:
+            await bounded(worker.stop())
 
 
 @pytest.mark.parametrize(

@@ -173,10 +173,14 @@ class WebSocketClient(asyncio.Protocol):
         """
         self._send(data, binary=True)
 
-    async def drain(self) -> None:
-        """Wait while the socket's buffer holds more than the write buffer limit."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait while the socket's buffer holds more than the write buffer limit.
+
+        Raises:
+            asyncio.TimeoutError: The buffer was still full after ``timeout`` seconds.
+        """
         if not self.writable.is_set():
-            await self.writable.wait()
+            await asyncio.wait_for(self.writable.wait(), timeout)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code``: send the close frame, wait briefly for the host's answer."""

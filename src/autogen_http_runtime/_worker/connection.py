@@ -191,17 +191,18 @@ class HostConnection:
             self._log.exception("Writing to the host failed")
             self._ws.abort()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """Wait while more than ``write_buffer_limit`` bytes wait in the socket's buffer:
         back-pressure for senders.
 
         Raises:
             HostConnectionError: The connection closed meanwhile.
+            asyncio.TimeoutError: The buffer was still full after ``timeout`` seconds.
         """
         if self._early_writes >= YIELD_AFTER_WRITES:
             await asyncio.sleep(0)  # let the loop run: this sender has not waited for a while
         if self._ws is not None:
-            await self._ws.drain()
+            await self._ws.drain(timeout)
         if self._closed_reason is not None:
             raise HostConnectionError(f"Not connected to the host: {self._closed_reason}.")
 

@@ -196,18 +196,19 @@ class Lifecycle:
         if self.state not in (WorkerState.STOPPING, WorkerState.STOPPED):  # no reconnecting to stop
             self.link.connection_lost(connection, reason)
 
-    async def ready(self) -> HostConnection:
-        """The live connection, waiting while the link reconnects.
+    async def ready(self, deadline: float | None = None) -> HostConnection:
+        """The live connection, waiting while the link reconnects (see ``WorkerLink.ready``).
 
         Raises:
             HostConnectionError: The runtime is not running or the host cannot be reached.
+            CallTimeoutError: Still reconnecting when ``deadline`` (seconds) passed.
         """
         if self.state not in (WorkerState.RUNNING, WorkerState.STOPPING):
             raise HostConnectionError(
                 f"The runtime is {self.state.value}; it must be running (connected to "
                 f"{self._host_address}) to send or publish messages."
             )
-        return await self.link.ready()
+        return await self.link.ready(deadline)
 
     async def control(self, method: str, params: JsonObject) -> Any:
         """Send a control request on the live connection and return its result."""

@@ -208,16 +208,24 @@ class HostLink:
         self._settled.set()
         self._log.error("Worker disconnected for good: %s", reason)
 
-    async def ready(self) -> HostConnection:
-        """The live connection; while reconnecting, wait up to ``reconnect_timeout`` for one.
+    async def ready(self, deadline: float | None = None) -> HostConnection:
+        """The live connection; while reconnecting, wait up to ``reconnect_timeout`` for one,
+        and no longer than ``deadline`` (a call's, in seconds).
 
         Raises:
             HostConnectionError: Not connected, and no connection came back in time.
+            CallTimeoutError: Still reconnecting when ``deadline`` passed.
         """
         if self._state is _LinkState.RECONNECTING:
+            bound = self._reconnect_timeout if deadline is None else min(deadline, self._reconnect_timeout)
             try:
-                await asyncio.wait_for(self._settled.wait(), self._reconnect_timeout)
+                await asyncio.wait_for(self._settled.wait(), bound)
             except asyncio.TimeoutError:
+                if bound < self._reconnect_timeout:
+                    raise CallTimeoutError(
+                        f"No answer within the call's deadline of {deadline} s: "
+                        f"still reconnecting to the host ({self._reason})."
+                    ) from None
                 raise HostConnectionError(
                     f"Still reconnecting to the host after {self._reconnect_timeout} s: {self._reason}."
                 ) from None

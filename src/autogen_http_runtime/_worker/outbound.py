@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast
 
 from autogen_core import AgentId, AgentMetadata, CancellationToken, TopicId
 
+from .._exceptions import CallTimeoutError
 from .._protocol import json_codec as _json
 from .._protocol import wire
 from .._protocol.wire import JsonObject, Method
@@ -22,7 +23,7 @@ from .tracing import RuntimeTracer, current_trace_context, handler_attributes
 class Link(Protocol):
     """What sending needs of the worker's link to its host (``Lifecycle`` provides it)."""
 
-    async def ready(self) -> HostConnection: ...
+    async def ready(self, deadline: float | None = None) -> HostConnection: ...
 
     def live_connection(self) -> HostConnection | None: ...
 
@@ -72,8 +73,9 @@ class Outbound:
         if cancellation_token is not None and cancellation_token.is_cancelled():
             raise asyncio.CancelledError("The cancellation token was already cancelled.")
         payload = self._codec.encode(message)
-        connection = await self._ready()
-        await connection.drain()
+        connection, deadline = await self._connection_for_call(
+            timeout if timeout is not None else self._call_timeout
+        )
         sent: dict[str, str] = {}
         with self._tracer.span("create", recipient, payload.data_type):
             params: JsonObject = {
@@ -85,8 +87,7 @@ class Outbound:
             # The 'create' span: the remote 'process' span's parent, and what it links to.
             created = current_trace_context()
             params.update(created)
-            deadline = timeout if timeout is not None else self._call_timeout
-            if deadline is not None and math.isfinite(deadline):  # JSON has no Infinity
+            if deadline is not None:
                 params["timeout"] = deadline
             with self._tracer.span("send", recipient, link=created):
                 if created:
@@ -114,6 +115,29 @@ class Outbound:
                     )
                 )
             return result
+
+    async def _connection_for_call(self, deadline: float | None) -> tuple[HostConnection, float | None]:
+        """The connection to send a call on, once it can take it, and what is then left of the
+        call's deadline: waiting for a reconnect or a full socket buffer counts against it.
+
+        Raises:
+            CallTimeoutError: The deadline passed first.
+        """
+        if deadline is None or not math.isfinite(deadline):  # JSON has no Infinity: none, on the wire
+            connection = await self._ready()
+            await connection.drain()
+            return connection, None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + deadline
+        connection = await self._ready(deadline)
+        try:
+            await connection.drain(max(ends - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            raise CallTimeoutError(
+                f"No answer within the call's deadline of {deadline} s: "
+                "the connection to the host stayed too full to take the call."
+            ) from None
+        return connection, max(ends - loop.time(), 0.0)
 
     async def publish(
         self, message: Any, topic_id: TopicId, *, sender: AgentId | None, message_id: str | None
@@ -144,8 +168,8 @@ class Outbound:
         """A routed call other than ``send`` (metadata, state) to ``agent``, wherever it is served."""
         params: JsonObject = {"recipient": wire.agent_id_to_wire(agent)}
         params.update(extra or {})
-        connection = await self._ready()
-        return await connection.call(method, params, timeout=self._call_timeout)
+        connection, deadline = await self._connection_for_call(self._call_timeout)
+        return await connection.call(method, params, timeout=deadline)
 
     # -- an agent's metadata and state: here when it lives here, else through the host --
 

@@ -67,7 +67,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     When the connection to the host is lost, the worker reconnects in the background (see
     :class:`ReconnectPolicy`) and registers its types and subscriptions again. Calls in flight then
-    fail with :class:`HostConnectionError`; calls made meanwhile wait up to ``reconnect_timeout`` s.
+    fail with :class:`HostConnectionError`; calls made meanwhile wait up to ``reconnect_timeout`` s
+    (a call's deadline counts this wait: it fails with :class:`CallTimeoutError` when it passes first).
 
     Args:
         host_address: ``"host:port"`` (as for gRPC), ``"http://host:port[/prefix]"`` or ``"https://..."``;
@@ -77,8 +78,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             or protobuf (``application/x-protobuf``), for calls and publishes alike. A message type with
             no serializer for it falls back to one that has.
         max_message_size: Largest WebSocket message in bytes this worker sends or reads.
-        call_timeout: Default deadline in seconds for ``send_message``; ``None`` (the default) waits
-            as long as the handler runs, since model calls can be slow.
+        call_timeout: Default deadline in seconds for ``send_message`` (and metadata and state
+            calls through the host), from the call to its answer, waiting for a reconnection
+            included; ``None`` (the default) waits as long as the handler runs, since model
+            calls can be slow.
         connect_timeout: Seconds ``start()`` (and each reconnection attempt) waits to
             connect and shake hands.
         control_timeout: Seconds to wait for the host to answer a registration or subscription.
