@@ -365,3 +365,46 @@ async def test_handlers_call_out_while_draining_and_the_workers_own_calls_fail_a
     await bounded(stopping)
     with pytest.raises(HostConnectionError):  # as before: it fails when the connection closes
         await bounded(own)
+
+
+class Closable(RoutedAgent):
+    """Records its close() in ``closed``; the agent keyed "bad" raises there."""
+
+    def __init__(self, closed: list[str]) -> None:
+        super().__init__("records its close")
+        self._closed = closed
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
+        return message
+
+    async def close(self) -> None:
+        self._closed.append(self.id.key)
+        if self.id.key == "bad":
+            raise RuntimeError("bad close")
+
+
+async def test_close_stops_the_worker_and_closes_every_agent_made_or_registered_here(
+    server: HttpAgentServer, make_worker: WorkerFactory
+) -> None:
+    # As SingleThreadedAgentRuntime.close: stop, then Agent.close() on every agent here; one
+    # agent's error does not keep the others open, and is raised at the end.
+    closed: list[str] = []
+    worker = await make_worker()
+    await Closable.register(worker, "closable", lambda: Closable(closed))
+    for key in ("a", "bad", "b"):
+        assert await bounded(worker.send_message(Text(key), AgentId("closable", key))) == Text(key)
+    # Registered instances are closed too; one never sent a message still is.
+    await bounded(worker.register_agent_instance(Closable(closed), AgentId("instance", "i")))
+    assert closed == []
+
+    with pytest.raises(RuntimeError, match="bad close"):
+        await bounded(worker.close())
+    assert sorted(closed) == ["a", "b", "bad", "i"]
+    assert "closable" not in owners(server.service.core)  # stopped: the host freed its type
+    with pytest.raises(HostConnectionError):
+        await bounded(worker.send_message(Text("late"), AgentId("closable", "a")))
+    # A second close() stops nothing more, and closes the agents again (as autogen-core's does).
+    with pytest.raises(RuntimeError, match="bad close"):
+        await bounded(worker.close())
+    assert len(closed) == 8

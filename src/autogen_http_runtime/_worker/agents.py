@@ -88,6 +88,17 @@ class LocalAgents:
         self._factories.pop(agent_type, None)
         self._instance_types.pop(agent_type, None)
 
+    async def close(self) -> None:
+        """``close()`` each agent here; the first error, if any, is raised once all are closed."""
+        errors: list[BaseException] = []
+        for agent in list(self._agents.values()):
+            try:
+                await agent.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
     async def get(self, agent_id: AgentId) -> Agent:
         """The agent with this id, created by its type's factory on first use.
 

@@ -67,8 +67,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     When the connection to the host is lost, the worker reconnects in the background (see
     :class:`ReconnectPolicy`) and registers its types and subscriptions again. Calls in flight then
-    fail with :class:`HostConnectionError`; calls made meanwhile wait up to ``reconnect_timeout`` s
-    (a call's deadline counts this wait: it fails with :class:`CallTimeoutError` when it passes first).
+    fail with :class:`HostConnectionError`; calls made meanwhile wait up to ``reconnect_timeout`` s,
+    or until their deadline (then :class:`CallTimeoutError`) if that comes first.
 
     Args:
         host_address: ``"host:port"`` (as for gRPC), ``"http://host:port[/prefix]"`` or ``"https://..."``;
@@ -78,10 +78,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             or protobuf (``application/x-protobuf``), for calls and publishes alike. A message type with
             no serializer for it falls back to one that has.
         max_message_size: Largest WebSocket message in bytes this worker sends or reads.
-        call_timeout: Default deadline in seconds for ``send_message`` (and metadata and state
-            calls through the host), from the call to its answer, waiting for a reconnection
-            included; ``None`` (the default) waits as long as the handler runs, since model
-            calls can be slow.
+        call_timeout: Default deadline in seconds for ``send_message`` and calls for metadata and
+            state, a wait for a reconnection included; ``None`` (the default): none, as handlers may be slow.
         connect_timeout: Seconds ``start()`` (and each reconnection attempt) waits to
             connect and shake hands.
         control_timeout: Seconds to wait for the host to answer a registration or subscription.
@@ -189,8 +187,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def start(self, *, wait_for_host: float | None = None) -> None:
         """Connect to the host and register every agent type and subscription added so far.
 
-        Returns once the host has acknowledged all of them. A failed start leaves the
-        runtime as it was, so it can be retried; cancelling it is safe.
+        Returns once the host has acknowledged them all. A failed or cancelled start can be retried.
 
         Args:
             wait_for_host: Overrides the runtime's ``wait_for_host`` for this start.
@@ -212,11 +209,16 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         subscriptions at once, so another worker may register them, and routes nothing new
         here. Handlers running get up to ``stop_grace`` seconds to finish, and their replies
         reach their callers; those still running then are cancelled, and their callers get
-        :class:`WorkerDisconnectedError`. Then ``bye``, and the socket closes. Calls this
-        worker is waiting on at the end fail with :class:`HostConnectionError`. A second
-        call waits for the first; a cancelled ``stop()`` still stops the runtime completely.
+        :class:`WorkerDisconnectedError`. Then ``bye``, and the socket closes; calls still waiting
+        fail with :class:`HostConnectionError`. Idempotent; a cancelled ``stop()`` still stops.
         """
         await self._lifecycle.stop()
+
+    async def close(self) -> None:
+        """Stop (if running), then ``close()`` every agent made or registered here, as
+        ``SingleThreadedAgentRuntime.close`` does; an agent's error is raised once all are closed."""
+        await self.stop()
+        await self._agents.close()
 
     async def stop_when_signal(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
@@ -330,14 +332,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         output_type: type[Any] | None = None,
         version: str = DEFAULT_SKILL_VERSION,
     ) -> None:
-        """Offer ``agent_type``, served by this worker, to the A2A clients of a host that serves
-        A2A (``HttpAgentServer(a2a=True)``; docs/a2a.md): an Agent Card with this skill, and an
-        endpoint where an A2A message's text or data part becomes an ``input_type`` message.
-
-        Call it before or after registering the type; the host hears of it with the type
-        (again after every reconnection) and forgets it when the type goes. ``input_type``
-        needs a JSON serializer (dataclasses and Pydantic models have one); ``output_type``
-        (optional) and ``version`` go on the card.
+        """Offer ``agent_type`` of this worker to the A2A clients of a host that serves A2A
+        (docs/a2a.md): a skill on its Agent Card, whose messages' text or data part becomes an
+        ``input_type`` message (which needs a JSON serializer). Before or after registering the
+        type; the host hears of it with the type and forgets it when the type goes.
 
         Raises:
             SerializationError: ``input_type`` has no JSON serializer (a ``ValueError``).
@@ -390,9 +388,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     # -- subscriptions ----------------------------------------------------------------
 
     async def add_subscription(self, subscription: Subscription) -> None:
-        """Add a subscription to the host, for an agent type served by any worker.
-
-        Works before :meth:`start` too (the subscription is sent on start).
+        """Add a subscription to the host, for an agent type served by any worker (before
+        :meth:`start` too: then it is sent on start).
 
         Raises:
             SubscriptionError: A subscription with the same id or the same match exists
