@@ -393,12 +393,20 @@ async def test_the_frames_of_at_least_once_delivery_match_the_schemas(
     assert copies and all(wire.EXT_DELIVERY in copy for copy in copies)
 
 
-async def test_the_dead_letters_need_the_read_right_of_dead_letters(redis_server: RedisServer) -> None:
-    tokens = {"alice": "alice-token", "ops": "ops-token"}
+async def test_listing_dead_letters_needs_read_and_replaying_or_dropping_them_manage(
+    redis_server: RedisServer,
+) -> None:
+    # A dashboard that may read everything ("*") may not replay or drop: those change what
+    # is delivered. 404: the right was granted, and there is no such dead letter.
+    tokens = {"alice": "alice-token", "grafana": "grafana-token", "ops": "ops-token"}
     service = HttpAgentService(
         authenticator=BearerTokens(tokens),
         access_policy=AccessPolicy(
-            {"alice": AccessRule(read="agents"), "ops": AccessRule(read="dead-letters")}
+            {
+                "alice": AccessRule(read="agents"),
+                "grafana": AccessRule(read="*"),
+                "ops": AccessRule(read="dead-letters", manage="dead-letters"),
+            }
         ),
         redis_url=redis_server.url,
         cluster_secret=SECRET,
@@ -408,7 +416,11 @@ async def test_the_dead_letters_need_the_read_right_of_dead_letters(redis_server
     await bounded(server.start())
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
-            for token, expected in (("alice-token", (403, 403, 403)), ("ops-token", (200, 404, 404))):
+            for token, expected in (
+                ("alice-token", (403, 403, 403)),
+                ("grafana-token", (200, 403, 403)),
+                ("ops-token", (200, 404, 404)),
+            ):
                 headers = {"Authorization": f"Bearer {token}"}
                 answers = (
                     await http.get("/v1/dead-letters", headers=headers),
@@ -416,6 +428,8 @@ async def test_the_dead_letters_need_the_read_right_of_dead_letters(redis_server
                     await http.delete("/v1/dead-letters/1-0", headers=headers),
                 )
                 assert tuple(answer.status_code for answer in answers) == expected
+                if expected[1] == 403:
+                    assert "may not manage dead-letters" in answers[1].json()["detail"]
             assert (await http.get("/v1/dead-letters")).status_code == 401
     finally:
         await bounded(server.stop(grace=1))

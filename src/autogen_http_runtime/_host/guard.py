@@ -25,6 +25,7 @@ _VERBS: Final[dict[str, str]] = {
     "publish": "publish to topic type",
     "subscribe": "subscribe to topic type",
     "read": "read",
+    "manage": "manage",
 }
 
 

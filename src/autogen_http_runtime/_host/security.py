@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Final, Literal, Union, get_args
 
 __all__ = [
     "ANONYMOUS",
@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 #: What an identity may be allowed to do, each checked against an agent type, a topic type, or
-#: (``read``) the name of a listing.
-Action = Literal["register", "call", "route", "publish", "subscribe", "read"]
+#: (``read``, ``manage``) the name of a listing.
+Action = Literal["register", "call", "route", "publish", "subscribe", "read", "manage"]
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,9 @@ class AccessRule:
         publish: Topic types it may publish to.
         subscribe: Topic types it may subscribe agents to.
         read: Listings it may read: ``agents``, ``subscriptions``, ``workers`` (``GET /v1/...``),
-            ``metrics``, ``dashboard`` and ``dead-letters`` (also to replay and drop them).
+            ``metrics``, ``dashboard`` and ``dead-letters``.
+        manage: Listings whose entries it may act on: ``dead-letters`` (replay and drop them,
+            which delivers events again or loses them). Reading them needs ``read`` too.
     """
 
     register: tuple[str, ...]
@@ -207,6 +210,7 @@ class AccessRule:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     read: tuple[str, ...]
+    manage: tuple[str, ...]
 
     def __init__(
         self,
@@ -217,6 +221,7 @@ class AccessRule:
         publish: str | Iterable[str] = (),
         subscribe: str | Iterable[str] = (),
         read: str | Iterable[str] = (),
+        manage: str | Iterable[str] = (),
     ) -> None:
         object.__setattr__(self, "register", _patterns(register))
         object.__setattr__(self, "call", _patterns(call))
@@ -224,11 +229,12 @@ class AccessRule:
         object.__setattr__(self, "publish", _patterns(publish))
         object.__setattr__(self, "subscribe", _patterns(subscribe))
         object.__setattr__(self, "read", _patterns(read))
+        object.__setattr__(self, "manage", _patterns(manage))
 
     @classmethod
     def allow_all(cls) -> AccessRule:
         """A rule that allows every action on every name."""
-        return cls(register="*", call="*", route="*", publish="*", subscribe="*", read="*")
+        return cls(register="*", call="*", route="*", publish="*", subscribe="*", read="*", manage="*")
 
     def allows(self, action: Action, name: str) -> bool:
         patterns: tuple[str, ...] = getattr(self, action)
@@ -269,7 +275,7 @@ class AccessPolicy:
             raise ValueError(f"Unknown access policy keys: {sorted(unknown)}.")
 
         def rule(spec: Mapping[str, Any]) -> AccessRule:
-            extra = set(spec) - {"register", "call", "route", "publish", "subscribe", "read"}
+            extra = set(spec) - set(ACTIONS)
             if extra:
                 raise ValueError(f"Unknown access rule keys: {sorted(extra)}.")
             return AccessRule(**spec)

@@ -14,24 +14,24 @@ from typing import Final
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
-from .._host.security import ANONYMOUS, AccessPolicy, Authenticator, Identity
+from .._host.security import ANONYMOUS, AccessPolicy, Action, Authenticator, Identity
 from .._logging import Throttled
 from .problems import Problem
 
 #: Routes any caller may use when the service authenticates: the probes.
 DEFAULT_PUBLIC_ROUTES: Final = ("healthz", "readyz")
-#: Routes that show what every identity has (workers, agent types, subscriptions), and the
-#: listing each is: with an access policy, the caller's rule must allow ``read`` of it.
-READ_ROUTES: Final = {
-    "list_agents": "agents",
-    "list_subscriptions": "subscriptions",
-    "list_workers": "workers",
-    "metrics": "metrics",
-    "dashboard": "dashboard",
-    "dashboard_events": "dashboard",
-    "list_dead_letters": "dead-letters",
-    "replay_dead_letter": "dead-letters",
-    "drop_dead_letter": "dead-letters",
+#: Routes that show what every identity has (workers, agent types, subscriptions) or act on it
+#: (dead letters), with the right and the listing each needs under an access policy.
+LISTING_ROUTES: Final[dict[str, tuple[Action, str]]] = {
+    "list_agents": ("read", "agents"),
+    "list_subscriptions": ("read", "subscriptions"),
+    "list_workers": ("read", "workers"),
+    "metrics": ("read", "metrics"),
+    "dashboard": ("read", "dashboard"),
+    "dashboard_events": ("read", "dashboard"),
+    "list_dead_letters": ("read", "dead-letters"),
+    "replay_dead_letter": ("manage", "dead-letters"),
+    "drop_dead_letter": ("manage", "dead-letters"),
 }
 #: Where :meth:`Admission.authenticate_http` leaves the caller's identity on ``request.state``.
 IDENTITY_STATE: Final = "autogen_http_identity"
@@ -98,17 +98,20 @@ class Admission:
         admitted = await self.admit(connection)
         if isinstance(admitted, Problem):
             raise admitted
-        listing = READ_ROUTES.get(name) if isinstance(name, str) else None
+        needs = LISTING_ROUTES.get(name) if isinstance(name, str) else None
         access = self._access
-        if listing is not None and access is not None and not access.allows(admitted, "read", listing):
+        if needs is not None and access is not None and not access.allows(admitted, *needs):
+            action, listing = needs
             self._refusals.warning(
-                "Denied: identity %r may not read %s (AccessRule read)",
+                "Denied: identity %r may not %s %s (AccessRule %s)",
                 admitted.name,
+                action,
                 listing,
+                action,
                 key=admitted.name,
             )
             raise Problem(
-                403, "forbidden", "Forbidden", f"Identity '{admitted.name}' may not read {listing}."
+                403, "forbidden", "Forbidden", f"Identity '{admitted.name}' may not {action} {listing}."
             )
         setattr(connection.state, IDENTITY_STATE, admitted)
 

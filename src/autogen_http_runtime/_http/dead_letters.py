@@ -4,8 +4,8 @@
 * ``POST /v1/dead-letters/{id}/replay``: deliver it again, from its first delivery.
 * ``DELETE /v1/dead-letters/{id}``: forget it.
 
-Each needs the ``read`` right of ``dead-letters`` under an access policy (as the other
-listings do). With at-most-once delivery there are none: each answers 404 saying so.
+Under an access policy, listing needs the ``read`` right of ``dead-letters`` (as the other
+listings do), replaying and dropping its ``manage`` right. With at-most-once delivery there are none: each answers 404 saying so.
 """
 
 from __future__ import annotations
