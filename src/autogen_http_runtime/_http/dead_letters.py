@@ -5,7 +5,8 @@
 * ``DELETE /v1/dead-letters/{id}``: forget it.
 
 Under an access policy, listing needs the ``read`` right of ``dead-letters`` (as the other
-listings do), replaying and dropping its ``manage`` right. With at-most-once delivery there are none: each answers 404 saying so.
+listings do), replaying and dropping its ``manage`` right. With at-most-once delivery there
+are none: each answers 404 saying so.
 """
 
 from __future__ import annotations
