@@ -411,3 +411,12 @@ def test_a_bad_tokens_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtur
         f"autogen-http-runtime serve: invalid setting: --tokens-file {path}: Bearer tokens are written "
         "'name=token', one pair per line or comma.\n"
     )
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_a_link_url_without_a_cluster_names_both_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "0", "--cluster-link-url", "auto"]) == 2
+    assert capsys.readouterr().err == (
+        "autogen-http-runtime serve: invalid setting: cluster_link_url (serve --cluster-link-url) needs "
+        "a cluster (redis_url, serve --redis-url): links join the hosts of one.\n"
+    )

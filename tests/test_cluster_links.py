@@ -214,7 +214,7 @@ async def test_auto_needs_an_address_other_hosts_can_reach(redis_server: RedisSe
         HttpAgentServer(
             "0.0.0.0", port=0, redis_url=redis_server.url, cluster_secret=SECRET, cluster_link_url="auto"
         )
-    with pytest.raises(ValueError, match="needs redis_url"):
+    with pytest.raises(ValueError, match="needs a cluster"):
         HttpAgentServer("127.0.0.1", port=0, cluster_link_url="auto")
 
 

@@ -232,7 +232,8 @@ class HttpAgentService:
         if cluster_link_url is not None:
             if self.cluster is None:
                 raise ValueError(
-                    "HttpAgentService(cluster_link_url=...) needs redis_url: links join hosts of a cluster."
+                    "cluster_link_url (serve --cluster-link-url) needs a cluster (redis_url, serve "
+                    "--redis-url): links join the hosts of one."
                 )
             if cluster_link_url != "auto":
                 link_url(cluster_link_url)  # a ValueError now rather than at start
