@@ -530,6 +530,56 @@ async def test_copies_of_a_worker_dropped_as_too_slow_reach_the_new_owner_of_the
         await bounded(host.stop(grace=1))
 
 
+async def test_a_worker_that_is_behind_does_not_hold_up_the_copies_for_the_others(
+    redis_server: RedisServer, make_worker: MakeWorker
+) -> None:
+    # A frozen subscriber falls behind (more than high_water queued for it): its copies wait
+    # for it, and those for a worker that reads go on. Before, the one reader waited up to
+    # 5 s for the frozen worker after each copy it sent there, so the other worker's copies
+    # came one per 5 s.
+    service = HttpAgentService(
+        slow_consumer_timeout=120.0,  # not dropped as too slow while the test runs
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        delivery="at-least-once",
+        visibility_timeout=60.0,  # nothing is delivered again meanwhile
+    )
+    host = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(host.start())
+    try:
+        publisher = await make_worker(host.url)
+        reader = await make_worker(host.url, name="reader")
+        await Collector.register(reader, "collector", Collector)
+        await reader.add_subscription(TypeSubscription("news", "collector"))
+        async with spawn("subscriber", host.url, "frozen", "news", "frozen") as child:
+            await child.expect("READY")
+            (frozen,) = [w for w in service.core.directory.workers() if w.name == "frozen"]
+            child.proc.send_signal(signal.SIGSTOP)  # reads nothing from now on
+            try:
+                # 20 MB for the frozen worker: more than the sockets take and high_water (8 MiB).
+                texts = [f"{i}:" + "x" * 200_000 for i in range(100)]
+                for i, text in enumerate(texts):
+                    await publisher.publish_message(Text(text), TopicId("news", f"k{i}"))
+
+                async def all_handled() -> bool:
+                    return len(Collector.seen) >= len(texts)
+
+                await until(all_handled)
+                # Still behind (it fell more than high_water behind, and has not caught up since).
+                assert not frozen.drained.is_set() and not frozen.closed
+                async with httpx.AsyncClient(base_url=host.url, timeout=TIMEOUT) as http:
+                    metrics = (await http.get("/metrics")).text
+                (held,) = [
+                    line for line in metrics.splitlines() if line.startswith("autogen_http_deliveries_held{")
+                ]
+                assert float(held.split()[-1]) > 0  # the frozen worker's copies, held for it
+            finally:
+                child.proc.send_signal(signal.SIGCONT)
+        assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
+    finally:
+        await bounded(host.stop(grace=1))
+
+
 async def test_a_consumer_with_nothing_pending_idle_long_enough_is_removed(
     make_host: MakeHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,9 @@ The core hands each copy to :meth:`StreamDeliveries.store`; the tasks here do th
 - the *writer* appends what was stored, acknowledged or failed in this event-loop turn,
   in one script call each (so a batch grows by itself under load);
 - the *reader* takes the copies no host read yet (``XREADGROUP``) and has the core send
-  each to its recipient's owner of the moment (a worker here, or on another host);
+  each to its recipient's owner of the moment (a worker here, or on another host); the
+  copies for a worker that is behind are held, in order, until it catches up, while the
+  others go on (one slow worker does not hold up the rest);
 - the *claimer* takes over, every quarter of the visibility timeout, the copies pending
   longer than that (their worker died or was dropped as too slow, their host died, their
   handler failed) and delivers them again, or moves them to the dead letters.
@@ -31,6 +33,7 @@ from .tasks import cancel_tasks
 
 if TYPE_CHECKING:
     from .._host.core import RoutingCore
+    from .._host.session import WorkerSession
 
 #: Copies read or claimed at a time.
 BATCH: Final = 1000
@@ -42,8 +45,10 @@ ACK_ITEMS: Final = 1000
 MAX_WAITING: Final = 100_000
 #: Seconds between attempts while Redis is out of reach.
 RETRY: Final = 0.25
-#: Seconds the reader waits at most for a worker it sent to that is behind.
+#: Seconds copies are held at most for a worker that is behind, before the next goes anyway.
 BEHIND_WAIT: Final = 5.0
+#: Bytes of copies held for workers that are behind, at most: past it, the reader waits.
+MAX_HELD_BYTES: Final = 64 * 1024 * 1024
 
 
 class StreamDeliveries:
@@ -81,6 +86,12 @@ class StreamDeliveries:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self.unavailable: str | None = None
+        #: Copies read for workers that are behind, by worker, in the order read; each has
+        #: a task in ``_holders`` that sends them once it caught up.
+        self._held: dict[WorkerSession, list[Entry]] = {}
+        self._held_bytes = 0
+        self._released = asyncio.Event()
+        self._holders: set[asyncio.Task[None]] = set()
 
     # -- the routing core's side (never awaits) ---------------------------------------------
 
@@ -133,7 +144,7 @@ class StreamDeliveries:
         and did not see acknowledged stays pending: another host delivers it again."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
-        await cancel_tasks(self._tasks, timeout)
+        await cancel_tasks([*self._tasks, *self._holders], timeout)
         self._tasks = []
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._store.close(), timeout)
@@ -233,15 +244,51 @@ class StreamDeliveries:
                 await asyncio.sleep(interval)
 
     async def _deliver(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._send(entry)
+        while self._held_bytes > MAX_HELD_BYTES:
+            self._released.clear()
+            await self._released.wait()
+
+    def _send(self, entry: Entry) -> None:
+        """Have the core send a copy to its recipient's owner, or hold it while that is behind.
+
+        Back-pressure, as for a publisher: a burst (copies taken over at once) must not push a
+        worker past max_queued_bytes, which would drop it as too slow. Only that worker's
+        copies wait for it (up to BEHIND_WAIT each time it falls behind).
+        """
+        delivery_id, recipient, copy = entry
         events = self._core.events
-        for delivery_id, recipient, copy in entries:
-            reason = events.deliver(delivery_id, recipient, copy)
-            if reason is not None and self._log.isEnabledFor(logging.DEBUG):
-                self._log.debug("Event copy %s for %s not delivered now: %s", delivery_id, recipient, reason)
-            behind = events.behind
-            if behind is not None:
-                # Back-pressure, as for a publisher: a burst (copies taken over at once) must
-                # not push a worker past max_queued_bytes, which would drop it as too slow.
-                events.behind = None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(behind.drained.wait(), BEHIND_WAIT)
+        if self._held:
+            owner = events.owner_of(recipient)
+            held = None if owner is None else self._held.get(owner)
+            if held is not None:
+                held.append(entry)
+                self._held_bytes += len(copy)
+                self.counts.held += 1
+                return
+        reason = events.deliver(delivery_id, recipient, copy)
+        if reason is not None and self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("Event copy %s for %s not delivered now: %s", delivery_id, recipient, reason)
+        behind = events.behind
+        if behind is not None:
+            events.behind = None
+            if behind not in self._held:
+                self._held[behind] = []
+                holder = asyncio.get_running_loop().create_task(
+                    self._release(behind), name="autogen-http-deliveries holder"
+                )
+                self._holders.add(holder)
+                holder.add_done_callback(self._holders.discard)
+
+    async def _release(self, worker: WorkerSession) -> None:
+        """Send the copies held for ``worker`` once it caught up (or BEHIND_WAIT passed), in
+        order; if it falls behind again, the rest are held again (by a new task)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(worker.drained.wait(), BEHIND_WAIT)
+        held = self._held.pop(worker)
+        self._held_bytes -= sum(len(copy) for _, _, copy in held)
+        self.counts.held -= len(held)
+        self._released.set()
+        for entry in held:
+            self._send(entry)

@@ -41,6 +41,8 @@ class DeliveryCounts:
     dead_lettered: int = 0
     #: Copies delivered and not yet acknowledged, in the whole cluster (last seen).
     pending: int = 0
+    #: Copies this host read and holds for workers that are behind.
+    held: int = 0
 
 
 class Deliveries(Protocol):

@@ -39,7 +39,7 @@ class EventFanOut:
         self._log = logger
         #: The store of copies with at-least-once delivery; ``None``: at most once.
         self.deliveries: Deliveries | None = None
-        #: A worker :meth:`deliver` sent to that is now behind: the reader waits for it.
+        #: A worker :meth:`deliver` sent to that is now behind: the reader holds its copies.
         self.behind: WorkerSession | None = None
         #: Recipients of stored copies, parsed (making an ``AgentId`` checks it: not free).
         self._agent_ids: dict[str, AgentId] = {}
@@ -120,12 +120,7 @@ class EventFanOut:
         """
         deliveries = self.deliveries
         assert deliveries is not None
-        agent_id = self._agent_ids.get(recipient)
-        if agent_id is None:
-            if len(self._agent_ids) >= _MAX_CACHED_IDS:
-                self._agent_ids.clear()
-            agent_type, _, key = recipient.partition("/")
-            agent_id = self._agent_ids[recipient] = AgentId(agent_type, key)
+        agent_id = self._agent_id(recipient)
         target = self._directory.owner(agent_id)
         if target is None:
             reason = f"no worker serves {recipient}"
@@ -149,6 +144,19 @@ class EventFanOut:
             return None
         deliveries.failed(delivery_id, reason)
         return reason
+
+    def owner_of(self, recipient: str) -> WorkerSession | None:
+        """Who :meth:`deliver` would send a copy for ``recipient`` (``type/key``) to now."""
+        return self._directory.owner(self._agent_id(recipient))
+
+    def _agent_id(self, recipient: str) -> AgentId:
+        agent_id = self._agent_ids.get(recipient)
+        if agent_id is None:
+            if len(self._agent_ids) >= _MAX_CACHED_IDS:
+                self._agent_ids.clear()
+            agent_type, _, key = recipient.partition("/")
+            agent_id = self._agent_ids[recipient] = AgentId(agent_type, key)
+        return agent_id
 
     def hand_over(self, target: WorkerSession | None, copy: bytes) -> None:
         """Another host sent a copy for a worker here (``None``: it left): send it on.

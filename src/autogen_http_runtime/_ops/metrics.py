@@ -257,6 +257,13 @@ def _delivery_families(host: str, counts: DeliveryCounts) -> Iterator[Metric]:
     )
     pending.add_metric([host], counts.pending)
     yield pending
+    held = GaugeMetricFamily(
+        PREFIX + "deliveries_held",
+        "Event copies this host read and holds for workers that are behind (they go once each catches up).",
+        labels=["host"],
+    )
+    held.add_metric([host], counts.held)
+    yield held
 
 
 def _le(bound: float) -> str:
