@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
 from autogen_http_runtime import (
@@ -25,7 +26,7 @@ from autogen_http_runtime import (
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.serving import make_server
 from autogen_http_runtime._cli.settings import ServeSettings
-from autogen_http_runtime._cluster import delivery_store
+from autogen_http_runtime._cluster import deliveries, delivery_store
 from autogen_http_runtime._protocol import wire
 from autogen_http_runtime._worker.handled import HANDLED, RUN, RUNNING, HandledEvents
 
@@ -576,6 +577,53 @@ async def test_a_worker_that_is_behind_does_not_hold_up_the_copies_for_the_other
             finally:
                 child.proc.send_signal(signal.SIGCONT)
         assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
+    finally:
+        await bounded(host.stop(grace=1))
+
+
+async def test_the_copies_held_for_one_worker_are_bounded_and_the_rest_stay_pending(
+    redis_server: RedisServer, make_worker: MakeWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At most MAX_HELD_PER_WORKER is held for a worker that is behind (here 1 MB, five copies);
+    # past it, a copy stays pending with the reason saying so, and comes back after the
+    # visibility timeout. Copies taken over meanwhile do not pile up in what is held.
+    monkeypatch.setattr(deliveries, "MAX_HELD_PER_WORKER", 1_000_000)
+    service = HttpAgentService(
+        slow_consumer_timeout=120.0,
+        redis_url=redis_server.url,
+        cluster_secret=SECRET,
+        delivery="at-least-once",
+        visibility_timeout=0.5,
+        max_deliveries=1000,
+    )
+    host = HttpAgentServer("127.0.0.1", port=0, service=service)
+    await bounded(host.start())
+    assert service.cluster is not None and service.cluster.deliveries is not None
+    stream = service.cluster.deliveries
+    try:
+        publisher = await make_worker(host.url)
+        async with spawn("subscriber", host.url, "frozen", "news", "frozen") as child:
+            await child.expect("READY")
+            child.proc.send_signal(signal.SIGSTOP)
+            try:
+                for i in range(100):
+                    await publisher.publish_message(Text(f"{i}:" + "x" * 200_000), TopicId("news", f"k{i}"))
+
+                async def held_and_taken_over() -> bool:
+                    return stream.counts.held > 0 and stream.counts.redelivered >= 100
+
+                await until(held_and_taken_over, TIMEOUT * 2)
+                assert 0 < stream.counts.held <= 5
+                client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+                try:
+                    reasons = set((await client.hgetall(stream._store.reasons)).values())
+                finally:
+                    await client.aclose()
+                assert any(
+                    reason.startswith("its worker ") and reason.endswith(" was behind") for reason in reasons
+                )
+            finally:
+                child.proc.send_signal(signal.SIGCONT)
     finally:
         await bounded(host.stop(grace=1))
 

@@ -102,6 +102,18 @@ async def test_read_permission_names_each_listing_and_public_routes_stay_public(
         assert (await client.get("/metrics")).status_code == 200  # public: no identity, no rule
 
 
+async def test_without_tokens_the_policy_still_applies_to_anonymous_listings() -> None:
+    # No authenticator: every caller is 'anonymous', whose rule governs the listings as it
+    # does the calls (a policy used to be skipped for HTTP reads when nothing authenticated).
+    policy = AccessPolicy({"anonymous": AccessRule(call="*", read="agents")})
+    async with host(access_policy=policy) as server, http(server) as client:
+        paths = ("/v1/agents", "/v1/workers", "/metrics", "/healthz")
+        codes = {p: (await client.get(p)).status_code for p in paths}
+        assert codes == {"/v1/agents": 200, "/v1/workers": 403, "/metrics": 403, "/healthz": 200}
+        refused = await client.get("/v1/workers")
+        assert "Identity 'anonymous' may not read workers." in refused.json()["detail"]
+
+
 async def test_an_instance_is_shown_only_to_its_own_identity() -> None:
     everyone = AccessPolicy({name: AccessRule.allow_all() for name in TOKENS})
     async with (

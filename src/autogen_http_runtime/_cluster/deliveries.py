@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from .._exceptions import ClusterUnavailableError
@@ -47,8 +48,20 @@ MAX_WAITING: Final = 100_000
 RETRY: Final = 0.25
 #: Seconds copies are held at most for a worker that is behind, before the next goes anyway.
 BEHIND_WAIT: Final = 5.0
-#: Bytes of copies held for workers that are behind, at most: past it, the reader waits.
+#: Bytes of copies held for one worker that is behind, at most: its copies past that stay
+#: pending, and are delivered again after the visibility timeout.
+MAX_HELD_PER_WORKER: Final = 16 * 1024 * 1024
+#: Bytes of copies held for all workers that are behind, at most: past it, the reader waits.
 MAX_HELD_BYTES: Final = 64 * 1024 * 1024
+
+
+@dataclass
+class _Held:
+    """The copies held for one worker that is behind, in the order read."""
+
+    entries: list[Entry] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    size: int = 0
 
 
 class StreamDeliveries:
@@ -88,7 +101,7 @@ class StreamDeliveries:
         self.unavailable: str | None = None
         #: Copies read for workers that are behind, by worker, in the order read; each has
         #: a task in ``_holders`` that sends them once it caught up.
-        self._held: dict[WorkerSession, list[Entry]] = {}
+        self._held: dict[WorkerSession, _Held] = {}
         self._held_bytes = 0
         self._released = asyncio.Event()
         self._holders: set[asyncio.Task[None]] = set()
@@ -146,6 +159,8 @@ class StreamDeliveries:
             await asyncio.wait_for(self._idle.wait(), timeout)
         await cancel_tasks([*self._tasks, *self._holders], timeout)
         self._tasks = []
+        self._held.clear()  # still pending in the stream: delivered again, by another host
+        self._held_bytes = self.counts.held = 0
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._store.close(), timeout)
 
@@ -245,10 +260,12 @@ class StreamDeliveries:
 
     async def _deliver(self, entries: list[Entry]) -> None:
         for entry in entries:
+            while self._held_bytes > MAX_HELD_BYTES:
+                self._released.clear()
+                await self._released.wait()
+            if self._core.events.deliveries is not self:
+                return  # stopping: what was read stays pending in the stream
             self._send(entry)
-        while self._held_bytes > MAX_HELD_BYTES:
-            self._released.clear()
-            await self._released.wait()
 
     def _send(self, entry: Entry) -> None:
         """Have the core send a copy to its recipient's owner, or hold it while that is behind.
@@ -262,8 +279,15 @@ class StreamDeliveries:
         if self._held:
             owner = events.owner_of(recipient)
             held = None if owner is None else self._held.get(owner)
-            if held is not None:
-                held.append(entry)
+            if owner is not None and held is not None:
+                if delivery_id in held.ids:
+                    return  # taken over again while held (past the visibility timeout): once is enough
+                if held.size >= MAX_HELD_PER_WORKER:
+                    self.failed(delivery_id, f"its worker {owner.worker_id} was behind")
+                    return  # pending: delivered again after the visibility timeout
+                held.entries.append(entry)
+                held.ids.add(delivery_id)
+                held.size += len(copy)
                 self._held_bytes += len(copy)
                 self.counts.held += 1
                 return
@@ -274,7 +298,7 @@ class StreamDeliveries:
         if behind is not None:
             events.behind = None
             if behind not in self._held:
-                self._held[behind] = []
+                self._held[behind] = _Held()
                 holder = asyncio.get_running_loop().create_task(
                     self._release(behind), name="autogen-http-deliveries holder"
                 )
@@ -287,8 +311,9 @@ class StreamDeliveries:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(worker.drained.wait(), BEHIND_WAIT)
         held = self._held.pop(worker)
-        self._held_bytes -= sum(len(copy) for _, _, copy in held)
-        self.counts.held -= len(held)
+        self._held_bytes -= held.size
+        self.counts.held -= len(held.entries)
         self._released.set()
-        for entry in held:
-            self._send(entry)
+        if self._core.events.deliveries is self:  # not stopping
+            for entry in held.entries:
+                self._send(entry)

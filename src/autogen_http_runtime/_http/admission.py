@@ -93,8 +93,8 @@ class Admission:
         if connection.scope["type"] != "http":
             return  # the worker WebSocket is admitted by its endpoint, which can answer a refusal
         name = getattr(connection.scope.get("route"), "name", None)
-        if self.authenticator is None or name in self.public_routes:
-            return
+        if (self.authenticator is None and self._access is None) or name in self.public_routes:
+            return  # without an authenticator, a policy still applies: to 'anonymous'
         admitted = await self.admit(connection)
         if isinstance(admitted, Problem):
             raise admitted

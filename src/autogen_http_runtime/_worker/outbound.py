@@ -137,7 +137,13 @@ class Outbound:
                 f"No answer within the call's deadline of {deadline} s: "
                 "the connection to the host stayed too full to take the call."
             ) from None
-        return connection, max(ends - loop.time(), 0.0)
+        left = ends - loop.time()
+        if left <= 0:
+            raise CallTimeoutError(
+                f"No answer within the call's deadline of {deadline} s: it passed while the call "
+                "waited for the connection to the host."
+            )
+        return connection, left
 
     async def publish(
         self, message: Any, topic_id: TopicId, *, sender: AgentId | None, message_id: str | None
