@@ -486,6 +486,23 @@ async def test_connections_past_max_connections_are_refused_until_one_leaves() -
         assert len(connected_workers(server.service.core)) == 1
 
 
+async def test_an_identity_past_max_connections_per_identity_is_refused_and_others_are_not() -> None:
+    async with (
+        serving(authenticator=BearerTokens(TOKENS), max_connections_per_identity=1) as server,
+        workers() as make,
+    ):
+        first = await make(server.url, token=TOKENS["alice"])
+        second = await make(server.url, token=TOKENS["alice"], start=False)
+        with pytest.raises(HostConnectionError, match="HTTP 429") as info:
+            await bounded(second.start())
+        assert "Identity 'alice' already has 1 worker connections" in str(info.value)
+        assert not isinstance(info.value, AuthenticationError)
+        await make(server.url, token=TOKENS["bob"])  # another identity counts on its own
+        await first.stop()
+        await bounded(second.start())  # alice's connection was freed
+        assert len(connected_workers(server.service.core)) == 2
+
+
 # -- the CLI's settings ---------------------------------------------------------------------
 
 
@@ -498,7 +515,12 @@ def test_the_serve_command_builds_a_secured_host(tmp_path: Path, monkeypatch: py
     policy.write_text('{"rules": {"alice": {"register": ["upper*"], "call": "*"}}}')
     monkeypatch.setenv("AUTOGEN_HTTP_TOKENS", "alice=a-token")
     settings = ServeSettings(
-        port=0, access_policy=str(policy), rate_limit="5", max_connections=3, public_routes="healthz,metrics"
+        port=0,
+        access_policy=str(policy),
+        rate_limit="5",
+        max_connections=3,
+        max_connections_per_identity="2",
+        public_routes="healthz,metrics",
     )
     server = make_server(settings)
     service = server.service
@@ -507,7 +529,7 @@ def test_the_serve_command_builds_a_secured_host(tmp_path: Path, monkeypatch: py
     assert service.core.access.allows(Identity("alice"), "register", "upper_x")
     assert not service.core.access.allows(Identity("alice"), "publish", "news")
     assert service.core.rate_limiter is not None and service.core.rate_limiter.limit == RateLimit(5, 10)
-    assert service.max_connections == 3
+    assert service.max_connections == 3 and service.max_connections_per_identity == 2
     assert ServeSettings(rate_limit="none").limit() is None
     monkeypatch.delenv("AUTOGEN_HTTP_TOKENS")
     tokens = tmp_path / "tokens"

@@ -32,6 +32,7 @@ def make_server(settings: ServeSettings) -> HttpAgentServer:
         rate_limit=settings.limit(),
         max_subscriptions=settings.max_subscriptions,
         max_connections=settings.max_connections,
+        max_connections_per_identity=settings.max_connections_per_identity,
         public_routes=[name.strip() for name in settings.public_routes.split(",") if name.strip()],
         replicas=settings.replicas,
         redis_url=settings.redis_url,

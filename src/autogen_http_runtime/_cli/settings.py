@@ -244,6 +244,13 @@ class ServeSettings(BaseSettings):
         "N",
         ge=1,
     )
+    max_connections_per_identity: Optional[int] = _setting(
+        None,
+        "limits",
+        "worker connections one identity keeps open (more get HTTP 429); 'none' for no limit",
+        "N",
+        ge=1,
+    )
     max_message_size: int = _setting(
         DEFAULT_MAX_MESSAGE_SIZE,
         "limits",
@@ -305,6 +312,7 @@ class ServeSettings(BaseSettings):
         "ping_timeout",
         "rate_limit",
         "max_connections",
+        "max_connections_per_identity",
         "rate_burst",
         "max_subscriptions",
         mode="before",

@@ -94,6 +94,9 @@ class HttpAgentService:
             by default); more fail with ``TooManyCallsError``. ``None``: no limit.
         max_connections: Worker WebSockets the host keeps open at once; more are refused
             (HTTP 503) and the worker retries later. ``None``: no limit.
+        max_connections_per_identity: Worker WebSockets one identity keeps open at once, so
+            that one identity cannot take them all; more are refused (HTTP 429) and the
+            worker retries later. ``None`` (the default): no limit.
         public_routes: Names of the routes that need no authentication; the probes
             (``healthz``, ``readyz``) by default. Add ``metrics`` for an unauthenticated
             Prometheus scrape.
@@ -158,6 +161,7 @@ class HttpAgentService:
         rate_limit: RateLimit | None = None,
         max_subscriptions: int | None = DEFAULT_MAX_SUBSCRIPTIONS,
         max_connections: int | None = None,
+        max_connections_per_identity: int | None = None,
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         replicas: bool = False,
         redis_url: str | None = None,
@@ -247,6 +251,7 @@ class HttpAgentService:
             self.core,
             self._admission,
             max_connections=max_connections,
+            max_connections_per_identity=max_connections_per_identity,
             hello_timeout=hello_timeout,
             slow_consumer_timeout=slow_consumer_timeout,
             logger=self._log,
@@ -285,6 +290,10 @@ class HttpAgentService:
     @property
     def max_connections(self) -> int | None:
         return self._workers.max_connections
+
+    @property
+    def max_connections_per_identity(self) -> int | None:
+        return self._workers.max_connections_per_identity
 
     @property
     def authenticate(self) -> Callable[[HTTPConnection], Awaitable[None]]:

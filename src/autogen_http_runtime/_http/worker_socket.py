@@ -41,6 +41,8 @@ class WorkerEndpoint:
 
     Args:
         max_connections: Worker WebSockets kept open at once; ``None``: no limit.
+        max_connections_per_identity: Worker WebSockets one identity keeps open at once;
+            ``None``: no limit.
         hello_timeout: Seconds a new connection has to say hello.
         slow_consumer_timeout: Seconds a worker is held back for a worker it sends to that is behind.
     """
@@ -51,6 +53,7 @@ class WorkerEndpoint:
         admission: Admission,
         *,
         max_connections: int | None,
+        max_connections_per_identity: int | None = None,
         hello_timeout: float,
         slow_consumer_timeout: float,
         logger: logging.Logger,
@@ -58,6 +61,7 @@ class WorkerEndpoint:
         self._core = core
         self._admission = admission
         self.max_connections = max_connections
+        self.max_connections_per_identity = max_connections_per_identity
         self._hello_timeout = hello_timeout
         self._slow_consumer_timeout = slow_consumer_timeout
         self._log = logger
@@ -65,6 +69,8 @@ class WorkerEndpoint:
         # minute for each kind of refusal, the rest at DEBUG.
         self._refusals = Throttled(logger)
         self._open = 0
+        #: Connections open by identity name (only while a per-identity limit is set).
+        self._open_by_identity: dict[str, int] = {}
         #: The endpoint task of each connection, for a shutdown to wait on.
         self.connections: set[asyncio.Task[Any]] = set()
 
@@ -90,11 +96,39 @@ class WorkerEndpoint:
             )
             await refuse(websocket, admitted)
             return
+        limit = self.max_connections_per_identity
+        name = admitted.name
+        if limit is not None and self._open_by_identity.get(name, 0) >= limit:
+            self._refusals.warning(
+                "Refused a worker of identity %r: it has %d connections (max_connections_per_identity)",
+                name,
+                limit,
+                key=(429, name),
+            )
+            await refuse(
+                websocket,
+                Problem(
+                    429,
+                    "too-many-connections",
+                    "Too many connections",
+                    f"Identity '{name}' already has {limit} worker connections to this host "
+                    "(max_connections_per_identity).",
+                ),
+            )
+            return
         self._open += 1
+        if limit is not None:
+            self._open_by_identity[name] = self._open_by_identity.get(name, 0) + 1
         try:
             await self._serve(websocket, admitted)
         finally:
             self._open -= 1
+            if limit is not None:
+                left = self._open_by_identity[name] - 1
+                if left:
+                    self._open_by_identity[name] = left
+                else:
+                    del self._open_by_identity[name]
 
     async def _serve(self, websocket: WebSocket, identity: Identity) -> None:
         await websocket.accept()
