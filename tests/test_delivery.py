@@ -565,7 +565,7 @@ async def test_a_worker_that_is_behind_does_not_hold_up_the_copies_for_the_other
                 async def all_handled() -> bool:
                     return len(Collector.seen) >= len(texts)
 
-                await until(all_handled)
+                await until(all_handled, TIMEOUT * 2)  # before: 5 s per copy after the 60th
                 # Still behind (it fell more than high_water behind, and has not caught up since).
                 assert not frozen.drained.is_set() and not frozen.closed
                 async with httpx.AsyncClient(base_url=host.url, timeout=TIMEOUT) as http:
