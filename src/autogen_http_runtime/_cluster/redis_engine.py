@@ -44,6 +44,10 @@ from .engine import (
 #: Entries the change log keeps (about: Redis trims by whole nodes). A host that falls
 #: further behind reloads a snapshot.
 LOG_LENGTH: Final = 10_000
+#: Seconds a new connection to Redis may take, at least. A connection refused fails at once
+#: whatever this says; a tighter bound only fails a busy host's joins, and loses a connection
+#: asyncio opened just as the bound passed (unclosed: a ResourceWarning).
+MIN_CONNECT_TIMEOUT: Final = 2.0
 
 
 def redacted(url: str) -> str:
@@ -95,7 +99,7 @@ class RedisEngine:
             protocol=2,
             decode_responses=decode,
             socket_timeout=timeout,
-            socket_connect_timeout=self._control_timeout,
+            socket_connect_timeout=max(self._control_timeout, MIN_CONNECT_TIMEOUT),
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
