@@ -385,7 +385,7 @@ class Closable(RoutedAgent):
 
 
 async def test_close_stops_the_worker_and_closes_every_agent_made_or_registered_here(
-    server: HttpAgentServer, make_worker: WorkerFactory
+    server: HttpAgentServer, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As SingleThreadedAgentRuntime.close: stop, then Agent.close() on every agent here; one
     # agent's error does not keep the others open, and is raised at the end.
@@ -401,6 +401,7 @@ async def test_close_stops_the_worker_and_closes_every_agent_made_or_registered_
     with pytest.raises(RuntimeError, match="bad close"):
         await bounded(worker.close())
     assert sorted(closed) == ["a", "b", "bad", "i"]
+    assert "Agent closable/bad failed to close: RuntimeError('bad close')" in caplog.text
     assert "closable" not in owners(server.service.core)  # stopped: the host freed its type
     with pytest.raises(HostConnectionError):
         await bounded(worker.send_message(Text("late"), AgentId("closable", "a")))

@@ -7,6 +7,7 @@ bookkeeping with the same rules and messages as autogen-core's in-process runtim
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -88,16 +89,17 @@ class LocalAgents:
         self._factories.pop(agent_type, None)
         self._instance_types.pop(agent_type, None)
 
-    async def close(self) -> None:
-        """``close()`` each agent here; the first error, if any, is raised once all are closed."""
-        errors: list[BaseException] = []
-        for agent in list(self._agents.values()):
+    async def close(self, log: logging.Logger) -> None:
+        """``close()`` each agent here; each error is logged, and the first raised at the end."""
+        first: Exception | None = None
+        for agent_id, agent in list(self._agents.items()):
             try:
                 await agent.close()
             except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                log.error("Agent %s failed to close: %r", agent_id, exc)
+                first = first or exc
+        if first is not None:
+            raise first
 
     async def get(self, agent_id: AgentId) -> Agent:
         """The agent with this id, created by its type's factory on first use.

@@ -216,9 +216,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     async def close(self) -> None:
         """Stop (if running), then ``close()`` every agent made or registered here, as
-        ``SingleThreadedAgentRuntime.close`` does; an agent's error is raised once all are closed."""
+        ``SingleThreadedAgentRuntime.close`` does; each agent's error is logged, the first raised."""
         await self.stop()
-        await self._agents.close()
+        await self._agents.close(self._log)
 
     async def stop_when_signal(
         self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
