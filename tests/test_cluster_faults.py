@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from autogen_core import AgentId
 
 from autogen_http_runtime import (
@@ -244,3 +245,49 @@ async def test_a_host_that_stops_leaves_at_once(make_host: MakeHost, make_worker
 
     # Gone well before a lease would have run out.
     assert await until(left, LEASE) < LEASE
+
+
+async def test_a_worker_that_connects_while_its_host_comes_back_is_put_back_too(
+    make_host: MakeHost, make_worker: MakeWorker, redis_server: RedisServer
+) -> None:
+    # A host that lost its lease puts back what its workers hold, then reads the directory. A
+    # worker that connected in between was in neither: the host puts back again, so that the
+    # other hosts reach it (it used to stay unreachable from them until it reconnected).
+    a, b = await make_host(), await make_host()
+    caller = await make_worker(a.url)
+    node = b.service.cluster
+    assert node is not None
+    put_back = node.engine.assert_host
+    connected = asyncio.Event()
+    held_once: list[str] = []
+
+    async def assert_host_then_wait(state: str) -> object:
+        answer = await put_back(state)
+        if not held_once:
+            held_once.append(state)
+            await asyncio.wait_for(connected.wait(), TIMEOUT)  # the late worker connects now
+        return answer
+
+    node.engine.assert_host = assert_host_then_wait  # type: ignore[method-assign]
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await bounded(client.delete(f"autogen:{{default}}:lease:{node.host}"))
+    finally:
+        await client.aclose()
+
+    async def putting_back() -> bool:
+        return bool(held_once)
+
+    await until(putting_back)
+    late = await make_worker(b.url)
+    await Upper.register(late, "late", Upper)
+    connected.set()
+
+    async def reached_from_a() -> bool:
+        try:
+            return await bounded(caller.send_message(Text("x"), AgentId("late", "k")), 1.0) == Text("X")
+        except (ClusterUnavailableError, AgentNotFoundError):
+            return False
+
+    await until(reached_from_a)
+    assert '"late"' not in held_once[0]  # the first put-back did not hold it

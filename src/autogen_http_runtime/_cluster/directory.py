@@ -161,16 +161,21 @@ class ClusterDirectory:
                 worker.subscriptions.pop(change.a, None)
         self.view.apply(change)
 
-    def load(self, snapshot: Snapshot) -> None:
-        """Start over from a snapshot (taken after this host put back its entries)."""
+    def load(self, snapshot: Snapshot, *, report: bool = True) -> bool:
+        """Start over from a snapshot (taken after this host put back its entries); whether it
+        holds every worker connected here (one that connected meanwhile is not in it yet)."""
+        held = True
         for worker_id in self.view.load(snapshot):
             worker = self._local.get(worker_id)
             if worker is not None and not worker.session.closed:
-                self._log.error(
-                    "Worker %s is connected to this host but the cluster's directory does not hold it "
-                    "(its instance is another identity's): it is not routed to until it reconnects",
-                    worker_id,
-                )
+                held = False
+                if report:
+                    self._log.error(
+                        "Worker %s is connected to this host but the cluster's directory does not hold "
+                        "it (its instance is another identity's): it is not routed to until it reconnects",
+                        worker_id,
+                    )
+        return held
 
     def state(self) -> str:
         """Everything this host's workers hold, as ``lua.ASSERT_HOST`` takes it."""

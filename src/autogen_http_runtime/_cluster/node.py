@@ -9,11 +9,10 @@ The node runs the tasks that keep this host one of the cluster:
 - the *ticker* renews this host's lease and declares gone the hosts whose lease expired,
   every tenth of the lease; when the engine is out of reach, it tries to come back.
 
-Out of reach (Redis down, or this host's lease lost): calls in flight to other hosts fail
-at once with ``CLUSTER_UNAVAILABLE``, and so do new ones; calls between this host's own
-workers go on; writes take effect here only. Back: the node connects again, puts back
-everything this host's workers hold (Redis may have restarted empty), reloads the view,
-and the cluster is whole again.
+Out of reach (Redis down, or this host's lease lost): calls to other hosts fail with
+``CLUSTER_UNAVAILABLE``; calls between this host's own workers go on; writes take effect
+here only. Back: the node puts back everything its workers hold (Redis may have restarted
+empty) and reloads the view.
 """
 
 from __future__ import annotations
@@ -213,11 +212,13 @@ class ClusterNode:
         await self.engine.connect()
         self.generation += 1
         await self.engine.join(json.dumps(self._host_info, separators=(",", ":")), self._settings)
-        _, refused = await self.engine.assert_host(self.directory.state())
-        for what, refusal in refused:
-            self.directory.refused_again(what, refusal)
-        snapshot = await self.engine.snapshot()
-        self.directory.load(snapshot)
+        for last in (False, False, True):  # again for a worker that connected meanwhile
+            _, refused = await self.engine.assert_host(self.directory.state())
+            for what, refusal in refused:
+                self.directory.refused_again(what, refusal)
+            snapshot = await self.engine.snapshot()
+            if self.directory.load(snapshot, report=last):
+                break
         self._live = tuple(snapshot.hosts)
         self.sync.settled()
         was = self.unavailable
@@ -382,8 +383,7 @@ class ClusterNode:
         back): the calls in flight with it fail now rather than when its lease ends, with
         ``CLUSTER_UNAVAILABLE`` if ``host`` said it had lost the cluster."""
         code = ErrorCode.CLUSTER_UNAVAILABLE if lost_cluster else ErrorCode.WORKER_DISCONNECTED
-        reason = why
-        ended = self.core.calls.host_lost(host, code, reason, both_ways=both_ways)
+        ended = self.core.calls.host_lost(host, code, why, both_ways=both_ways)
         if ended:
             self._log.warning("Host %s: %s; failed %d call(s) in flight with it", host, why, ended)
 
