@@ -7,7 +7,9 @@ kills (``tests/procs/cluster_host.py``); workers that die mid-handler are proces
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ from autogen_http_runtime import (
     ClusterJoinError,
     HttpAgentServer,
     HttpAgentService,
+    HttpWorkerAgentRuntime,
 )
 from autogen_http_runtime._cli.main import main
 from autogen_http_runtime._cli.serving import make_server
@@ -485,50 +488,66 @@ async def test_events_published_while_redis_is_out_of_reach_are_delivered_once_i
     assert sorted(text for _, text, _ in Collector.seen) == [f"m{i}" for i in range(5)]
 
 
-async def test_copies_of_a_worker_dropped_as_too_slow_reach_the_new_owner_of_their_agents(
-    redis_server: RedisServer, make_worker: MakeWorker
-) -> None:
+@contextlib.asynccontextmanager
+async def at_least_once_host(redis_server: RedisServer, **options: Any) -> AsyncIterator[HttpAgentServer]:
+    """A host of its own on ``redis_server`` with at-least-once delivery and ``options``."""
     service = HttpAgentService(
-        max_message_size=65_536,
-        max_queued_bytes=131_072,
-        slow_consumer_timeout=2.0,
-        replicas=True,
-        redis_url=redis_server.url,
-        cluster_secret=SECRET,
-        delivery="at-least-once",
-        visibility_timeout=1.0,
-        max_deliveries=50,
+        redis_url=redis_server.url, cluster_secret=SECRET, delivery="at-least-once", **options
     )
     host = HttpAgentServer("127.0.0.1", port=0, service=service)
     await bounded(host.start())
     try:
-        publisher = await make_worker(host.url)
-        async with spawn("subscriber", host.url, "collector", "news", "frozen") as child:
-            await child.expect("READY")
-            child.proc.send_signal(signal.SIGSTOP)  # reads nothing from now on
-            try:
-                texts = [f"{i}:" + "x" * 40_000 for i in range(100)]
-                for i, text in enumerate(texts):
-                    await publisher.publish_message(Text(text), TopicId("news", f"k{i}"))
-
-                async def dropped() -> bool:
-                    return not any(w.name == "frozen" for w in service.core.directory.workers())
-
-                await until(dropped, TIMEOUT * 2)
-                survivor = await make_worker(host.url, name="survivor")
-                await Collector.register(survivor, "collector", Collector)
-
-                async def all_handled() -> bool:
-                    return len(Collector.seen) >= len(texts)
-
-                await until(all_handled, TIMEOUT * 2)
-            finally:
-                child.proc.send_signal(signal.SIGCONT)
-        assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
-        assert service.cluster is not None and service.cluster.deliveries is not None
-        assert service.cluster.deliveries.counts.redelivered >= 1
+        yield host
     finally:
         await bounded(host.stop(grace=1))
+
+
+@contextlib.asynccontextmanager
+async def frozen_subscriber(url: str, agent_type: str) -> AsyncIterator[None]:
+    """A worker process ``frozen`` serving ``agent_type``, subscribed to ``news``, that reads
+    nothing (SIGSTOP) until the block ends."""
+    async with spawn("subscriber", url, agent_type, "news", "frozen") as child:
+        await child.expect("READY")
+        child.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            child.proc.send_signal(signal.SIGCONT)
+
+
+async def publish_news(publisher: HttpWorkerAgentRuntime, size: int, count: int = 100) -> list[str]:
+    """Publish ``count`` texts of about ``size`` bytes to ``news``, each from its own source."""
+    texts = [f"{i}:" + "x" * size for i in range(count)]
+    for i, text in enumerate(texts):
+        await publisher.publish_message(Text(text), TopicId("news", f"k{i}"))
+    return texts
+
+
+async def test_copies_of_a_worker_dropped_as_too_slow_reach_the_new_owner_of_their_agents(
+    redis_server: RedisServer, make_worker: MakeWorker
+) -> None:
+    options = {"max_message_size": 65_536, "max_queued_bytes": 131_072, "slow_consumer_timeout": 2.0}
+    options |= {"replicas": True, "visibility_timeout": 1.0, "max_deliveries": 50}
+    async with at_least_once_host(redis_server, **options) as host:
+        publisher = await make_worker(host.url)
+        async with frozen_subscriber(host.url, "collector"):
+            texts = await publish_news(publisher, 40_000)
+
+            async def dropped() -> bool:
+                return not any(w.name == "frozen" for w in host.service.core.directory.workers())
+
+            await until(dropped, TIMEOUT * 2)
+            survivor = await make_worker(host.url, name="survivor")
+            await Collector.register(survivor, "collector", Collector)
+
+            async def all_handled() -> bool:
+                return len(Collector.seen) >= len(texts)
+
+            await until(all_handled, TIMEOUT * 2)
+        assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
+        cluster = host.service.cluster
+        assert cluster is not None and cluster.deliveries is not None
+        assert cluster.deliveries.counts.redelivered >= 1
 
 
 async def test_a_worker_that_is_behind_does_not_hold_up_the_copies_for_the_others(
@@ -537,48 +556,30 @@ async def test_a_worker_that_is_behind_does_not_hold_up_the_copies_for_the_other
     # A frozen subscriber falls behind (more than high_water queued for it): its copies wait
     # for it, and those for a worker that reads go on. Before, the one reader waited up to
     # 5 s for the frozen worker after each copy it sent there, so the other worker's copies
-    # came one per 5 s.
-    service = HttpAgentService(
-        slow_consumer_timeout=120.0,  # not dropped as too slow while the test runs
-        redis_url=redis_server.url,
-        cluster_secret=SECRET,
-        delivery="at-least-once",
-        visibility_timeout=60.0,  # nothing is delivered again meanwhile
-    )
-    host = HttpAgentServer("127.0.0.1", port=0, service=service)
-    await bounded(host.start())
-    try:
+    # came one per 5 s. Not dropped as too slow, nothing delivered again, while the test runs.
+    async with at_least_once_host(redis_server, slow_consumer_timeout=120.0, visibility_timeout=60.0) as host:
         publisher = await make_worker(host.url)
         reader = await make_worker(host.url, name="reader")
         await Collector.register(reader, "collector", Collector)
         await reader.add_subscription(TypeSubscription("news", "collector"))
-        async with spawn("subscriber", host.url, "frozen", "news", "frozen") as child:
-            await child.expect("READY")
-            (frozen,) = [w for w in service.core.directory.workers() if w.name == "frozen"]
-            child.proc.send_signal(signal.SIGSTOP)  # reads nothing from now on
-            try:
-                # 20 MB for the frozen worker: more than the sockets take and high_water (8 MiB).
-                texts = [f"{i}:" + "x" * 200_000 for i in range(100)]
-                for i, text in enumerate(texts):
-                    await publisher.publish_message(Text(text), TopicId("news", f"k{i}"))
+        async with frozen_subscriber(host.url, "frozen"):
+            (frozen,) = [w for w in host.service.core.directory.workers() if w.name == "frozen"]
+            # 20 MB for the frozen worker: more than the sockets take and high_water (8 MiB).
+            texts = await publish_news(publisher, 200_000)
 
-                async def all_handled() -> bool:
-                    return len(Collector.seen) >= len(texts)
+            async def all_handled() -> bool:
+                return len(Collector.seen) >= len(texts)
 
-                await until(all_handled, TIMEOUT * 2)  # before: 5 s per copy after the 60th
-                # Still behind (it fell more than high_water behind, and has not caught up since).
-                assert not frozen.drained.is_set() and not frozen.closed
-                async with httpx.AsyncClient(base_url=host.url, timeout=TIMEOUT) as http:
-                    metrics = (await http.get("/metrics")).text
-                (held,) = [
-                    line for line in metrics.splitlines() if line.startswith("autogen_http_deliveries_held{")
-                ]
-                assert float(held.split()[-1]) > 0  # the frozen worker's copies, held for it
-            finally:
-                child.proc.send_signal(signal.SIGCONT)
+            await until(all_handled, TIMEOUT * 2)  # before: 5 s per copy after the 60th
+            # Still behind (it fell more than high_water behind, and has not caught up since).
+            assert not frozen.drained.is_set() and not frozen.closed
+            async with httpx.AsyncClient(base_url=host.url, timeout=TIMEOUT) as http:
+                metrics = (await http.get("/metrics")).text
+            (held,) = [
+                line for line in metrics.splitlines() if line.startswith("autogen_http_deliveries_held{")
+            ]
+            assert float(held.split()[-1]) > 0  # the frozen worker's copies, held for it
         assert sorted(text for _, text, _ in Collector.seen) == sorted(texts)
-    finally:
-        await bounded(host.stop(grace=1))
 
 
 async def test_the_copies_held_for_one_worker_are_bounded_and_the_rest_stay_pending(
@@ -588,44 +589,27 @@ async def test_the_copies_held_for_one_worker_are_bounded_and_the_rest_stay_pend
     # past it, a copy stays pending with the reason saying so, and comes back after the
     # visibility timeout. Copies taken over meanwhile do not pile up in what is held.
     monkeypatch.setattr(deliveries, "MAX_HELD_PER_WORKER", 1_000_000)
-    service = HttpAgentService(
-        slow_consumer_timeout=120.0,
-        redis_url=redis_server.url,
-        cluster_secret=SECRET,
-        delivery="at-least-once",
-        visibility_timeout=0.5,
-        max_deliveries=1000,
-    )
-    host = HttpAgentServer("127.0.0.1", port=0, service=service)
-    await bounded(host.start())
-    assert service.cluster is not None and service.cluster.deliveries is not None
-    stream = service.cluster.deliveries
-    try:
+    options = {"slow_consumer_timeout": 120.0, "visibility_timeout": 0.5, "max_deliveries": 1000}
+    async with at_least_once_host(redis_server, **options) as host:
+        assert host.service.cluster is not None and host.service.cluster.deliveries is not None
+        stream = host.service.cluster.deliveries
         publisher = await make_worker(host.url)
-        async with spawn("subscriber", host.url, "frozen", "news", "frozen") as child:
-            await child.expect("READY")
-            child.proc.send_signal(signal.SIGSTOP)
+        async with frozen_subscriber(host.url, "frozen"):
+            await publish_news(publisher, 200_000)
+
+            async def held_and_taken_over() -> bool:
+                return stream.counts.held > 0 and stream.counts.redelivered >= 100
+
+            await until(held_and_taken_over, TIMEOUT * 2)
+            assert 0 < stream.counts.held <= 5
+            client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
             try:
-                for i in range(100):
-                    await publisher.publish_message(Text(f"{i}:" + "x" * 200_000), TopicId("news", f"k{i}"))
-
-                async def held_and_taken_over() -> bool:
-                    return stream.counts.held > 0 and stream.counts.redelivered >= 100
-
-                await until(held_and_taken_over, TIMEOUT * 2)
-                assert 0 < stream.counts.held <= 5
-                client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-                try:
-                    reasons = set((await client.hgetall(stream._store.reasons)).values())
-                finally:
-                    await client.aclose()
-                assert any(
-                    reason.startswith("its worker ") and reason.endswith(" was behind") for reason in reasons
-                )
+                reasons = set((await client.hgetall(stream._store.reasons)).values())
             finally:
-                child.proc.send_signal(signal.SIGCONT)
-    finally:
-        await bounded(host.stop(grace=1))
+                await client.aclose()
+            assert any(
+                reason.startswith("its worker ") and reason.endswith(" was behind") for reason in reasons
+            )
 
 
 async def test_a_consumer_with_nothing_pending_idle_long_enough_is_removed(

@@ -250,20 +250,21 @@ def _delivery_families(host: str, counts: DeliveryCounts) -> Iterator[Metric]:
         family = CounterMetricFamily(PREFIX + name, doc, labels=["host"])
         family.add_metric([host], value)
         yield family
-    pending = GaugeMetricFamily(
-        PREFIX + "deliveries_pending",
-        "Event copies delivered and not yet acknowledged in the whole cluster (as this host last saw).",
-        labels=["host"],
-    )
-    pending.add_metric([host], counts.pending)
-    yield pending
-    held = GaugeMetricFamily(
-        PREFIX + "deliveries_held",
-        "Event copies this host read and holds for workers that are behind (they go once each catches up).",
-        labels=["host"],
-    )
-    held.add_metric([host], counts.held)
-    yield held
+    for name, doc, value in (
+        (
+            "deliveries_pending",
+            "Event copies delivered and not yet acknowledged in the whole cluster (as this host last saw).",
+            counts.pending,
+        ),
+        (
+            "deliveries_held",
+            "Event copies this host read and holds for workers that are behind (sent once each catches up).",
+            counts.held,
+        ),
+    ):
+        gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["host"])
+        gauge.add_metric([host], value)
+        yield gauge
 
 
 def _le(bound: float) -> str:
