@@ -8,6 +8,7 @@ installed with `npm ci` the first time (node_modules is not in git).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import shutil
 import signal
@@ -36,20 +37,26 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    """The example's one dependency, installed from its package-lock.json when missing."""
-    if (EXAMPLE / "node_modules" / "ws" / "package.json").is_file():
-        return
-    npm = shutil.which("npm")
-    assert npm is not None, (
-        "node is installed but npm is not: cannot install examples/node-worker's dependency"
-    )
-    done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=EXAMPLE,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """The example's one dependency, installed from its package-lock.json when missing.
+
+    Under a lock: `make test` runs the suite twice at once, and `npm ci` first removes the
+    node_modules the other run may be using.
+    """
+    with open(EXAMPLE / ".npm-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (EXAMPLE / "node_modules" / "ws" / "package.json").is_file():
+            return
+        npm = shutil.which("npm")
+        assert npm is not None, (
+            "node is installed but npm is not: cannot install examples/node-worker's dependency"
+        )
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=EXAMPLE,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
 
 
